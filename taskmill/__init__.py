@@ -1,0 +1,38 @@
+"""taskmill: the backend and worker for Django's Tasks framework, jobs in your own database.
+
+Public API (see the README and docs/):
+
+    from taskmill import task, enqueue_many, enqueue_batch, get_batch, parallel_map
+    from taskmill import cancel, retry, purge
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+__version__ = "0.1.0"
+
+#: name -> module that defines it; imported on first use so that importing taskmill
+#: (it is in INSTALLED_APPS) never loads models before Django is set up.
+_EXPORTS = {
+    "task": "taskmill.compat",
+    "enqueue_many": "taskmill.api",
+    "cancel": "taskmill.api",
+    "retry": "taskmill.api",
+    "purge": "taskmill.api",
+    "parallel_map": "taskmill.parallel",
+    "enqueue_batch": "taskmill.parallel",
+    "get_batch": "taskmill.parallel",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'taskmill' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,15 @@
+"""The subcommands of ``manage.py taskmill``, one module each.
+
+A module provides ``HELP``, ``add_arguments(parser)`` and ``handle(command, options)``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+SUBCOMMANDS = ["worker", "status", "prune"]
+
+
+def load(name: str) -> ModuleType:
+    return importlib.import_module(f"{__name__}.{name}")

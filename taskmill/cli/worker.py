@@ -1,0 +1,74 @@
+"""``taskmill worker``: the supervisor and its worker processes."""
+
+from __future__ import annotations
+
+import os
+from argparse import ArgumentParser
+from typing import Any
+
+from django.core.management.base import CommandError
+
+from ..worker.process import WorkerConfig
+from ..worker.supervisor import run_worker
+from .common import configure_logging, get_backend
+
+HELP = "Run workers: --processes children, each with --threads executors."
+
+
+def add_arguments(parser: ArgumentParser) -> None:
+    parser.add_argument("--backend", help="Alias in TASKS (default: the taskmill backend).")
+    parser.add_argument("--queues", help="Comma-separated queues (default: the backend's QUEUES).")
+    parser.add_argument("--processes", type=int, default=None,
+                        help="Worker processes (default: CPU count).")
+    parser.add_argument("--threads", type=int, default=1, help="Executor threads per process.")
+    parser.add_argument("--burst", action="store_true", help="Exit once nothing is due.")
+    parser.add_argument("--max-tasks-per-child", type=int, default=None,
+                        help="Replace a process after it ran this many jobs.")
+    parser.add_argument("--max-memory-per-child", type=int, default=None, metavar="MB",
+                        help="Replace a process once its resident memory exceeds this.")
+    parser.add_argument("--shutdown-timeout", type=float, default=30.0, metavar="S",
+                        help="On SIGTERM, how long running jobs may take to finish.")
+    parser.add_argument("--poll-interval", type=float, default=None, metavar="S",
+                        help="Longest wait between looks for due jobs (default 1; 5 on "
+                             "PostgreSQL, which is woken by NOTIFY).")
+
+
+def build_config(options: dict[str, Any]) -> tuple[WorkerConfig, int]:
+    backend = get_backend(options.get("backend"))
+    if options.get("queues"):
+        queues = [q.strip() for q in options["queues"].split(",") if q.strip()]
+        unknown = [q for q in queues if backend.queues and q not in backend.queues]
+        if unknown:
+            raise CommandError(f"Unknown queue(s) {unknown} for backend {backend.alias!r}; "
+                               f"its QUEUES are {sorted(backend.queues)}.")
+    else:
+        queues = sorted(backend.queues) or ["default"]
+    for name in ("threads", "processes", "max_tasks_per_child", "max_memory_per_child"):
+        value = options.get(name)
+        if value is not None and value < 1:
+            raise CommandError(f"--{name.replace('_', '-')} must be at least 1.")
+    if options["shutdown_timeout"] < 0:
+        raise CommandError("--shutdown-timeout must not be negative.")
+    from django.db import connections
+
+    vendor = connections[backend.database].vendor
+    poll = options.get("poll_interval") or (5.0 if vendor == "postgresql" else 1.0)
+    config = WorkerConfig(
+        database=backend.database,
+        queues=queues,
+        threads=options["threads"],
+        burst=options["burst"],
+        max_tasks_per_child=options.get("max_tasks_per_child"),
+        max_memory_per_child=options.get("max_memory_per_child"),
+        shutdown_timeout=options["shutdown_timeout"],
+        lease_seconds=backend.config.lease_seconds,
+        result_ttl=backend.config.result_ttl,
+        poll_interval=poll,
+    )
+    return config, options.get("processes") or os.cpu_count() or 1
+
+
+def handle(command: Any, options: dict[str, Any]) -> None:
+    configure_logging(options["verbosity"])
+    config, processes = build_config(options)
+    run_worker(config, processes)

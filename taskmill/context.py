@@ -1,0 +1,77 @@
+"""What a task with ``takes_context=True`` receives: Django's TaskContext, and more."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .compat import TaskContext
+from .exceptions import Cancelled
+
+if TYPE_CHECKING:
+    from .store import ClaimedJob, JobStore
+
+
+class JobRuntime:
+    """The running attempt as the worker sees it: lease, store and cancel flag.
+
+    Writes go through ``store``, a connection of the worker's own (not the task's), so
+    progress is visible to other processes at once even while the task holds a
+    transaction open.
+    """
+
+    def __init__(self, job: ClaimedJob, worker_id: str, store: JobStore | None) -> None:
+        self.job = job
+        self.worker_id = worker_id
+        self.store = store
+        self.checkpoint: Any = job.checkpoint
+        self.cancel_event = threading.Event()
+
+    def write(self, **values: Any) -> None:
+        if self.store is not None:
+            self.store.update_running(self.job, self.worker_id, **values)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobContext(TaskContext):
+    """Django's ``TaskContext`` with progress, checkpoints and cancellation."""
+
+    runtime: JobRuntime = field(repr=False, compare=False)
+
+    def set_progress(self, current: float, total: float | None = None, message: str = "") -> None:
+        """Record how far the job is; ``get_result``, the admin and the dashboard see it at once."""
+        from .backend import Progress
+
+        progress = Progress(current=current, total=total, message=str(message))
+        self.runtime.write(progress=_json(progress.as_json()))
+
+    @property
+    def checkpoint(self) -> Any:
+        """The value last passed to :meth:`save_checkpoint` in any attempt, or None."""
+        return self.runtime.checkpoint
+
+    def save_checkpoint(self, value: Any) -> None:
+        """Keep a JSON value across attempts, so a re-run resumes instead of redoing work."""
+        text = _json(value)
+        self.runtime.write(checkpoint=text)
+        self.runtime.checkpoint = value
+
+    @property
+    def cancel_requested(self) -> bool:
+        """True once ``taskmill.cancel()`` was called for this job."""
+        return self.runtime.cancel_event.is_set()
+
+    def raise_if_cancelled(self) -> None:
+        """Stop here (the job ends FAILED with ``Cancelled``) if a cancel was requested."""
+        if self.cancel_requested:
+            raise Cancelled(f"Job {self.runtime.job.id} was cancelled.")
+
+
+def _json(value: Any) -> str:
+    import json
+
+    try:
+        return json.dumps(value, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"Checkpoints and progress must be JSON: {exc}") from None

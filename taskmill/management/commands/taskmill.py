@@ -1,0 +1,38 @@
+"""``manage.py taskmill <subcommand>``: the worker and the operations on jobs.
+
+Each subcommand lives in its own module of :mod:`taskmill.cli`.
+"""
+
+from __future__ import annotations
+
+from argparse import SUPPRESS, ArgumentParser
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
+
+from ...cli import SUBCOMMANDS, load
+
+
+class Command(BaseCommand):
+    help = "Run taskmill workers and operate on jobs: " + ", ".join(SUBCOMMANDS) + "."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        subparsers = parser.add_subparsers(dest="subcommand", metavar="SUBCOMMAND",
+                                           required=True)
+        for name in SUBCOMMANDS:
+            module = load(name)
+            sub = subparsers.add_parser(name, help=module.HELP, description=module.HELP)
+            _add_django_options(sub)
+            module.add_arguments(sub)
+
+    def handle(self, *args: Any, **options: Any) -> Any:
+        return load(options["subcommand"]).handle(self, options)
+
+
+def _add_django_options(parser: ArgumentParser) -> None:
+    """Accept Django's global options after the subcommand too (``taskmill worker -v 2``)."""
+    parser.add_argument("-v", "--verbosity", type=int, choices=[0, 1, 2, 3], default=SUPPRESS)
+    parser.add_argument("--settings", default=SUPPRESS)
+    parser.add_argument("--pythonpath", default=SUPPRESS)
+    for flag in ("--traceback", "--no-color", "--force-color", "--skip-checks"):
+        parser.add_argument(flag, action="store_true", default=SUPPRESS)

@@ -1,0 +1,81 @@
+"""What differs by database and the ORM cannot express.
+
+* PostgreSQL: a statement-level trigger sends ``NOTIFY taskmill, '<queue>'`` for
+  every insert of READY jobs, delivered when the enqueue commits; idle workers LISTEN.
+* The claim, lease and concurrency indexes: partial (only the READY or RUNNING rows,
+  which stay few however long the history grows) on PostgreSQL and SQLite; plain
+  composite ones on MySQL/MariaDB, which have no partial indexes.
+"""
+
+from django.db import migrations
+
+PG_FORWARD = """
+CREATE OR REPLACE FUNCTION taskmill_notify_insert() RETURNS trigger AS $$
+BEGIN
+    PERFORM pg_notify('taskmill', q.queue_name)
+    FROM (SELECT DISTINCT queue_name FROM taskmill_new_jobs WHERE status = 'READY') AS q;
+    RETURN NULL;
+END;
+$$ LANGUAGE plpgsql;
+CREATE TRIGGER taskmill_job_notify_insert
+    AFTER INSERT ON taskmill_job
+    REFERENCING NEW TABLE AS taskmill_new_jobs
+    FOR EACH STATEMENT EXECUTE FUNCTION taskmill_notify_insert();
+"""
+PARTIAL_INDEXES = [
+    "CREATE INDEX taskmill_job_claim ON taskmill_job "
+    "(queue_name, priority DESC, run_after, id) WHERE status = 'READY'",
+    "CREATE INDEX taskmill_job_lease ON taskmill_job (lease_owner) WHERE status = 'RUNNING'",
+    "CREATE INDEX taskmill_job_conc ON taskmill_job (concurrency_key) WHERE status = 'RUNNING'",
+]
+DROP_PARTIAL_INDEXES = [
+    "DROP INDEX taskmill_job_claim",
+    "DROP INDEX taskmill_job_lease",
+    "DROP INDEX taskmill_job_conc",
+]
+PG_BACKWARD = """
+DROP TRIGGER IF EXISTS taskmill_job_notify_insert ON taskmill_job;
+DROP FUNCTION IF EXISTS taskmill_notify_insert();
+"""
+MYSQL_FORWARD = [
+    "CREATE INDEX taskmill_job_claim_my ON taskmill_job "
+    "(status, queue_name, priority, run_after, id)",
+    "CREATE INDEX taskmill_job_lease_my ON taskmill_job (status, lease_owner)",
+    "CREATE INDEX taskmill_job_conc_my ON taskmill_job (status, concurrency_key)",
+]
+MYSQL_BACKWARD = [
+    "DROP INDEX taskmill_job_claim_my ON taskmill_job",
+    "DROP INDEX taskmill_job_lease_my ON taskmill_job",
+    "DROP INDEX taskmill_job_conc_my ON taskmill_job",
+]
+
+
+def forward(apps, schema_editor):
+    vendor = schema_editor.connection.vendor
+    if vendor in ("postgresql", "sqlite"):
+        for sql in PARTIAL_INDEXES:
+            schema_editor.execute(sql)
+    if vendor == "postgresql":
+        schema_editor.execute(PG_FORWARD)
+    elif vendor == "mysql":
+        for sql in MYSQL_FORWARD:
+            schema_editor.execute(sql)
+
+
+def backward(apps, schema_editor):
+    vendor = schema_editor.connection.vendor
+    if vendor in ("postgresql", "sqlite"):
+        for sql in DROP_PARTIAL_INDEXES:
+            schema_editor.execute(sql)
+    if vendor == "postgresql":
+        schema_editor.execute(PG_BACKWARD)
+    elif vendor == "mysql":
+        for sql in MYSQL_BACKWARD:
+            schema_editor.execute(sql)
+
+
+class Migration(migrations.Migration):
+    atomic = False  # MySQL cannot run DDL inside a transaction.
+    dependencies = [("taskmill", "0001_initial")]
+
+    operations = [migrations.RunPython(forward, backward, elidable=False)]

@@ -1,0 +1,179 @@
+"""The job tables. The job table is also the history: finished rows stay until pruned.
+
+Every state change of a job goes through :mod:`taskmill.store`, which guards each
+transition with the state (and lease) it expects. These models exist for migrations,
+the admin and reporting; application code should not update job rows directly.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+from django.db.models import Case, F, When
+from django.utils.translation import gettext_lazy as _
+
+
+class JobStatus(models.TextChoices):
+    READY = "READY", _("Ready")
+    RUNNING = "RUNNING", _("Running")
+    SUCCESSFUL = "SUCCESSFUL", _("Successful")
+    FAILED = "FAILED", _("Failed")
+
+
+ACTIVE_STATUSES = (JobStatus.READY, JobStatus.RUNNING)
+
+
+class Job(models.Model):
+    """One enqueued task and its whole life: attempts, outcome, progress."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    backend = models.CharField(max_length=100, default="default")
+    task_path = models.CharField(_("task"), max_length=255)
+    queue_name = models.CharField(_("queue"), max_length=100, default="default")
+    priority = models.SmallIntegerField(default=0)
+    status = models.CharField(max_length=10, choices=JobStatus.choices, default=JobStatus.READY)
+
+    args = models.JSONField(default=list)
+    kwargs = models.JSONField(default=dict)
+    return_value = models.JSONField(null=True, blank=True)
+
+    enqueued_at = models.DateTimeField()
+    #: Earliest start. Equals ``enqueued_at`` for jobs that were not deferred, so
+    #: ordering by it is "deferred time, then enqueue order".
+    run_after = models.DateTimeField()
+    started_at = models.DateTimeField(null=True, blank=True)
+    last_attempted_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    #: Started attempts, a lost one included. Incremented when a worker claims the job.
+    attempts = models.PositiveIntegerField(default=0)
+    max_attempts = models.PositiveIntegerField(default=3)
+    retry_backoff = models.FloatField(default=2.0)
+    timeout = models.FloatField(null=True, blank=True)
+    transactional = models.BooleanField(default=False)
+
+    #: One worker id per attempt, comma-separated (worker ids never contain commas).
+    worker_ids = models.TextField(default="", blank=True)
+    #: The worker that holds the job while RUNNING; its heartbeat is the lease.
+    lease_owner = models.CharField(max_length=100, null=True, blank=True)
+
+    progress = models.JSONField(null=True, blank=True)
+    checkpoint = models.JSONField(null=True, blank=True)
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    cancel_force = models.BooleanField(default=False)
+
+    unique_key = models.CharField(max_length=255, null=True, blank=True)
+    #: ``unique_key`` while the job is READY or RUNNING, NULL otherwise; its unique
+    #: index is what makes "one active job per key" a database guarantee on every vendor.
+    active_unique_key = models.GeneratedField(
+        expression=Case(
+            When(status__in=ACTIVE_STATUSES, then=F("unique_key")),
+            default=None,
+        ),
+        output_field=models.CharField(max_length=255, null=True),
+        db_persist=True,
+    )
+    concurrency_key = models.CharField(max_length=255, null=True, blank=True)
+    concurrency_limit = models.PositiveIntegerField(null=True, blank=True)
+
+    batch = models.ForeignKey(
+        "Batch", null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs",
+        db_constraint=False,
+    )
+
+    class Meta:
+        verbose_name = _("job")
+        ordering = ["-enqueued_at"]
+        # The claim, lease and concurrency indexes are partial indexes on PostgreSQL
+        # and SQLite, composite ones on MySQL: see migration 0002.
+        indexes = [
+            models.Index(fields=["status", "finished_at"], name="taskmill_job_finished"),
+            models.Index(fields=["task_path", "status"], name="taskmill_job_task"),
+            models.Index(fields=["batch", "status"], name="taskmill_job_batch"),
+        ]
+        constraints = [
+            models.UniqueConstraint(fields=["active_unique_key"], name="taskmill_job_unique_active"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task_path} [{self.status}] {self.id}"
+
+    @property
+    def worker_id_list(self) -> list[str]:
+        return [w for w in self.worker_ids.split(",") if w]
+
+
+class JobError(models.Model):
+    """The exception of one failed attempt (a lost worker included), kept with its traceback."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="errors", db_constraint=False)
+    attempt = models.PositiveIntegerField()
+    worker_id = models.CharField(max_length=100, blank=True, default="")
+    exception_class_path = models.CharField(max_length=255)
+    traceback = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name = _("job error")
+        ordering = ["job", "attempt", "id"]
+        indexes = [models.Index(fields=["job", "attempt"], name="taskmill_error_job")]
+
+    def __str__(self) -> str:
+        return f"{self.exception_class_path} (attempt {self.attempt})"
+
+
+class Worker(models.Model):
+    """A live worker process. Its ``last_heartbeat`` is the lease on every job it holds."""
+
+    #: ``host:pid:random`` — unique per process start, so a restarted container that
+    #: reuses its hostname and pid is never mistaken for the worker it replaced.
+    id = models.CharField(max_length=100, primary_key=True)
+    hostname = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField()
+    queues = models.JSONField(default=list)
+    threads = models.PositiveIntegerField(default=1)
+    started_at = models.DateTimeField()
+    last_heartbeat = models.DateTimeField()
+
+    class Meta:
+        verbose_name = _("worker")
+        ordering = ["hostname", "started_at"]
+
+    def __str__(self) -> str:
+        return self.id
+
+
+class Batch(models.Model):
+    """A fan-out of one job per item; ``then_task_path`` runs once when all have finished."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    task_path = models.CharField(max_length=255)
+    total = models.PositiveIntegerField()
+    then_task_path = models.CharField(max_length=255, null=True, blank=True)
+    #: Set exactly once, in the transaction that enqueues the ``then`` job.
+    then_job_id = models.UUIDField(null=True, blank=True)
+    created_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("batch")
+        verbose_name_plural = _("batches")
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.task_path} ×{self.total} ({self.id})"
+
+
+class ScheduleState(models.Model):
+    """The last tick enqueued for each periodic task; guarded updates make ticks exactly-once."""
+
+    name = models.CharField(max_length=200, primary_key=True)
+    last_tick = models.DateTimeField()
+    last_job_id = models.UUIDField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("schedule state")
+
+    def __str__(self) -> str:
+        return f"{self.name} @ {self.last_tick.isoformat()}"

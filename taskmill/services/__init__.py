@@ -1,0 +1,1 @@
+"""Background services that run inside workers: recovery, pruning, the periodic scheduler."""

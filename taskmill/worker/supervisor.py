@@ -1,0 +1,160 @@
+"""The supervisor: starts worker processes, replaces the ones that die, stops them cleanly.
+
+The supervisor forks its children with no database connection open, so no child ever
+inherits a socket of its parent's. A child that dies — killed, out of memory, segfault —
+is replaced at once and the jobs it held are recovered right away, without waiting for
+its lease to run out. SIGTERM or SIGINT is passed on to the children, which stop
+claiming, let running jobs finish within ``--shutdown-timeout`` and hand back the rest;
+a child still alive after that is killed and its jobs recovered.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import wait
+from typing import Any
+
+from django.db import connections
+from django.utils import timezone
+
+from ..ids import new_worker_id
+from ..store import get_store
+from .process import EXIT_RECYCLE, WorkerConfig, WorkerProcess
+
+logger = logging.getLogger("taskmill.worker")
+
+#: A child that dies this soon after starting counts as crashing; restarts back off.
+CRASH_WINDOW = 10.0
+
+
+@dataclass
+class Child:
+    process: multiprocessing.process.BaseProcess
+    worker_id: str
+    started: float
+
+
+def _child_main(config: WorkerConfig, worker_id: str) -> None:
+    """Entry point of a forked worker process."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    worker = WorkerProcess(config, worker_id)
+    worker.install_signal_handlers()
+    code = worker.run()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Skip interpreter teardown: executor threads stuck in a job must not hold up the exit.
+    os._exit(code)
+
+
+class Supervisor:
+    def __init__(self, config: WorkerConfig, processes: int) -> None:
+        self.config = config
+        self.processes = max(1, processes)
+        self.children: dict[int, Child] = {}
+        self.stopping = False
+        self.context = multiprocessing.get_context("fork")
+        self.hostname = socket.gethostname()
+        self.crashes: list[float] = []
+
+    def run(self) -> int:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._on_signal)
+        logger.info("taskmill supervisor %d: %d process(es) x %d thread(s), queues %s%s.",
+                    os.getpid(), self.processes, self.config.threads,
+                    ",".join(self.config.queues), ", burst" if self.config.burst else "")
+        for _ in range(self.processes):
+            self._start_child()
+        stop_deadline: float | None = None
+        while self.children:
+            sentinels = {child.process.sentinel: pid for pid, child in self.children.items()}
+            ready = wait(list(sentinels), timeout=1.0)
+            for sentinel in ready:
+                pid = sentinels[sentinel]
+                self._on_child_exit(self.children.pop(pid))
+            if self.stopping:
+                if stop_deadline is None:
+                    stop_deadline = time.monotonic() + self.config.shutdown_timeout + 5
+                elif time.monotonic() > stop_deadline:
+                    self._kill_stragglers()
+        logger.info("taskmill supervisor %d stopped.", os.getpid())
+        return 0
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if not self.stopping:
+            logger.info("Supervisor: %s received; stopping workers (they finish running jobs "
+                        "within %.0fs).", signal.Signals(signum).name,
+                        self.config.shutdown_timeout)
+        self.stopping = True
+        for child in self.children.values():
+            if child.process.is_alive():
+                try:
+                    os.kill(child.process.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+
+    def _start_child(self) -> None:
+        connections.close_all()  # Never fork with a connection open.
+        worker_id = new_worker_id(self.hostname, os.getpid())
+        process = self.context.Process(target=_child_main, args=(self.config, worker_id),
+                                       name=f"taskmill-worker-{len(self.children) + 1}",
+                                       daemon=False)
+        process.start()
+        self.children[process.pid] = Child(process, worker_id, time.monotonic())
+
+    def _on_child_exit(self, child: Child) -> None:
+        process = child.process
+        process.join()
+        code = process.exitcode
+        if code == EXIT_RECYCLE:
+            logger.info("Worker %s recycled; starting a fresh one.", child.worker_id)
+        elif code == 0:
+            logger.debug("Worker %s exited.", child.worker_id)
+        else:
+            how = (f"killed by {signal.Signals(-code).name}" if code is not None and code < 0
+                   else f"exited with status {code}")
+            logger.error("Worker %s %s; recovering its jobs and starting a new one.",
+                         child.worker_id, how)
+            self._recover(child.worker_id)
+            now = time.monotonic()
+            if now - child.started < CRASH_WINDOW:
+                self.crashes = [t for t in self.crashes if now - t < 60] + [now]
+        if self.stopping or (self.config.burst and code == 0):
+            return
+        if len(self.crashes) >= 3:
+            delay = min(30.0, 2.0 ** (len(self.crashes) - 2))
+            logger.error("Workers keep crashing; waiting %.0fs before the next start.", delay)
+            time.sleep(delay)
+        self._start_child()
+
+    def _recover(self, worker_id: str) -> None:
+        """Give back a dead child's jobs now rather than after its lease runs out."""
+        try:
+            store = get_store(self.config.database)
+            store.unregister_worker(worker_id)
+            count = store.recover_orphans(timezone.now(), worker_id=worker_id)
+            if count:
+                logger.warning("Recovered %d job(s) of worker %s.", count, worker_id)
+        except Exception as exc:  # The heartbeat-based recovery will get them later.
+            logger.error("Could not recover jobs of %s now (%s); they are recovered once its "
+                         "lease expires.", worker_id, exc)
+        finally:
+            connections.close_all()
+
+    def _kill_stragglers(self) -> None:
+        for child in self.children.values():
+            if child.process.is_alive():
+                logger.error("Worker %s did not stop in time; killing it.", child.worker_id)
+                child.process.kill()
+
+
+def run_worker(config: WorkerConfig, processes: int) -> int:
+    """Run a supervisor with ``processes`` children (the ``taskmill worker`` command)."""
+    return Supervisor(config, processes).run()

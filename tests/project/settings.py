@@ -1,0 +1,110 @@
+"""Settings for taskmill's own tests. ``TASKMILL_TEST_DB`` picks the database:
+``sqlite`` (default), ``postgresql`` or ``mysql``."""
+
+import os
+import tempfile
+from pathlib import Path
+
+VENDOR = os.environ.get("TASKMILL_TEST_DB", "sqlite")
+SECRET_KEY = "taskmill-tests"
+DEBUG = False
+USE_TZ = True
+TIME_ZONE = "UTC"
+ROOT_URLCONF = "tests.project.urls"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+_SQLITE_DIR = Path(os.environ.get("TASKMILL_SQLITE_DIR", tempfile.gettempdir()))
+
+if VENDOR == "postgresql":
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": os.environ.get("TASKMILL_PG_NAME", "taskmill"),
+            "USER": os.environ.get("TASKMILL_PG_USER", "postgres"),
+            "HOST": os.environ.get("TASKMILL_PG_HOST", "127.0.0.1"),
+            "PORT": os.environ.get("TASKMILL_PG_PORT", "5432"),
+            "TEST": {"NAME": os.environ.get("TASKMILL_PG_TEST_NAME", "test_taskmill")},
+        }
+    }
+elif VENDOR == "mysql":
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.mysql",
+            "NAME": os.environ.get("TASKMILL_MYSQL_NAME", "taskmill"),
+            "USER": os.environ.get("TASKMILL_MYSQL_USER", "root"),
+            "HOST": os.environ.get("TASKMILL_MYSQL_HOST", "127.0.0.1"),
+            "PORT": os.environ.get("TASKMILL_MYSQL_PORT", "3306"),
+            "OPTIONS": {"charset": "utf8mb4"},
+            "TEST": {"NAME": os.environ.get("TASKMILL_MYSQL_TEST_NAME", "test_taskmill"),
+                     "CHARSET": "utf8mb4"},
+        }
+    }
+else:
+    _name = os.environ.get("TASKMILL_SQLITE_NAME", str(_SQLITE_DIR / "taskmill-tests.sqlite3"))
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": _name,
+            # A file, not memory, so worker processes started by the tests share it.
+            "TEST": {"NAME": os.environ.get("TASKMILL_SQLITE_TEST_NAME", _name + ".test")},
+            "OPTIONS": {"timeout": 30},
+        }
+    }
+
+INSTALLED_APPS = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.admin",
+    "django.contrib.staticfiles",
+    "taskmill",
+    "tests.project",
+]
+if VENDOR != "native":
+    try:
+        import django
+
+        if django.VERSION < (6, 0):
+            INSTALLED_APPS.insert(0, "django_tasks")
+    except ImportError:  # pragma: no cover
+        pass
+
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {"context_processors": [
+            "django.template.context_processors.request",
+            "django.contrib.auth.context_processors.auth",
+            "django.contrib.messages.context_processors.messages",
+        ]},
+    }
+]
+STATIC_URL = "/static/"
+
+TASKS = {
+    "default": {
+        "BACKEND": "taskmill.backend.TaskmillBackend",
+        "QUEUES": ["default", "other"],
+        "OPTIONS": {
+            "MAX_ATTEMPTS": 3,
+            "RETRY_BACKOFF": 0.05,
+            "LEASE_SECONDS": float(os.environ.get("TASKMILL_TEST_LEASE", "3")),
+        },
+    }
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"taskmill": {"handlers": ["console"], "level": "INFO"}},
+}
