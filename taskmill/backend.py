@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import math
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -94,6 +95,13 @@ class JobResult(TaskResult):
         await sync_to_async(self.refresh)()
 
 
+#: Every attribute a JobResult holds (its slots across the class hierarchy).
+_RESULT_SLOTS = tuple(
+    name for klass in JobResult.__mro__ for name in getattr(klass, "__slots__", ())
+    if name != "__weakref__"
+)
+
+
 class TaskmillBackend(BaseTaskBackend):
     """Jobs in the project's own database, run by ``manage.py taskmill worker``."""
 
@@ -157,15 +165,15 @@ class TaskmillBackend(BaseTaskBackend):
         self.validate_task(task)
         if getattr(task, "unique", False) or getattr(task, "unique_key", None):
             return [self.enqueue(task, *_split_item(item)) for item in items]
+        make_job = self.job_factory(task, timezone.now())
         jobs: list[NewJob] = []
         calls: list[tuple[Sequence[Any], dict[str, Any]]] = []
-        now = timezone.now()
         for index, item in enumerate(items):
             args, kwargs = _split_item(item, index)
-            jobs.append(self.new_job(task, args, kwargs, now=now))
+            jobs.append(make_job(args, kwargs))
             calls.append((args, kwargs))
         get_store(connections[self.database]).insert(jobs)
-        results = [self.result_for_new_job(task, job, a, k) for job, (a, k) in zip(jobs, calls)]
+        results = self._results_for_new_jobs(task, jobs, calls)
         for result in results:
             compat.send_signal("enqueued", type(self), result)
         return results
@@ -173,34 +181,45 @@ class TaskmillBackend(BaseTaskBackend):
     def new_job(self, task: Task, args: Sequence[Any], kwargs: dict[str, Any], *,
                 now: dt.datetime | None = None, batch_id: uuid.UUID | None = None) -> NewJob:
         """Validate arguments and build the row; raises before anything is stored."""
-        now = now or timezone.now()
+        return self.job_factory(task, now or timezone.now(), batch_id)(args, kwargs)
+
+    def job_factory(self, task: Task, now: dt.datetime, batch_id: uuid.UUID | None = None
+                    ) -> Callable[[Sequence[Any], dict[str, Any]], NewJob]:
+        """A function building rows for ``task``; what does not depend on the arguments
+        is worked out once (``enqueue_many`` builds tens of thousands of rows)."""
         config = self.config
-        unique_key = None
-        if getattr(task, "unique", False) or getattr(task, "unique_key", None):
-            unique_key = task.unique_key or _default_unique_key(task, args, kwargs)
+        unique = bool(getattr(task, "unique", False) or getattr(task, "unique_key", None))
         concurrency_limit = getattr(task, "concurrency_limit", None)
-        concurrency_key = None
-        if concurrency_limit is not None:
-            concurrency_key = getattr(task, "concurrency_key", None) or task.module_path
-        return NewJob(
-            id=new_job_id(),
-            backend=self.alias,
-            task_path=task.module_path,
-            queue_name=task.queue_name,
-            priority=task.priority,
-            args_json=dump_arguments(task, list(args), "args"),
-            kwargs_json=dump_arguments(task, dict(kwargs), "kwargs"),
-            enqueued_at=now,
-            run_after=task.run_after or now,
-            max_attempts=_option(task, "max_attempts", config.max_attempts),
-            retry_backoff=float(_option(task, "retry_backoff", config.retry_backoff)),
-            timeout=getattr(task, "timeout", None),
-            transactional=bool(getattr(task, "transactional", False)),
-            unique_key=unique_key,
-            concurrency_key=concurrency_key,
-            concurrency_limit=concurrency_limit,
-            batch_id=batch_id,
-        )
+        constants = {
+            "backend": self.alias,
+            "task_path": task.module_path,
+            "queue_name": task.queue_name,
+            "priority": task.priority,
+            "enqueued_at": now,
+            "run_after": task.run_after or now,
+            "max_attempts": _option(task, "max_attempts", config.max_attempts),
+            "retry_backoff": float(_option(task, "retry_backoff", config.retry_backoff)),
+            "timeout": getattr(task, "timeout", None),
+            "transactional": bool(getattr(task, "transactional", False)),
+            "concurrency_limit": concurrency_limit,
+            "concurrency_key": (getattr(task, "concurrency_key", None) or task.module_path)
+            if concurrency_limit is not None else None,
+            "batch_id": batch_id,
+        }
+
+        def make(args: Sequence[Any], kwargs: dict[str, Any]) -> NewJob:
+            unique_key = None
+            if unique:
+                unique_key = task.unique_key or _default_unique_key(task, args, kwargs)
+            return NewJob(
+                id=new_job_id(),
+                args_json=encode_arguments(task, args, "args"),
+                kwargs_json=encode_arguments(task, kwargs, "kwargs"),
+                unique_key=unique_key,
+                **constants,
+            )
+
+        return make
 
     def result_for_new_job(self, task: Task, job: NewJob, args: Sequence[Any],
                            kwargs: dict[str, Any]) -> JobResult:
@@ -218,6 +237,30 @@ class TaskmillBackend(BaseTaskBackend):
             errors=[],
             worker_ids=[],
         )
+
+    def _results_for_new_jobs(self, task: Task, jobs: Sequence[NewJob],
+                              calls: Sequence[tuple[Sequence[Any], dict[str, Any]]]
+                              ) -> list[JobResult]:
+        """Results for a bulk enqueue. The first is built normally; the rest copy its
+        fields (a dataclass ``__init__`` per job was a third of enqueue_many's time)."""
+        if not jobs:
+            return []
+        first = self.result_for_new_job(task, jobs[0], *calls[0])
+        shared = [(name, getattr(first, name)) for name in _RESULT_SLOTS
+                  if name not in ("id", "args", "kwargs", "errors", "worker_ids")]
+        results = [first]
+        new, set_attr = object.__new__, object.__setattr__
+        for job, (args, kwargs) in zip(jobs[1:], calls[1:], strict=True):
+            result = new(JobResult)
+            for name, value in shared:
+                set_attr(result, name, value)
+            set_attr(result, "id", str(job.id))
+            set_attr(result, "args", compat.normalize_json(args) if args else [])
+            set_attr(result, "kwargs", compat.normalize_json(kwargs) if kwargs else {})
+            set_attr(result, "errors", [])
+            set_attr(result, "worker_ids", [])
+            results.append(result)
+        return results
 
     # -- results -------------------------------------------------------------------
 
@@ -289,10 +332,19 @@ def _is_backport_task(obj: Any) -> bool:
     return isinstance(obj, BackportTask)
 
 
-def dump_arguments(task: Task, value: Any, what: str) -> str:
+_encode = json.JSONEncoder(allow_nan=False, separators=(",", ":")).encode
+
+
+def encode_arguments(task: Task, value: Sequence[Any] | dict[str, Any], what: str) -> str:
     """JSON text of a job's args or kwargs, or a clear error naming the culprit."""
+    if not value:
+        return "{}" if what == "kwargs" else "[]"
     try:
-        return json.dumps(value, allow_nan=False, separators=(",", ":"))
+        text = _encode(value if isinstance(value, (list, dict)) else list(value))
+        # JSON would quietly turn {1: "a"} into {"1": "a"}: refuse rather than change data.
+        if _has_nested_dict(value) and _find_unserializable(value):
+            raise TypeError("keys must be strings")
+        return text
     except (TypeError, ValueError) as exc:
         culprit = _find_unserializable(value)
         raise InvalidTaskArguments(
@@ -300,6 +352,14 @@ def dump_arguments(task: Task, value: Any, what: str) -> str:
             f"({exc}). Pass plain data (str, int, float, bool, None, lists, dicts with "
             "string keys), e.g. a model's primary key instead of the instance."
         ) from None
+
+
+def _has_nested_dict(value: Any) -> bool:
+    if isinstance(value, dict):
+        return True
+    return isinstance(value, (list, tuple)) and any(
+        isinstance(item, (dict, list, tuple)) and _has_nested_dict(item) for item in value
+    )
 
 
 def _find_unserializable(value: Any, path: str = "") -> str:
@@ -341,8 +401,16 @@ def _option(task: Task, name: str, default: Any) -> Any:
 
 
 def _default_unique_key(task: Task, args: Sequence[Any], kwargs: dict[str, Any]) -> str:
+    """``path:arguments`` while it fits the column, else ``path:sha256:<digest>``.
+
+    Never truncated: two calls whose arguments differ only past the cut would share a key.
+    """
     payload = json.dumps([list(args), kwargs], sort_keys=True, separators=(",", ":"))
-    return f"{task.module_path}:{payload}"[:255]
+    key = f"{task.module_path}:{payload}"
+    if len(key) <= 255:
+        return key
+    digest = hashlib.sha256(payload.encode()).hexdigest()
+    return f"{task.module_path[:180]}:sha256:{digest}"
 
 
 def _check_number(value: Any, name: str, *, whole: bool = False, minimum: float = 0,

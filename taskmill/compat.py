@@ -29,6 +29,7 @@ if NATIVE:
     from django.tasks.base import TaskError
     from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
     from django.tasks.signals import task_enqueued, task_finished, task_started
+    from django.utils.json import normalize_json
 
     try:  # The backport, when an installed app still uses it.
         from django_tasks import signals as _backport_signals
@@ -50,6 +51,7 @@ else:
     from django_tasks.exceptions import InvalidTaskError as InvalidTask
     from django_tasks.exceptions import TaskResultDoesNotExist
     from django_tasks.signals import task_enqueued, task_finished, task_started
+    from django_tasks.utils import normalize_json
 
     _backport_signals = None
 
@@ -75,6 +77,7 @@ __all__ = [
     "TaskResultDoesNotExist",
     "TaskResultStatus",
     "default_task_backend",
+    "normalize_json",
     "send_signal",
     "task",
     "task_backends",

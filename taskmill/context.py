@@ -27,6 +27,8 @@ class JobRuntime:
         self.store = store
         self.checkpoint: Any = job.checkpoint
         self.cancel_event = threading.Event()
+        #: Set once a forced cancel armed the watchdog for this attempt.
+        self.cancel_forced = False
 
     def write(self, **values: Any) -> None:
         if self.store is not None:

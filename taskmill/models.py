@@ -79,18 +79,23 @@ class Job(models.Model):
 
     batch = models.ForeignKey(
         "Batch", null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs",
-        db_constraint=False,
+        db_constraint=False, db_index=False,  # a partial index instead: see migration 0002
     )
 
     class Meta:
         verbose_name = _("job")
         ordering = ["-enqueued_at"]
-        # The claim, lease and concurrency indexes are partial indexes on PostgreSQL
-        # and SQLite, composite ones on MySQL: see migration 0002.
+        # The claim, lease, concurrency, finished and batch indexes are partial indexes
+        # on PostgreSQL and SQLite (so an enqueue maintains as few as possible) and
+        # composite ones on MySQL: see migration 0002.
         indexes = [
-            models.Index(fields=["status", "finished_at"], name="taskmill_job_finished"),
             models.Index(fields=["task_path", "status"], name="taskmill_job_task"),
-            models.Index(fields=["batch", "status"], name="taskmill_job_batch"),
+        ]
+        # Gate the admin's job actions (see taskmill.admin); migration 0003.
+        permissions = [
+            ("retry_job", _("Can retry jobs")),
+            ("cancel_job", _("Can cancel jobs")),
+            ("purge_job", _("Can purge waiting jobs")),
         ]
         constraints = [
             models.UniqueConstraint(fields=["active_unique_key"], name="taskmill_job_unique_active"),

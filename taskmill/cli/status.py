@@ -1,15 +1,18 @@
-"""``taskmill status``: queues by state, oldest waiting job, live workers."""
+"""``taskmill status``: queues by state, oldest waiting job, live workers by host."""
 
 from __future__ import annotations
 
 import json
 from argparse import ArgumentParser
+from collections.abc import Sequence
 from typing import Any
 
 from ..reporting import status_report
 from .common import get_backend
 
 HELP = "Show queues with job counts by state and the live workers."
+
+STATES = ["READY", "RUNNING", "SUCCESSFUL", "FAILED"]
 
 
 def add_arguments(parser: ArgumentParser) -> None:
@@ -24,21 +27,44 @@ def handle(command: Any, options: dict[str, Any]) -> None:
         command.stdout.write(json.dumps(report, indent=2))
         return
     write = command.stdout.write
-    states = ["READY", "RUNNING", "SUCCESSFUL", "FAILED"]
-    write(f"{'QUEUE':<20} " + " ".join(f"{s:>10}" for s in states) + f" {'OLDEST WAITING':>15}")
-    for q in report["queues"]:
-        age = "-" if q["oldest_waiting_age"] is None else _age(q["oldest_waiting_age"])
-        write(f"{q['queue']:<20} " + " ".join(f"{q['counts'][s]:>10}" for s in states)
-              + f" {age:>15}")
-    if not report["queues"]:
-        write("(no jobs)")
+    write(f"Backend {backend.alias!r}, database {report['database']!r}, at {report['time']}")
     write("")
-    write(f"{'HOST':<24} {'WORKER':<40} {'THREADS':>7} {'LAST HEARTBEAT':>15}")
-    for w in report["workers"]:
-        write(f"{w['hostname']:<24} {w['id']:<40} {w['threads']:>7} "
-              f"{_age(w['heartbeat_age']) + ' ago':>15}")
-    if not report["workers"]:
-        write("(no live workers)")
+    if report["queues"]:
+        rows = [[q["queue"], *(f"{q['counts'][s]:,}" for s in STATES),
+                 "-" if q["oldest_waiting_age"] is None else _age(q["oldest_waiting_age"])]
+                for q in report["queues"]]
+        if len(rows) > 1:
+            rows.append(["(all)", *(f"{sum(q['counts'][s] for q in report['queues']):,}"
+                                    for s in STATES), ""])
+        write(table(["QUEUE", *STATES, "OLDEST WAITING"], rows, right=range(1, 6)))
+    else:
+        write("No jobs.")
+    write("")
+    lease = backend.config.lease_seconds
+    if report["workers"]:
+        rows = [[w["hostname"], w["id"], str(w["threads"]), ",".join(w["queues"]),
+                 _age(w["heartbeat_age"]) + " ago"
+                 + ("" if w["heartbeat_age"] <= lease else "  (stale: past its lease)")]
+                for w in report["workers"]]
+        hosts = len({w["hostname"] for w in report["workers"]})
+        write(table(["HOST", "WORKER", "THREADS", "QUEUES", "LAST HEARTBEAT"], rows,
+                    right=[2]))
+        write(f"{len(report['workers'])} worker process(es) on {hosts} host(s).")
+    else:
+        write("No live workers.")
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]],
+          right: Sequence[int] | range = ()) -> str:
+    """Columns as wide as their widest cell; ``right`` lists right-aligned columns."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows,
+                                                                       strict=False)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(str(cell).rjust(w) if i in right else str(cell).ljust(w)
+                         for i, (cell, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
+
+    return "\n".join([line(headers), *(line(row) for row in rows)])
 
 
 def _age(seconds: float) -> str:

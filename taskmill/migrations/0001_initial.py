@@ -89,7 +89,7 @@ class Migration(migrations.Migration):
                 ('active_unique_key', models.GeneratedField(db_persist=True, expression=models.Case(models.When(status__in=('READY', 'RUNNING'), then=models.F('unique_key')), default=None), output_field=models.CharField(max_length=255, null=True))),
                 ('concurrency_key', models.CharField(blank=True, max_length=255, null=True)),
                 ('concurrency_limit', models.PositiveIntegerField(blank=True, null=True)),
-                ('batch', models.ForeignKey(blank=True, db_constraint=False, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='jobs', to='taskmill.batch')),
+                ('batch', models.ForeignKey(blank=True, db_constraint=False, db_index=False, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='jobs', to='taskmill.batch')),
             ],
             options={
                 'verbose_name': 'job',
@@ -114,15 +114,7 @@ class Migration(migrations.Migration):
         ),
         migrations.AddIndex(
             model_name='job',
-            index=models.Index(fields=['status', 'finished_at'], name='taskmill_job_finished'),
-        ),
-        migrations.AddIndex(
-            model_name='job',
             index=models.Index(fields=['task_path', 'status'], name='taskmill_job_task'),
-        ),
-        migrations.AddIndex(
-            model_name='job',
-            index=models.Index(fields=['batch', 'status'], name='taskmill_job_batch'),
         ),
         migrations.AddConstraint(
             model_name='job',

@@ -27,11 +27,18 @@ PARTIAL_INDEXES = [
     "(queue_name, priority DESC, run_after, id) WHERE status = 'READY'",
     "CREATE INDEX taskmill_job_lease ON taskmill_job (lease_owner) WHERE status = 'RUNNING'",
     "CREATE INDEX taskmill_job_conc ON taskmill_job (concurrency_key) WHERE status = 'RUNNING'",
+    # Pruning and "finished in the last hour" reports.
+    "CREATE INDEX taskmill_job_finished ON taskmill_job (finished_at, status) "
+    "WHERE finished_at IS NOT NULL",
+    "CREATE INDEX taskmill_job_batch ON taskmill_job (batch_id, status) "
+    "WHERE batch_id IS NOT NULL",
 ]
 DROP_PARTIAL_INDEXES = [
     "DROP INDEX taskmill_job_claim",
     "DROP INDEX taskmill_job_lease",
     "DROP INDEX taskmill_job_conc",
+    "DROP INDEX taskmill_job_finished",
+    "DROP INDEX taskmill_job_batch",
 ]
 PG_BACKWARD = """
 DROP TRIGGER IF EXISTS taskmill_job_notify_insert ON taskmill_job;
@@ -42,11 +49,15 @@ MYSQL_FORWARD = [
     "(status, queue_name, priority, run_after, id)",
     "CREATE INDEX taskmill_job_lease_my ON taskmill_job (status, lease_owner)",
     "CREATE INDEX taskmill_job_conc_my ON taskmill_job (status, concurrency_key)",
+    "CREATE INDEX taskmill_job_finished_my ON taskmill_job (finished_at, status)",
+    "CREATE INDEX taskmill_job_batch_my ON taskmill_job (batch_id, status)",
 ]
 MYSQL_BACKWARD = [
     "DROP INDEX taskmill_job_claim_my ON taskmill_job",
     "DROP INDEX taskmill_job_lease_my ON taskmill_job",
     "DROP INDEX taskmill_job_conc_my ON taskmill_job",
+    "DROP INDEX taskmill_job_finished_my ON taskmill_job",
+    "DROP INDEX taskmill_job_batch_my ON taskmill_job",
 ]
 
 

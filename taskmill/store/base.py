@@ -20,11 +20,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import transaction
+from django.db import connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
 
@@ -37,6 +38,19 @@ CLAIM_COLUMNS = (
     "retry_backoff", "timeout", "transactional", "worker_ids", "checkpoint",
     "batch_id", "concurrency_key",
 )
+
+#: Claim filter: a job without a concurrency key, or one whose key has a free slot.
+#: Jobs without a key (the common case) pass on the first operand, so the count — one
+#: probe of the partial index of RUNNING jobs by key — is only made for keyed jobs.
+#: It keeps a saturated key's jobs from being claimed over and over; the limit itself
+#: is enforced under a per-key lock after the claim (:mod:`taskmill.coordination.concurrency`).
+ROOM_FOR_KEY = (
+    "(j.concurrency_key IS NULL OR (SELECT COUNT(*) FROM taskmill_job r "
+    "WHERE r.status = 'RUNNING' AND r.concurrency_key = j.concurrency_key) "
+    "< j.concurrency_limit)"
+)
+
+CANCELLED = "taskmill.exceptions.Cancelled"
 
 #: Columns written by an insert, in this order.
 INSERT_COLUMNS = (
@@ -125,6 +139,41 @@ class JobStore:
         self.alias = connection.alias
         self._pk_field = Job._meta.pk
 
+    @contextmanager
+    def atomic(self) -> Iterator[None]:
+        """A transaction on this store's own connection.
+
+        ``transaction.atomic(using=alias)`` works on the thread's default connection for
+        the alias, which is not this one when the store was built on a private
+        connection (the worker's bookkeeping, progress writes). Inside a transaction
+        already open on this connection, it adds nothing.
+        """
+        connection = self.connection
+        if connection is connections[self.alias]:
+            with transaction.atomic(using=self.alias, savepoint=False):
+                yield
+            return
+        if connection.in_atomic_block or not connection.get_autocommit():
+            yield
+            return
+        connection.set_autocommit(False)
+        try:
+            yield
+        except BaseException:
+            try:
+                connection.rollback()
+            except Exception:
+                connection.close()
+            raise
+        else:
+            connection.commit()
+        finally:
+            if connection.connection is not None:
+                try:
+                    connection.set_autocommit(True)
+                except Exception:
+                    connection.close()
+
     # -- value conversion ------------------------------------------------------------
 
     def id_param(self, job_id: uuid.UUID) -> Any:
@@ -142,7 +191,7 @@ class JobStore:
         if isinstance(value, str):
             value = dt.datetime.fromisoformat(value)
         if timezone.is_naive(value) and self.connection.settings_dict.get("USE_TZ", True):
-            value = value.replace(tzinfo=dt.timezone.utc)
+            value = value.replace(tzinfo=dt.UTC)
         return value
 
     @staticmethod
@@ -208,6 +257,9 @@ class JobStore:
 
     # -- the worker's hot path --------------------------------------------------------
 
+    def tune_for_worker(self) -> None:
+        """Adjust a worker's own bookkeeping connection (called before each round)."""
+
     def claim(self, queues: Sequence[str], limit: int, worker_id: str,
               now: dt.datetime) -> list[ClaimedJob]:
         """Take up to ``limit`` due READY jobs of ``queues``, best first, for ``worker_id``."""
@@ -235,6 +287,9 @@ class JobStore:
             self.record_successes(successes, worker_id)
         for outcome in failures:
             self.record_failure(outcome, worker_id)
+        freed = {o.job.queue_name for o in outcomes if o.job.concurrency_key and o.recorded}
+        if freed:  # A concurrency slot opened: wake workers waiting for it (PostgreSQL).
+            self.notify(freed)
         batch_ids = {o.job.batch_id for o in outcomes if o.job.batch_id and o.recorded}
         if batch_ids:
             from ..parallel.batch import on_children_finished
@@ -258,14 +313,18 @@ class JobStore:
         """Fail one attempt: back to READY at ``retry_at``, or FAILED; keep the error."""
         job = outcome.job
         with self.connection.cursor() as cursor:
+            retried = False
             if outcome.retry_at is not None:
+                # A job someone cancelled is not retried (it falls through to FAILED).
                 cursor.execute(
                     f"UPDATE {self.table} SET status = 'READY', run_after = %s, lease_owner = NULL "
-                    "WHERE id = %s AND status = 'RUNNING' AND lease_owner = %s AND attempts = %s",
+                    "WHERE id = %s AND status = 'RUNNING' AND lease_owner = %s AND attempts = %s "
+                    "AND cancel_requested_at IS NULL",
                     (self.dt_param(outcome.retry_at), self.id_param(job.id), worker_id,
                      job.attempts),
                 )
-            else:
+                retried = cursor.rowcount == 1
+            if not retried:
                 cursor.execute(
                     f"UPDATE {self.table} SET status = 'FAILED', finished_at = %s, "
                     "lease_owner = NULL "
@@ -293,8 +352,11 @@ class JobStore:
         if not jobs:
             return 0
         count = 0
-        with transaction.atomic(using=self.alias), self.connection.cursor() as cursor:
+        now = timezone.now()
+        with self.atomic(), self.connection.cursor() as cursor:
             for job in jobs:
+                if self._fail_cancelled(cursor, job, worker_id, now):
+                    continue  # Cancelled while held: it ends here rather than run again.
                 if started:
                     cursor.execute(
                         f"UPDATE {self.table} SET status = 'READY', lease_owner = NULL "
@@ -303,10 +365,12 @@ class JobStore:
                         (self.id_param(job.id), worker_id, job.attempts),
                     )
                 else:
+                    # started_at first: MySQL evaluates SET left to right.
                     cursor.execute(
-                        f"UPDATE {self.table} SET status = 'READY', lease_owner = NULL, "
-                        "attempts = attempts - 1, worker_ids = %s, "
-                        "started_at = CASE WHEN attempts = 1 THEN NULL ELSE started_at END "
+                        f"UPDATE {self.table} SET "
+                        "started_at = CASE WHEN attempts = 1 THEN NULL ELSE started_at END, "
+                        "status = 'READY', lease_owner = NULL, "
+                        "attempts = attempts - 1, worker_ids = %s "
                         "WHERE id = %s AND status = 'RUNNING' AND lease_owner = %s "
                         "AND attempts = %s",
                         (",".join(job.worker_ids[:-1]), self.id_param(job.id), worker_id,
@@ -316,13 +380,29 @@ class JobStore:
         self.notify({job.queue_name for job in jobs})
         return count
 
+    def _fail_cancelled(self, cursor: Any, job: ClaimedJob, worker_id: str,
+                        now: dt.datetime) -> bool:
+        """End a held job that someone cancelled (FAILED, ``Cancelled``); False if not cancelled."""
+        cursor.execute(
+            f"UPDATE {self.table} SET status = 'FAILED', finished_at = %s, lease_owner = NULL "
+            "WHERE id = %s AND status = 'RUNNING' AND lease_owner = %s AND attempts = %s "
+            "AND cancel_requested_at IS NOT NULL",
+            (self.dt_param(now), self.id_param(job.id), worker_id, job.attempts),
+        )
+        if cursor.rowcount != 1:
+            return False
+        self.insert_error(cursor, job.id, job.attempts, worker_id, CANCELLED,
+                          f"{CANCELLED}: cancelled while its worker held it.\n", now)
+        return True
+
     def next_due(self, queues: Sequence[str]) -> dt.datetime | None:
         """When the earliest READY job of ``queues`` becomes due (None: nothing waits)."""
         placeholders = ", ".join(["%s"] * len(queues))
         with self.connection.cursor() as cursor:
             cursor.execute(
-                f"SELECT MIN(run_after) FROM {self.table} "
-                f"WHERE status = 'READY' AND queue_name IN ({placeholders})",
+                f"SELECT MIN(j.run_after) FROM {self.table} j "
+                f"WHERE j.status = 'READY' AND j.queue_name IN ({placeholders}) "
+                f"AND {ROOM_FOR_KEY}",
                 list(queues),
             )
             (value,) = cursor.fetchone()
@@ -415,15 +495,18 @@ class JobStore:
             where += " AND j.lease_owner = %s"
             params.append(worker_id)
         recovered = 0
-        with transaction.atomic(using=self.alias), self.connection.cursor() as cursor:
+        with self.atomic(), self.connection.cursor() as cursor:
             cursor.execute(
-                f"SELECT j.id, j.attempts, j.max_attempts, j.lease_owner, j.queue_name "
-                f"FROM {self.table} j WHERE {where}",
+                f"SELECT j.id, j.attempts, j.max_attempts, j.lease_owner, j.queue_name, "
+                f"j.cancel_requested_at, j.batch_id FROM {self.table} j WHERE {where}",
                 params,
             )
             queues = set()
-            for job_id, attempts, max_attempts, owner, queue_name in cursor.fetchall():
-                final = attempts >= max_attempts
+            finished_batches = set()
+            for (job_id, attempts, max_attempts, owner, queue_name, cancelled,
+                 batch_id) in cursor.fetchall():
+                # A job someone cancelled is not run again.
+                final = attempts >= max_attempts or cancelled is not None
                 cursor.execute(
                     f"UPDATE {self.table} SET status = %s, lease_owner = NULL, "
                     "finished_at = %s WHERE id = %s AND status = 'RUNNING' "
@@ -434,16 +517,130 @@ class JobStore:
                 if cursor.rowcount:
                     recovered += 1
                     queues.add(queue_name)
-                    self.insert_error(
-                        cursor, self.id_from_db(job_id), attempts, owner,
-                        "taskmill.exceptions.WorkerLost",
-                        f"taskmill.exceptions.WorkerLost: worker {owner} stopped heartbeating "
-                        "while running this job (killed, out of memory, or hung).\n",
-                        now,
-                    )
+                    if cancelled is not None:
+                        self.insert_error(
+                            cursor, self.id_from_db(job_id), attempts, owner, CANCELLED,
+                            f"{CANCELLED}: cancelled, and worker {owner} stopped heartbeating "
+                            "while running it.\n", now)
+                    else:
+                        self.insert_error(
+                            cursor, self.id_from_db(job_id), attempts, owner,
+                            "taskmill.exceptions.WorkerLost",
+                            f"taskmill.exceptions.WorkerLost: worker {owner} stopped "
+                            "heartbeating while running this job (killed, out of memory, or "
+                            "hung).\n",
+                            now,
+                        )
+                    if final and batch_id is not None:
+                        finished_batches.add(self.id_from_db(batch_id))
+            if finished_batches:  # A lost child that ends FAILED counts toward its batch.
+                from ..parallel.batch import on_children_finished
+
+                on_children_finished(self, finished_batches)
         if queues:
             self.notify(queues)
         return recovered
+
+    # -- operations: taskmill.cancel / retry / purge -----------------------------------
+
+    def cancel(self, job_id: uuid.UUID, force: bool, now: dt.datetime) -> str | None:
+        """Cancel a job; returns the status it had when cancelled (None: no such job).
+
+        READY: it becomes FAILED with ``Cancelled`` at once and never runs. RUNNING: the
+        request is recorded (``cancel_requested_at``, ``cancel_force``) and the worker's
+        heartbeat passes it to the running attempt. Finished jobs are left alone. A job
+        that changes state under our feet (claimed as we cancel it) is looked at again.
+        """
+        pk = self.id_param(job_id)
+        for _ in range(20):
+            with self.atomic(), self.connection.cursor() as cursor:
+                cursor.execute(f"SELECT status, attempts, batch_id FROM {self.table} WHERE id = %s",
+                               [pk])
+                row = cursor.fetchone()
+                if row is None:
+                    return None
+                status, attempts, batch_id = row
+                if status == JobStatus.READY:
+                    cursor.execute(
+                        f"UPDATE {self.table} SET status = 'FAILED', finished_at = %s, "
+                        "cancel_requested_at = %s, cancel_force = %s "
+                        "WHERE id = %s AND status = 'READY'",
+                        [self.dt_param(now), self.dt_param(now), force, pk],
+                    )
+                    if cursor.rowcount == 1:
+                        self.insert_error(cursor, job_id, attempts, "", CANCELLED,
+                                          f"{CANCELLED}: cancelled before it ran.\n", now)
+                        if batch_id is not None:
+                            from ..parallel.batch import on_children_finished
+
+                            on_children_finished(self, {self.id_from_db(batch_id)})
+                        return status
+                elif status == JobStatus.RUNNING:
+                    force_sql = ", cancel_force = %s" if force else ""
+                    cursor.execute(
+                        f"UPDATE {self.table} SET cancel_requested_at = "
+                        f"COALESCE(cancel_requested_at, %s){force_sql} "
+                        "WHERE id = %s AND status = 'RUNNING'",
+                        [self.dt_param(now), *([True] if force else []), pk],
+                    )
+                    if cursor.rowcount == 1:
+                        return status
+                else:
+                    return status
+        raise RuntimeError(f"Job {job_id} kept changing state; cancel it again.")
+
+    def retry(self, job_id: uuid.UUID, max_attempts: int, now: dt.datetime) -> bool:
+        """FAILED → READY, due now, allowed ``max_attempts`` in all; False if not FAILED.
+
+        Attempts and errors so far are kept (``attempts`` counts every attempt ever
+        started) and so is the checkpoint, so the re-run resumes where it stopped. For a
+        ``unique`` job this raises ``IntegrityError`` when another job with its key is
+        already waiting or running.
+        """
+        with self.connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {self.table} SET status = 'READY', run_after = %s, finished_at = NULL, "
+                "lease_owner = NULL, cancel_requested_at = NULL, cancel_force = %s, "
+                "max_attempts = %s WHERE id = %s AND status = 'FAILED'",
+                [self.dt_param(now), False, max_attempts, self.id_param(job_id)],
+            )
+            retried = cursor.rowcount == 1
+        if retried:
+            self.notify([Job.objects.using(self.alias).values_list("queue_name", flat=True)
+                         .get(id=job_id)])
+        return retried
+
+    def purge(self, queue: str | None, task_path: str | None, enqueued_before: dt.datetime,
+              chunk: int = 1000) -> int:
+        """Delete READY jobs (and their errors), a chunk at a time; RUNNING ones go on.
+
+        Only jobs enqueued before the call started, so a steady stream of enqueues
+        cannot keep it going forever. Returns how many were deleted.
+        """
+        where = "status = 'READY' AND enqueued_at <= %s"
+        params: list[Any] = [self.dt_param(enqueued_before)]
+        if queue is not None:
+            where += " AND queue_name = %s"
+            params.append(queue)
+        if task_path is not None:
+            where += " AND task_path = %s"
+            params.append(task_path)
+        deleted = 0
+        while True:
+            with self.atomic(), self.connection.cursor() as cursor:
+                cursor.execute(f"SELECT id FROM {self.table} WHERE {where} LIMIT %s",
+                               [*params, chunk])
+                ids = [row[0] for row in cursor.fetchall()]
+                if not ids:
+                    return deleted
+                marks = ", ".join(["%s"] * len(ids))
+                # Guarded: a job claimed since the SELECT is RUNNING now and stays.
+                cursor.execute(
+                    f"DELETE FROM {self.table} WHERE id IN ({marks}) AND status = 'READY'", ids)
+                deleted += cursor.rowcount
+                cursor.execute(
+                    f"DELETE FROM taskmill_joberror WHERE job_id IN ({marks}) AND NOT EXISTS "
+                    f"(SELECT 1 FROM {self.table} j WHERE j.id = taskmill_joberror.job_id)", ids)
 
     # -- retention --------------------------------------------------------------------
 

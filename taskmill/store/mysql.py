@@ -10,9 +10,8 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
-from django.db import transaction
-
-from .base import CLAIM_COLUMNS, ClaimedJob, JobStore
+from ..coordination.concurrency import enforce_limits
+from .base import CLAIM_COLUMNS, ROOM_FOR_KEY, ClaimedJob, JobStore
 
 
 class MySQLJobStore(JobStore):
@@ -22,11 +21,12 @@ class MySQLJobStore(JobStore):
               now: dt.datetime) -> list[ClaimedJob]:
         queue_marks = ", ".join(["%s"] * len(queues))
         now_param = self.dt_param(now)
-        with transaction.atomic(using=self.alias), self.connection.cursor() as cursor:
+        # On the store's own connection: the row locks must last until the UPDATE.
+        with self.atomic(), self.connection.cursor() as cursor:
             cursor.execute(
-                f"SELECT id FROM {self.table} WHERE status = 'READY' "
-                f"AND queue_name IN ({queue_marks}) AND run_after <= %s "
-                "ORDER BY priority DESC, run_after, id LIMIT %s FOR UPDATE SKIP LOCKED",
+                f"SELECT j.id FROM {self.table} j WHERE j.status = 'READY' "
+                f"AND j.queue_name IN ({queue_marks}) AND j.run_after <= %s AND {ROOM_FOR_KEY} "
+                "ORDER BY j.priority DESC, j.run_after, j.id LIMIT %s FOR UPDATE SKIP LOCKED",
                 [*queues, now_param, limit],
             )
             ids = [row[0] for row in cursor.fetchall()]
@@ -49,6 +49,6 @@ class MySQLJobStore(JobStore):
                 [*ids, worker_id, now_param],
             )
             rows = cursor.fetchall()
-        jobs = [self.row_to_claimed(row) for row in rows]
-        jobs.sort(key=lambda j: (-j.priority, j.run_after, j.id))
-        return jobs
+            jobs = [self.row_to_claimed(row) for row in rows]
+            jobs.sort(key=lambda j: (-j.priority, j.run_after, j.id))
+            return enforce_limits(self, jobs, worker_id)

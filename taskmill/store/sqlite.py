@@ -8,7 +8,8 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
-from .base import CLAIM_COLUMNS, ClaimedJob, JobStore
+from ..coordination.concurrency import enforce_limits
+from .base import CLAIM_COLUMNS, ROOM_FOR_KEY, ClaimedJob, JobStore
 
 
 class SQLiteJobStore(JobStore):
@@ -22,9 +23,9 @@ class SQLiteJobStore(JobStore):
             f"UPDATE {self.table} SET status = 'RUNNING', attempts = attempts + 1, "
             "lease_owner = ?, started_at = COALESCE(started_at, ?), last_attempted_at = ?, "
             "worker_ids = CASE WHEN worker_ids = '' THEN ? ELSE worker_ids || ',' || ? END "
-            f"WHERE id IN (SELECT id FROM {self.table} WHERE status = 'READY' "
-            f"AND queue_name IN ({placeholders}) AND run_after <= ? "
-            "ORDER BY priority DESC, run_after, id LIMIT ?) "
+            f"WHERE id IN (SELECT j.id FROM {self.table} j WHERE j.status = 'READY' "
+            f"AND j.queue_name IN ({placeholders}) AND j.run_after <= ? AND {ROOM_FOR_KEY} "
+            "ORDER BY j.priority DESC, j.run_after, j.id LIMIT ?) "
             f"RETURNING {', '.join(CLAIM_COLUMNS)}"
         )
         params = [worker_id, now_param, now_param, worker_id, worker_id, *queues, now_param, limit]
@@ -38,4 +39,4 @@ class SQLiteJobStore(JobStore):
             raw.close()
         jobs = [self.row_to_claimed(row) for row in rows]
         jobs.sort(key=lambda j: (-j.priority, j.run_after, j.id))
-        return jobs
+        return enforce_limits(self, jobs, worker_id)

@@ -36,8 +36,10 @@ def describe_database(alias: str) -> str:
 
 
 def short_reason(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    """What failed, in plain words, with the driver's first line after it."""
+    from ..db import explain_connection_error
+
+    return explain_connection_error(exc)
 
 
 class DatabaseGate:

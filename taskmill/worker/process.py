@@ -154,6 +154,10 @@ class WorkerProcess:
                 listener.stop()
             self.watchdog.stop()
             heartbeat.join(timeout=5)
+            if listener is not None:
+                # Its connection is closed when it ends; wait, so none outlives run()
+                # (an in-process test worker must leave the test database droppable).
+                listener.join(timeout=5)
             self._close_store()
         return self.exit_code
 
@@ -195,7 +199,10 @@ class WorkerProcess:
             if outcomes or claim:
                 claimed = self.gate.call(
                     lambda: self._complete_and_claim(outcomes, claim), "claim jobs", self.stopping,
-                ) or []
+                )
+                if claimed is None:  # Stopped while the database was away: record later.
+                    self.done.extendleft(reversed(outcomes))
+                    claimed = outcomes = []
                 for outcome, result in outcomes:
                     announce_finished(result, outcome)
             if claimed:
@@ -205,10 +212,9 @@ class WorkerProcess:
                 for job in claimed:
                     self.ready.put(job)
             if self.stopping.is_set():
-                if not self.running and not self.buffered and not self.done:
-                    return
-                self.wake.wait(0.05)
-                continue
+                # _shutdown() waits for running jobs, up to the shutdown timeout (a crashed
+                # executor, see ``self.failure``, never empties ``running``: no wait there).
+                return
             if self._memory_exceeded():
                 logger.info("Worker %s is over --max-memory-per-child; recycling.", self.worker_id)
                 self.stop(EXIT_RECYCLE)
@@ -236,6 +242,7 @@ class WorkerProcess:
         from django.db import transaction
 
         store = self.store
+        store.tune_for_worker()
         pending = [o for o, _ in outcomes if o.needs_recording]
         with transaction.atomic(using=store.alias):
             if pending:
@@ -255,17 +262,25 @@ class WorkerProcess:
 
     def _log_outcome(self, outcome: Outcome) -> None:
         job = outcome.job
+        # Structured fields for log systems (taskmill.logging.JSONFormatter shows them).
+        fields = {"job_id": str(job.id), "task": job.task_path, "queue": job.queue_name,
+                  "attempt": job.attempts, "worker_id": self.worker_id}
         if outcome.succeeded:
-            logger.debug("Job %s %s succeeded (attempt %d).", job.id, job.task_path, job.attempts)
+            logger.debug("Job %s %s succeeded (attempt %d).", job.id, job.task_path, job.attempts,
+                         extra={**fields, "event": "job_succeeded"})
         elif outcome.retry_at is not None:
             logger.warning("Job %s %s failed (attempt %d of %d, %s); retrying at %s.", job.id,
                            job.task_path, job.attempts, job.max_attempts,
-                           outcome.exception_class_path, outcome.retry_at.isoformat())
+                           outcome.exception_class_path, outcome.retry_at.isoformat(),
+                           extra={**fields, "event": "job_retrying",
+                                  "exception": outcome.exception_class_path})
         else:
             logger.error("Job %s %s failed for good (attempt %d of %d): %s", job.id,
                          job.task_path, job.attempts, job.max_attempts,
                          outcome.traceback.strip().splitlines()[-1] if outcome.traceback else
-                         outcome.exception_class_path)
+                         outcome.exception_class_path,
+                         extra={**fields, "event": "job_failed",
+                                "exception": outcome.exception_class_path})
 
     def _take_done(self) -> list[tuple[Outcome, Any]]:
         items = []
@@ -287,8 +302,8 @@ class WorkerProcess:
 
     def _memory_exceeded(self) -> bool:
         limit = self.config.max_memory_per_child
-        if not limit:
-            return False
+        if not limit or not self.processed:
+            return False  # Judge after a job: a fresh process over the limit would loop.
         return resident_memory_mb() > limit
 
     # -- executors -----------------------------------------------------------------------
@@ -351,8 +366,9 @@ class WorkerProcess:
         if not runtime.cancel_event.is_set():
             runtime.cancel_event.set()
             logger.info("Job %s: cancel requested%s.", job_id, " (forced)" if force else "")
-            if force:
-                self.watchdog.watch(runtime, thread_id, FORCE_CANCEL_GRACE, Cancelled)
+        if force and not runtime.cancel_forced:  # Also when a plain cancel came first.
+            runtime.cancel_forced = True
+            self.watchdog.watch(runtime, thread_id, FORCE_CANCEL_GRACE, Cancelled)
 
     def _on_stuck(self, token: object, exc_type: type[BaseException]) -> None:
         """A job ignored its timeout/cancel: fail it now and recycle the process."""
@@ -399,8 +415,11 @@ class WorkerProcess:
                            "hand back jobs", None, attempts=5)
         for _ in self.threads:
             self.ready.put(None)
+        # Idle executors exit at once; one still busy is stuck in a job (handed back or
+        # failed by the watchdog) and dies with the process.
+        deadline = time.monotonic() + 1.0
         for thread in self.threads:
-            thread.join(timeout=0.5 if leftover else 5)
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
         self.gate.call(lambda: self.store.unregister_worker(self.worker_id), "unregister worker",
                        None, attempts=3)
         logger.info("Worker %s stopped after %d job(s).", self.worker_id, self.processed)

@@ -108,3 +108,8 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "loggers": {"taskmill": {"handlers": ["console"], "level": "INFO"}},
 }
+
+# Tests of structured logs run workers with TASKMILL_TEST_LOG_FORMAT=json.
+if os.environ.get("TASKMILL_TEST_LOG_FORMAT") == "json":
+    LOGGING["formatters"] = {"json": {"()": "taskmill.logging.JSONFormatter"}}
+    LOGGING["handlers"]["console"]["formatter"] = "json"

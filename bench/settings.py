@@ -1,0 +1,34 @@
+"""Settings for the benchmarks: ``BENCH_DB`` = postgresql (default) | sqlite | mysql."""
+
+import os
+import tempfile
+
+VENDOR = os.environ.get("BENCH_DB", "postgresql")
+SECRET_KEY = "taskmill-bench"
+USE_TZ = True
+TIME_ZONE = "UTC"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+INSTALLED_APPS = ["django.contrib.contenttypes", "django.contrib.auth", "taskmill", "bench"]
+
+if VENDOR == "postgresql":
+    DATABASES = {"default": {
+        "ENGINE": "django.db.backends.postgresql", "NAME": os.environ.get("BENCH_PG_NAME", "taskmill_bench"),
+        "USER": "postgres", "HOST": "127.0.0.1", "PORT": "5432",
+    }}
+elif VENDOR == "mysql":
+    DATABASES = {"default": {
+        "ENGINE": "django.db.backends.mysql", "NAME": "taskmill_bench", "USER": "root",
+        "HOST": "127.0.0.1", "PORT": "3306", "OPTIONS": {"charset": "utf8mb4"},
+    }}
+else:
+    DATABASES = {"default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": os.environ.get("BENCH_SQLITE_NAME",
+                               os.path.join(tempfile.gettempdir(), "taskmill-bench.sqlite3")),
+        "OPTIONS": {"timeout": 30},
+    }}
+
+TASKS = {"default": {"BACKEND": "taskmill.backend.TaskmillBackend",
+                     "OPTIONS": {"MAX_ATTEMPTS": 1}}}
+LOGGING = {"version": 1, "disable_existing_loggers": False,
+           "loggers": {"taskmill": {"level": "WARNING"}}}

@@ -1,0 +1,16 @@
+"""The test settings with PostgreSQL reached another way, for tests that start processes.
+
+``TASKMILL_PG_POOL=1``: Django's psycopg connection pool (``OPTIONS: {"pool": ...}``).
+``TASKMILL_PG_BOUNCER=1``: behind PgBouncer in transaction mode (no server-side cursors).
+Host and port come from ``TASKMILL_PG_HOST``/``TASKMILL_PG_PORT`` as usual.
+"""
+
+import os
+
+from .settings import *  # noqa: F403
+from .settings import DATABASES
+
+if os.environ.get("TASKMILL_PG_POOL"):
+    DATABASES["default"]["OPTIONS"] = {"pool": {"min_size": 1, "max_size": 8, "timeout": 20}}
+if os.environ.get("TASKMILL_PG_BOUNCER"):
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True

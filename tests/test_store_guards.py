@@ -1,0 +1,85 @@
+"""Every state change names the state and lease it expects (the store, on a real database)."""
+
+import pytest
+from django.utils import timezone
+
+from taskmill.models import Job, JobError, JobStatus
+from taskmill.store import Outcome, get_store
+from tests.project.tasks import add
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_a_worker_that_lost_its_lease_cannot_overwrite_the_job():
+    store = get_store("default")
+    now = timezone.now()
+    result = add.enqueue(1, 2)
+    store.register_worker("host:1:old", "host", 1, ["default"], 1, now)
+    (claimed,) = store.claim(["default"], 10, "host:1:old", timezone.now())
+    # The old worker goes silent; it is declared dead and its job recovered...
+    assert store.expire_workers(timezone.now() + timezone.timedelta(seconds=1)) == ["host:1:old"]
+    assert store.recover_orphans(timezone.now()) == 1
+    # ...and claimed again by a new worker.
+    store.register_worker("host:2:new", "host", 2, ["default"], 1, timezone.now())
+    (reclaimed,) = store.claim(["default"], 10, "host:2:new", timezone.now())
+    assert reclaimed.id == claimed.id and reclaimed.attempts == 2
+    late = Outcome(job=claimed, finished_at=timezone.now(), succeeded=True, return_json="999")
+    store.complete([late], "host:1:old")
+    assert late.recorded is False
+    job = Job.objects.get(id=result.id)
+    assert (job.status, job.lease_owner, job.return_value) == (JobStatus.RUNNING, "host:2:new", None)
+    current = Outcome(job=reclaimed, finished_at=timezone.now(), succeeded=True, return_json="3")
+    store.complete([current], "host:2:new")
+    assert current.recorded is True
+    assert add.get_result(result.id).return_value == 3
+    assert list(JobError.objects.values_list("exception_class_path", flat=True)) == [
+        "taskmill.exceptions.WorkerLost"]
+
+
+def test_a_late_heartbeat_cannot_resurrect_recovered_jobs():
+    store = get_store("default")
+    now = timezone.now()
+    add.enqueue(1, 1)
+    store.register_worker("host:3:w", "host", 3, ["default"], 1, now)
+    store.claim(["default"], 10, "host:3:w", timezone.now())
+    store.expire_workers(now + timezone.timedelta(seconds=1))
+    assert store.heartbeat("host:3:w", timezone.now()) is False  # told it was declared dead
+    store.recover_orphans(timezone.now())
+    assert Job.objects.get().status == JobStatus.READY
+
+
+def test_unstarted_jobs_handed_back_get_their_attempt_refunded():
+    store = get_store("default")
+    now = timezone.now()
+    add.enqueue(1, 1)
+    store.register_worker("host:4:w", "host", 4, ["default"], 1, now)
+    (job,) = store.claim(["default"], 10, "host:4:w", timezone.now())
+    assert store.hand_back([job], "host:4:w", started=False) == 1
+    row = Job.objects.get()
+    assert (row.status, row.attempts, row.worker_ids, row.started_at) == (
+        JobStatus.READY, 0, "", None)
+
+
+def test_recovery_fails_a_job_that_used_its_last_attempt():
+    store = get_store("default")
+    now = timezone.now()
+    add.using(max_attempts=1).enqueue(1, 1)
+    store.register_worker("host:5:w", "host", 5, ["default"], 1, now)
+    store.claim(["default"], 10, "host:5:w", timezone.now())
+    store.unregister_worker("host:5:w")
+    assert store.recover_orphans(timezone.now(), worker_id="host:5:w") == 1
+    job = Job.objects.get()
+    assert job.status == JobStatus.FAILED and job.finished_at is not None
+    assert job.errors.get().exception_class_path == "taskmill.exceptions.WorkerLost"
+
+
+def test_claims_never_overlap_between_workers():
+    store = get_store("default")
+    from taskmill import enqueue_many
+
+    enqueue_many(add, [(i, i) for i in range(30)])
+    now = timezone.now()  # after the enqueue: every job is due
+    first = store.claim(["default"], 20, "host:a:1", now)
+    second = store.claim(["default"], 20, "host:b:2", now)
+    assert len(first) == 20 and len(second) == 10
+    assert not {j.id for j in first} & {j.id for j in second}
