@@ -73,6 +73,24 @@ def bench_enqueue(n_single: int, n_many: int) -> None:
         noop.enqueue()
     report("enqueue (single, autocommit)", n_single / (time.perf_counter() - start), "jobs/s")
     clear()
+    threads, per_thread = 4, n_single // 4
+
+    def enqueue_in_thread() -> None:
+        from django.db import connection
+
+        for _ in range(per_thread):
+            noop.enqueue()
+        connection.close()
+
+    workers = [threading.Thread(target=enqueue_in_thread) for _ in range(threads)]
+    start = time.perf_counter()
+    for thread in workers:
+        thread.start()
+    for thread in workers:
+        thread.join()
+    report(f"enqueue (single, autocommit, {threads} threads like a web server's)",
+           threads * per_thread / (time.perf_counter() - start), "jobs/s")
+    clear()
     items = [()] * n_many
     start = time.perf_counter()
     taskmill.enqueue_many(noop, items)

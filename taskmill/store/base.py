@@ -125,6 +125,9 @@ class Outcome:
     recorded: bool = field(default=True)
     #: False once written (a ``transactional`` job records itself inside its transaction).
     needs_recording: bool = field(default=True)
+    #: The exception itself (not stored), so ``task_finished`` can be sent while it is
+    #: being handled: error trackers hooked to logging see the real traceback.
+    exception: BaseException | None = field(default=None, repr=False)
 
 
 class JobStore:

@@ -112,6 +112,7 @@ def _failure(job: ClaimedJob, exc: BaseException, *, final: bool) -> Outcome:
         exception_class_path=f"{exc_type.__module__}.{exc_type.__qualname__}",
         traceback="".join(traceback.format_exception(exc)),
         retry_at=retry_at,
+        exception=exc,
     )
 
 
@@ -137,8 +138,17 @@ def _finished_result(result: JobResult, outcome: Outcome) -> JobResult | None:
 
 def announce_finished(result: JobResult | None, outcome: Outcome) -> None:
     """Send ``task_finished`` once the outcome is committed (and was ours to record)."""
-    if result is not None and outcome.recorded:
+    if result is None or not outcome.recorded:
+        return
+    if outcome.exception is None:
         compat.send_signal("finished", TaskmillBackend, result)
+        return
+    try:
+        raise outcome.exception
+    except BaseException:  # noqa: B036 - only to give receivers the exception context
+        compat.send_signal("finished", TaskmillBackend, result)
+    finally:
+        outcome.exception = None  # drop the traceback's frames
 
 
 def _job_database(job: ClaimedJob) -> str:
