@@ -54,7 +54,12 @@ class JobContext(TaskContext):
         return self.runtime.checkpoint
 
     def save_checkpoint(self, value: Any) -> None:
-        """Keep a JSON value across attempts, so a re-run resumes instead of redoing work."""
+        """Keep a JSON value across attempts, so a re-run resumes instead of redoing work.
+
+        Saved at once, outside the task's own transaction. In a ``transactional`` task
+        that is a hazard: a killed attempt's writes roll back while its checkpoint stays,
+        so do not use the checkpoint there to skip work whose effects are in the database.
+        """
         text = _json(value)
         self.runtime.write(checkpoint=text)
         self.runtime.checkpoint = value

@@ -153,13 +153,14 @@ class JobStore:
         """
         connection = self.connection
         if connection is connections[self.alias]:
-            with transaction.atomic(using=self.alias, savepoint=False):
+            with self._immediate(), transaction.atomic(using=self.alias, savepoint=False):
                 yield
             return
         if connection.in_atomic_block or not connection.get_autocommit():
             yield
             return
-        connection.set_autocommit(False)
+        with self._immediate():
+            connection.set_autocommit(False, force_begin_transaction_with_broken_autocommit=True)
         try:
             yield
         except BaseException:
@@ -176,6 +177,23 @@ class JobStore:
                     connection.set_autocommit(True)
                 except Exception:
                     connection.close()
+
+    @contextmanager
+    def _immediate(self) -> Iterator[None]:
+        """SQLite: make the next BEGIN an ``IMMEDIATE`` one, which takes the write lock up
+        front (waiting its turn) — a deferred transaction that reads and then writes
+        fails at once with "database is locked" when another process wrote in between."""
+        connection = self.connection
+        if self.vendor != "sqlite" or connection.in_atomic_block:
+            yield
+            return
+        connection.ensure_connection()
+        previous = connection.transaction_mode
+        connection.transaction_mode = "IMMEDIATE"
+        try:
+            yield
+        finally:
+            connection.transaction_mode = previous
 
     # -- value conversion ------------------------------------------------------------
 
@@ -313,9 +331,12 @@ class JobStore:
                 o.recorded = cursor.rowcount == 1
 
     def record_failure(self, outcome: Outcome, worker_id: str) -> None:
-        """Fail one attempt: back to READY at ``retry_at``, or FAILED; keep the error."""
+        """Fail one attempt: back to READY at ``retry_at``, or FAILED; keep the error.
+
+        In one transaction, so nobody sees the job FAILED without its error.
+        """
         job = outcome.job
-        with self.connection.cursor() as cursor:
+        with self.atomic(), self.connection.cursor() as cursor:
             retried = False
             if outcome.retry_at is not None:
                 # A job someone cancelled is not retried (it falls through to FAILED).

@@ -62,6 +62,9 @@ class Heartbeat(threading.Thread):
         try:
             while not self._stopped.wait(TICK):
                 now = time.monotonic()
+                if self.gate.down_since is not None and self.gate.call(
+                        self._ping, "reach the database", self._stopped, attempts=1) is None:
+                    continue  # Still down: nothing else to try this tick.
                 if self.worker.running:
                     self.gate.call(self._relay_cancels, "check for cancelled jobs", self._stopped,
                                    attempts=1)
@@ -80,6 +83,11 @@ class Heartbeat(threading.Thread):
                                    attempts=1)
         finally:
             self._reset()
+
+    def _ping(self) -> bool:
+        with self.store.connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        return True
 
     def _beat(self) -> None:
         worker = self.worker

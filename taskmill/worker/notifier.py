@@ -45,7 +45,7 @@ class Listener(threading.Thread):
                 self.listening.set()
                 delay = 0.5
                 while not self._stopped.is_set():
-                    for notify in conn.notifies(timeout=1.0):
+                    for notify in conn.notifies(timeout=0.25):
                         if notify.payload in self.queues:
                             self.wake.set()
             except Exception as exc:  # The database went away: poll until it is back.

@@ -32,6 +32,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from django.db import connections
@@ -97,6 +98,7 @@ class WorkerProcess:
         self.watchdog = Watchdog(self._on_stuck)
         self.failure: BaseException | None = None
         self._store: JobStore | None = None
+        self._registered = False
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -161,8 +163,6 @@ class WorkerProcess:
             self._close_store()
         return self.exit_code
 
-    _registered = False
-
     def _prepare_database(self) -> None:
         if self.store.vendor == "sqlite":
             with self.store.connection.cursor() as cursor:
@@ -177,16 +177,13 @@ class WorkerProcess:
         """How many more jobs to claim now."""
         threads = self.config.threads
         busy = len(self.running) + self.buffered
-        if self.avg_duration > 0:
-            target = int(CLAIM_HORIZON / self.avg_duration)
-        else:
-            target = MAX_BATCH
-        target = max(threads, min(MAX_BATCH, target))
-        # Keep a buffer only while jobs are short; long jobs are claimed per free thread.
         if self.avg_duration * 4 > CLAIM_HORIZON:
+            # Long jobs: one per free thread, so none waits here while another worker idles.
             target = threads
+        else:  # Short jobs: about CLAIM_HORIZON seconds of work per round.
+            target = max(threads, min(MAX_BATCH, int(CLAIM_HORIZON / max(self.avg_duration, 1e-6))))
         if self.config.max_tasks_per_child:
-            target = min(target, self.config.max_tasks_per_child - self.processed - busy)
+            target = min(target, self.config.max_tasks_per_child - self.processed)
         return max(0, target - busy)
 
     def _produce(self) -> None:
@@ -198,7 +195,8 @@ class WorkerProcess:
             claimed: list[ClaimedJob] = []
             if outcomes or claim:
                 claimed = self.gate.call(
-                    lambda: self._complete_and_claim(outcomes, claim), "claim jobs", self.stopping,
+                    partial(self._complete_and_claim, outcomes, claim), "claim jobs",
+                    self.stopping,
                 )
                 if claimed is None:  # Stopped while the database was away: record later.
                     self.done.extendleft(reversed(outcomes))
@@ -239,14 +237,15 @@ class WorkerProcess:
 
     def _complete_and_claim(self, outcomes: list[tuple[Outcome, Any]],
                             limit: int) -> list[ClaimedJob]:
-        from django.db import transaction
-
         store = self.store
         store.tune_for_worker()
         pending = [o for o, _ in outcomes if o.needs_recording]
-        with transaction.atomic(using=store.alias):
-            if pending:
+        if pending:  # One commit for the round's outcomes and the next claim.
+            with store.atomic():
                 store.record_outcomes(pending, self.worker_id)
+                jobs = store.claim(self.config.queues, limit, self.worker_id,
+                                   timezone.now()) if limit else []
+        else:  # A claim alone is one statement: autocommit saves two round trips.
             jobs = store.claim(self.config.queues, limit, self.worker_id,
                                timezone.now()) if limit else []
         with self.lock:
@@ -317,6 +316,9 @@ class WorkerProcess:
                     return
                 with self.lock:
                     self.buffered -= 1
+                # The private connection for progress and checkpoints follows Django's
+                # rules between requests too (CONN_MAX_AGE, CONN_HEALTH_CHECKS, errors).
+                store.connection.close_if_unusable_or_obsolete()
                 self._run_one(job, store)
         except BaseException as exc:  # pragma: no cover - a bug in the worker itself
             logger.exception("Executor thread crashed.")

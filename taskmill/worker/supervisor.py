@@ -101,7 +101,7 @@ class Supervisor:
                     pass
 
     def _start_child(self) -> None:
-        connections.close_all()  # Never fork with a connection open.
+        close_everything()  # Never fork with a connection open.
         worker_id = new_worker_id(self.hostname, os.getpid())
         process = self.context.Process(target=_child_main, args=(self.config, worker_id),
                                        name=f"taskmill-worker-{len(self.children) + 1}",
@@ -146,13 +146,22 @@ class Supervisor:
             logger.error("Could not recover jobs of %s now (%s); they are recovered once its "
                          "lease expires.", worker_id, exc)
         finally:
-            connections.close_all()
+            close_everything()
 
     def _kill_stragglers(self) -> None:
         for child in self.children.values():
             if child.process.is_alive():
                 logger.error("Worker %s did not stop in time; killing it.", child.worker_id)
                 child.process.kill()
+
+
+def close_everything() -> None:
+    """Close this process's connections, and connection pools (Django 5.1+ psycopg pool)."""
+    for connection in connections.all(initialized_only=True):
+        connection.close()
+        close_pool = getattr(connection, "close_pool", None)
+        if close_pool is not None:
+            close_pool()
 
 
 def run_worker(config: WorkerConfig, processes: int) -> int:

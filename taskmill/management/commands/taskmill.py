@@ -25,6 +25,20 @@ class Command(BaseCommand):
             _add_django_options(sub)
             module.add_arguments(sub)
 
+    def execute(self, *args: Any, **options: Any) -> Any:
+        if options.get("subcommand") == "worker" and not options.get("help"):
+            # System checks may query the database (Django 6 asks PostgreSQL its version);
+            # a worker started while the database is down waits here and says so once.
+            import logging
+
+            from ...cli.common import configure_logging, get_backend
+            from ...db import wait_for_database
+
+            configure_logging(options.get("verbosity", 1))
+            database = get_backend(options.get("backend")).database
+            wait_for_database(database, say=logging.getLogger("taskmill.worker").warning)
+        return super().execute(*args, **options)
+
     def handle(self, *args: Any, **options: Any) -> Any:
         return load(options["subcommand"]).handle(self, options)
 

@@ -1,0 +1,501 @@
+"""The Django admin for jobs, batches and workers.
+
+Built for a job table with millions of rows: the list never counts the whole table
+(:class:`CappedPaginator`), filter choices come from configuration and a bounded
+sample instead of ``SELECT DISTINCT`` over the history, and every column of the job
+list is read from the job row itself (no query per row).
+
+Jobs are read-only here: every state change goes through :mod:`taskmill.api`
+(retry, cancel, purge), each action gated by its own permission (``taskmill.retry_job``,
+``taskmill.cancel_job``, ``taskmill.purge_job``) and reporting what it did.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.core.exceptions import ObjectDoesNotExist
+from django.core.paginator import Paginator
+from django.db import connections
+from django.db.models import Count, QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.functional import cached_property
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
+
+from .exceptions import TaskmillError
+from .models import Batch, Job, JobError, JobStatus, Worker
+
+#: Most jobs one action touches; "select all" over a million rows stops here.
+ACTION_LIMIT = 1000
+#: Rows the filters sample (newest first) to offer queues and tasks to pick from.
+FILTER_SAMPLE = 500
+
+
+class CappedPaginator(Paginator):
+    """A paginator that never counts more than ``cap`` rows.
+
+    Up to ``cap`` the count is exact (``SELECT COUNT(*) FROM (... LIMIT cap + 1)``,
+    which reads at most ``cap + 1`` rows whatever the filter). Beyond it, an unfiltered list uses the planner's row
+    estimate (PostgreSQL, MySQL) and a filtered one shows "more than ``cap``";
+    ``approximate`` tells the template which.
+    """
+
+    cap = 10_000
+    #: True once ``count`` is an estimate (or the cap) rather than an exact count.
+    approximate = False
+
+    @cached_property
+    def count(self) -> int:
+        queryset = self.object_list
+        capped = queryset.order_by()[: self.cap + 1].count()
+        if capped <= self.cap:
+            return capped
+        self.approximate = True
+        estimate = _estimated_rows(queryset) if not queryset.query.where else None
+        return max(estimate or 0, self.cap)
+
+
+def _estimated_rows(queryset: QuerySet) -> int | None:
+    """The planner's idea of the table's size: instant, and good enough for paging."""
+    connection = connections[queryset.db]
+    table = queryset.model._meta.db_table
+    if connection.vendor == "postgresql":
+        sql = "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass"
+        params = [connection.ops.quote_name(table)]
+    elif connection.vendor == "mysql":
+        sql = ("SELECT table_rows FROM information_schema.tables "
+               "WHERE table_schema = DATABASE() AND table_name = %s")
+        params = [table]
+    else:
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    return int(row[0]) if row and row[0] and row[0] > 0 else None
+
+
+# -- rendering -------------------------------------------------------------------------
+
+
+def progress_bar(progress: Any) -> SafeString | str:
+    """A ``<progress>`` bar with the job's own message (escaped: it is task output)."""
+    if not isinstance(progress, dict):
+        return "–"
+    current, total = progress.get("current") or 0, progress.get("total")
+    message = str(progress.get("message") or "")
+    if total:
+        fraction = max(0.0, min(1.0, float(current) / float(total)))
+        return format_html(
+            '<progress class="taskmill-progress" value="{}" max="1" title="{}">{}%</progress> '
+            "<span>{}%</span> <span>{}</span>",
+            f"{fraction:.4f}", f"{current:g} / {total:g}", f"{fraction * 100:.0f}",
+            f"{fraction * 100:.0f}", message,
+        )
+    return format_html("<span>{}</span> <span>{}</span>", f"{current:g}", message)
+
+
+def json_block(value: Any) -> SafeString:
+    """A JSON value as escaped, preformatted text: job arguments are never HTML."""
+    return format_html('<pre class="taskmill-json">{}</pre>',
+                       json.dumps(value, indent=2, sort_keys=True, default=str))
+
+
+# -- filters ---------------------------------------------------------------------------
+
+
+def _sampled_values(request: HttpRequest, field: str) -> set[str]:
+    """Distinct values of ``field`` among the newest jobs, one query per request."""
+    cache = getattr(request, "_taskmill_filter_sample", None)
+    if cache is None:
+        # Newest first by the primary key: job ids are UUIDv7, so the PK index is
+        # already in enqueue order and this reads FILTER_SAMPLE index entries.
+        cache = list(Job.objects.order_by("-id").values_list("queue_name", "task_path")
+                     [:FILTER_SAMPLE])
+        request._taskmill_filter_sample = cache  # type: ignore[attr-defined]
+    index = 0 if field == "queue_name" else 1
+    return {row[index] for row in cache}
+
+
+def _configured_queues() -> set[str]:
+    from .cli.common import taskmill_backends
+
+    queues: set[str] = set()
+    for backend in taskmill_backends().values():
+        queues.update(getattr(backend, "queues", ()) or ())
+    return queues
+
+
+class QueueFilter(admin.SimpleListFilter):
+    """Queues from TASKS settings plus those of recent jobs (no DISTINCT over history)."""
+
+    title = _("queue")
+    parameter_name = "queue"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        names = _configured_queues() | _sampled_values(request, "queue_name")
+        if self.value():
+            names.add(self.value())
+        return [(name, name) for name in sorted(names)]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        return queryset.filter(queue_name=self.value()) if self.value() else queryset
+
+
+class TaskFilter(admin.SimpleListFilter):
+    """Tasks of recent jobs (and the one selected); any task is reachable by search."""
+
+    title = _("task")
+    parameter_name = "task"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        names = _sampled_values(request, "task_path")
+        if self.value():
+            names.add(self.value())
+        return [(name, name) for name in sorted(names)]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        return queryset.filter(task_path=self.value()) if self.value() else queryset
+
+
+# -- jobs ------------------------------------------------------------------------------
+
+
+class JobErrorInline(admin.StackedInline):
+    """Every failed attempt of the job, with its traceback."""
+
+    model = JobError
+    extra = 0
+    can_delete = False
+    fields = ("attempt", "exception_class_path", "worker_id", "created_at", "traceback_text")
+    readonly_fields = fields
+    ordering = ("attempt", "id")
+    verbose_name = _("error")
+    verbose_name_plural = _("errors, one per failed attempt")
+
+    @admin.display(description=_("traceback"))
+    def traceback_text(self, error: JobError) -> SafeString:
+        return format_html('<pre class="taskmill-traceback">{}</pre>', error.traceback)
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Whoever may see the job may see why it failed.
+        return request.user.has_perm("taskmill.view_job")
+
+
+@admin.register(Job)
+class JobAdmin(admin.ModelAdmin):
+    list_display = ("short_id", "task_path", "queue_name", "status", "progress_display",
+                    "attempts_display", "enqueued_at", "finished_at")
+    list_display_links = ("short_id",)
+    list_filter = ("status", QueueFilter, TaskFilter)
+    search_fields = ("task_path",)
+    search_help_text = _("A job id, or part of a task path (e.g. myapp.tasks.send).")
+    # Newest first through the primary key index (ids are time-ordered UUIDv7), never a
+    # sort of the whole table.
+    ordering = ("-id",)
+    sortable_by = ()
+    paginator = CappedPaginator
+    show_full_result_count = False
+    # Facet counts would group the whole history by every filter on each page view.
+    show_facets = admin.ShowFacets.NEVER
+    list_per_page = 50
+    inlines = [JobErrorInline]
+    actions = ["retry_jobs", "cancel_jobs", "force_cancel_jobs", "purge_waiting_jobs"]
+    fieldsets = (
+        (None, {"fields": ("id", "task_path", "queue_name", "status", "progress_display",
+                           "priority", "backend", "batch_link")}),
+        (_("Arguments and result"), {"fields": ("args_display", "kwargs_display",
+                                                "return_value_display", "checkpoint_display")}),
+        (_("Attempts"), {"fields": ("attempts_display", "retry_backoff", "timeout",
+                                    "transactional", "worker_ids", "lease_owner")}),
+        (_("Times"), {"fields": ("enqueued_at", "run_after", "started_at", "last_attempted_at",
+                                 "finished_at")}),
+        (_("Cancel, uniqueness, concurrency"), {
+            "classes": ("collapse",),
+            "fields": ("cancel_requested_at", "cancel_force", "unique_key", "concurrency_key",
+                       "concurrency_limit")}),
+    )
+
+    class Media:
+        css = {"all": ("taskmill/admin.css",)}
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        queryset = super().get_queryset(request)
+        match = request.resolver_match
+        if match is not None and match.url_name == "taskmill_job_changelist":
+            # The list never shows payloads; a million rows' arguments stay on disk.
+            queryset = queryset.defer("args", "kwargs", "return_value", "checkpoint")
+        return queryset
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return [name for _title, options in self.fieldsets for name in options["fields"]]
+
+    # Jobs change only through the store; the admin reads them and calls the API.
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_retry_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("taskmill.retry_job")
+
+    def has_cancel_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("taskmill.cancel_job")
+
+    def has_purge_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("taskmill.purge_job")
+
+    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest | None = None) -> bool:
+        # The batch page links to its children by state.
+        if lookup == "batch__id__exact":
+            return True
+        return super().lookup_allowed(lookup, value, request)
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet,
+                           search_term: str) -> tuple[QuerySet, bool]:
+        """A job id finds that job; anything else matches part of the task path."""
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        try:
+            return queryset.filter(id=uuid.UUID(term)), False
+        except ValueError:
+            return queryset.filter(task_path__contains=term), False
+
+    # -- columns ----------------------------------------------------------------------
+
+    @admin.display(description=_("id"), ordering="id")
+    def short_id(self, job: Job) -> SafeString:
+        """The id's random tail (its head is the enqueue time, shared by neighbours)."""
+        return format_html('<span title="{}">…{}</span>', job.id, job.id.hex[-12:])
+
+    @admin.display(description=_("progress"))
+    def progress_display(self, job: Job) -> SafeString | str:
+        return progress_bar(job.progress)
+
+    @admin.display(description=_("attempts"))
+    def attempts_display(self, job: Job) -> str:
+        return f"{job.attempts} / {job.max_attempts}"
+
+    @admin.display(description=_("args"))
+    def args_display(self, job: Job) -> SafeString:
+        return json_block(job.args)
+
+    @admin.display(description=_("kwargs"))
+    def kwargs_display(self, job: Job) -> SafeString:
+        return json_block(job.kwargs)
+
+    @admin.display(description=_("return value"))
+    def return_value_display(self, job: Job) -> SafeString:
+        return json_block(job.return_value)
+
+    @admin.display(description=_("checkpoint"))
+    def checkpoint_display(self, job: Job) -> SafeString:
+        return json_block(job.checkpoint)
+
+    @admin.display(description=_("batch"))
+    def batch_link(self, job: Job) -> SafeString | str:
+        if job.batch_id is None:
+            return "–"
+        url = reverse("admin:taskmill_batch_change", args=[job.batch_id])
+        return format_html('<a href="{}">{}</a>', url, job.batch_id)
+
+    # -- actions ----------------------------------------------------------------------
+
+    def _selected_ids(self, request: HttpRequest, queryset: QuerySet) -> list[uuid.UUID]:
+        ids = list(queryset.order_by("-id").values_list("id", flat=True)[:ACTION_LIMIT + 1])
+        if len(ids) > ACTION_LIMIT:
+            self.message_user(request, _("Only the first %(n)d selected jobs were handled; "
+                                         "run the action again for the rest.")
+                              % {"n": ACTION_LIMIT}, messages.WARNING)
+            ids = ids[:ACTION_LIMIT]
+        return ids
+
+    def _report_failures(self, request: HttpRequest, failures: list[str]) -> None:
+        if failures:
+            shown = "; ".join(failures[:5]) + (" …" if len(failures) > 5 else "")
+            self.message_user(request, ngettext("%(n)d job was left as it was: %(why)s",
+                                                "%(n)d jobs were left as they were: %(why)s",
+                                                len(failures))
+                              % {"n": len(failures), "why": shown}, messages.WARNING)
+
+    @admin.action(description=_("Retry selected failed jobs"), permissions=["retry"])
+    def retry_jobs(self, request: HttpRequest, queryset: QuerySet) -> None:
+        from .api import retry
+
+        retried, failures = 0, []
+        for job_id in self._selected_ids(request, queryset):
+            try:
+                retry(str(job_id))
+            except (TaskmillError, ValueError, ObjectDoesNotExist) as exc:
+                failures.append(f"{job_id}: {exc}")
+            else:
+                retried += 1
+        if retried:
+            self.message_user(request, ngettext("Queued %(n)d job to run again.",
+                                                "Queued %(n)d jobs to run again.", retried)
+                              % {"n": retried}, messages.SUCCESS)
+        self._report_failures(request, failures)
+
+    def _cancel(self, request: HttpRequest, queryset: QuerySet, force: bool) -> None:
+        from .api import cancel
+
+        ids = self._selected_ids(request, queryset)
+        statuses = dict(Job.objects.filter(id__in=ids).values_list("id", "status"))
+        waiting = running = 0
+        failures = []
+        for job_id in ids:
+            if statuses.get(job_id) not in (JobStatus.READY, JobStatus.RUNNING):
+                failures.append(f"{job_id}: already finished")
+                continue
+            try:
+                cancel(str(job_id), force=force)
+            except (TaskmillError, ValueError, ObjectDoesNotExist) as exc:
+                failures.append(f"{job_id}: {exc}")
+                continue
+            if statuses.get(job_id) == JobStatus.RUNNING:
+                running += 1
+            else:
+                waiting += 1
+        if waiting:
+            self.message_user(request, ngettext(
+                "Cancelled %(n)d waiting job; it will not run.",
+                "Cancelled %(n)d waiting jobs; they will not run.", waiting) % {"n": waiting},
+                messages.SUCCESS)
+        if running:
+            self.message_user(request, (ngettext(
+                "Asked %(n)d running job to stop",
+                "Asked %(n)d running jobs to stop", running) % {"n": running})
+                + (str(_("; it is stopped after a grace period if it does not.")) if force
+                   else str(_(" (it sees cancel_requested)."))), messages.SUCCESS)
+        self._report_failures(request, failures)
+
+    @admin.action(description=_("Cancel selected jobs"), permissions=["cancel"])
+    def cancel_jobs(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._cancel(request, queryset, force=False)
+
+    @admin.action(description=_("Cancel selected jobs, forcing running ones to stop"),
+                  permissions=["cancel"])
+    def force_cancel_jobs(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._cancel(request, queryset, force=True)
+
+    @admin.action(description=_("Purge waiting jobs of the selected jobs' queues and tasks"),
+                  permissions=["purge"])
+    def purge_waiting_jobs(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        """Purge is broad (every READY job of a queue and task), so it asks first."""
+        from .api import purge
+
+        ids = self._selected_ids(request, queryset)
+        pairs = sorted(set(Job.objects.filter(id__in=ids).order_by()
+                           .values_list("queue_name", "task_path")))
+        if request.POST.get("post") == "yes":
+            removed = sum(purge(queue=queue, task=task) for queue, task in pairs)
+            self.message_user(request, ngettext(
+                "Purged %(n)d waiting job of %(what)s.",
+                "Purged %(n)d waiting jobs of %(what)s.", removed)
+                % {"n": removed, "what": ", ".join(f"{t} on {q}" for q, t in pairs)},
+                messages.SUCCESS)
+            return None
+        rows = []
+        for queue, task in pairs:
+            waiting = Job.objects.filter(status=JobStatus.READY, queue_name=queue,
+                                         task_path=task).count()
+            rows.append({"queue": queue, "task": task, "waiting": waiting})
+        context = {
+            **self.admin_site.each_context(request),
+            "title": _("Purge waiting jobs?"),
+            "opts": self.model._meta,
+            "rows": rows,
+            "total": sum(r["waiting"] for r in rows),
+            "selected_ids": ids,
+            "action_checkbox_name": ACTION_CHECKBOX_NAME,
+            "action": "purge_waiting_jobs",
+        }
+        return TemplateResponse(request, "taskmill/admin/purge_confirmation.html", context)
+
+
+# -- batches and workers ---------------------------------------------------------------
+
+
+@admin.register(Batch)
+class BatchAdmin(admin.ModelAdmin):
+    list_display = ("id", "task_path", "total", "then_task_path", "created_at", "finished_at")
+    search_fields = ("task_path",)
+    ordering = ("-created_at",)
+    paginator = CappedPaginator
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
+    readonly_fields = ("id", "task_path", "total", "then_task_path", "then_job_link",
+                       "created_at", "finished_at", "children")
+    fields = readonly_fields
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description=_("then job"))
+    def then_job_link(self, batch: Batch) -> SafeString | str:
+        if batch.then_job_id is None:
+            return "–"
+        url = reverse("admin:taskmill_job_change", args=[batch.then_job_id])
+        return format_html('<a href="{}">{}</a>', url, batch.then_job_id)
+
+    @admin.display(description=_("children by state"))
+    def children(self, batch: Batch) -> SafeString:
+        """One grouped query on the (batch, status) index."""
+        counts = dict(Job.objects.filter(batch=batch).order_by().values_list("status")
+                      .annotate(n=Count("id")))
+        url = reverse("admin:taskmill_job_changelist")
+        parts = [format_html('<a href="{}?batch__id__exact={}&status__exact={}">{}: {}</a>',
+                             url, batch.id, status.value, status.label, counts.get(status, 0))
+                 for status in JobStatus]
+        return format_html("{}", SafeString(" · ".join(parts)))
+
+
+@admin.register(Worker)
+class WorkerAdmin(admin.ModelAdmin):
+    list_display = ("id", "hostname", "pid", "threads", "queues", "started_at",
+                    "last_heartbeat", "heartbeat_age")
+    list_filter = ("hostname",)
+    ordering = ("hostname", "started_at")
+    readonly_fields = ("id", "hostname", "pid", "threads", "queues", "started_at",
+                       "last_heartbeat", "heartbeat_age")
+    fields = readonly_fields
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # A worker row is its lease: deleting it would hand its jobs to recovery.
+        return False
+
+    @admin.display(description=_("heartbeat age"))
+    def heartbeat_age(self, worker: Worker) -> str:
+        return f"{(timezone.now() - worker.last_heartbeat).total_seconds():.1f}s"

@@ -1,0 +1,1 @@
+"""Coordination between jobs: unique jobs and concurrency limits, enforced by the database."""

@@ -1,0 +1,1 @@
+"""The live dashboard: one server-rendered page and the JSON it polls."""

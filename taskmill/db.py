@@ -1,0 +1,266 @@
+"""Database connections across ``fork()``, and database errors in plain words.
+
+A forked child inherits its parent's open database connections: the same socket, the
+same server session, in whatever state the parent left it (mid-transaction, mid-result).
+If the child *uses* such a connection, parent and child interleave bytes on one session
+("SSL error: decryption failed", "Packet sequence number wrong", a query answered with
+another's rows). If the child *closes* it, the driver says goodbye on the parent's
+socket (PostgreSQL's Terminate, MySQL's COM_QUIT) and the server ends the parent's
+session ("server closed the connection unexpectedly" in the parent). Even garbage
+collection can close it: after a fork from a multi-threaded process, Python frees the
+other threads' state in the child, and with it their connections.
+
+:func:`close_inherited_connections` drops the inherited connections without ever
+touching the parent's sessions: it points each inherited socket's file descriptor at
+``/dev/null`` (so nothing a driver writes on it can reach the server), then forgets the
+connection, so Django opens a fresh one on the next query. A before-fork hook keeps every
+connection alive across the fork until then, so none is closed by garbage collection,
+and an after-fork hook drops inherited psycopg pools in every child (a pool's threads do
+not survive a fork: waiting on it would hang).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import stat
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.signals import connection_created
+from django.db.utils import load_backend
+
+__all__ = ["close_inherited_connections", "describe_database", "explain_connection_error",
+           "try_connect", "wait_for_database"]
+
+#: Every connection this process opened, in any thread (weakly held).
+_live: weakref.WeakSet[BaseDatabaseWrapper] = weakref.WeakSet()
+_live_lock = threading.Lock()
+#: Strong references taken just before a fork, so the child frees none of them.
+_held: list[BaseDatabaseWrapper] = []
+#: What a child dropped: kept forever so it is never garbage collected (and closed).
+_abandoned: list[Any] = []
+
+
+def _track(sender: Any, connection: BaseDatabaseWrapper, **kwargs: Any) -> None:
+    with _live_lock:
+        _live.add(connection)
+
+
+connection_created.connect(_track, dispatch_uid="taskmill.db.track")
+
+
+def _before_fork() -> None:
+    # Runs in the forking thread. Without these references, the child would free the
+    # other threads' connections on its first breath, and mysqlclient frees by quitting.
+    with _live_lock:
+        _held[:] = [w for w in _live if w.connection is not None]
+
+
+def _after_fork_in_parent() -> None:
+    _held.clear()
+
+
+def _after_fork_in_child() -> None:
+    global _live_lock
+    _live_lock = threading.Lock()  # Another thread may have held it at the fork.
+    # An inherited psycopg pool is always broken in the child: its threads did not
+    # survive the fork, so waiting on it hangs until its timeout, and its idle
+    # connections are the parent's sessions. Drop it; the child builds its own on use.
+    try:
+        _drop_inherited_pools()
+    except Exception:  # pragma: no cover - never let a fork fail over this
+        pass
+
+
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                    after_in_child=_after_fork_in_child)
+
+
+def close_inherited_connections() -> None:
+    """Drop every database connection inherited from the parent process, safely.
+
+    Call it first thing in a child process started with ``fork`` (``multiprocessing``'s
+    default on Linux before Python 3.14). The parent's sessions are left exactly as
+    they were; the child's next query opens its own connection. Pooled connections
+    (``OPTIONS: {"pool": ...}``) are dropped the same way and the child gets its own pool.
+    """
+    wrappers: list[BaseDatabaseWrapper] = []
+    for alias in connections:
+        wrapper = getattr(connections._connections, alias, None)
+        if wrapper is not None:
+            wrappers.append(wrapper)
+            delattr(connections._connections, alias)  # The next access makes a new one.
+    with _live_lock:
+        wrappers.extend(_held)
+        wrappers.extend(_live)
+        _held.clear()
+        _live.clear()
+    for wrapper in wrappers:
+        raw = wrapper.connection
+        if raw is not None:
+            _disarm(raw)
+        _abandoned.append(wrapper)
+    _drop_inherited_pools()
+
+
+def _drop_inherited_pools() -> None:
+    """psycopg pools live per process on the backend class; their threads did not survive."""
+    module = sys.modules.get("django.db.backends.postgresql.base")
+    if module is None:  # Never imported: there are no pools.
+        return
+    pools = module.DatabaseWrapper._connection_pools
+    for alias in list(pools):
+        pool = pools.pop(alias)
+        for raw in list(getattr(pool, "_pool", ())):
+            _disarm(raw)
+        _abandoned.append(pool)
+
+
+def _disarm(raw: Any) -> None:
+    """Point the connection's socket at /dev/null: whatever the driver writes goes nowhere."""
+    fd = _socket_fd(raw)
+    if fd is None:
+        return  # SQLite, or already closed: nothing shared with the parent's session.
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        os.dup2(null, fd)
+    finally:
+        os.close(null)
+
+
+def _socket_fd(raw: Any) -> int | None:
+    candidates = (
+        lambda: raw.pgconn.socket,   # psycopg 3
+        lambda: raw.fileno(),        # mysqlclient, psycopg2
+        lambda: raw._sock.fileno(),  # PyMySQL
+    )
+    for candidate in candidates:
+        try:
+            fd = candidate()
+        except Exception:
+            continue
+        if isinstance(fd, int) and fd >= 0:
+            try:
+                if stat.S_ISSOCK(os.fstat(fd).st_mode):
+                    return fd
+            except OSError:
+                continue
+    return None
+
+
+# -- errors in plain words -----------------------------------------------------------
+
+
+def describe_database(alias: str = DEFAULT_DB_ALIAS) -> str:
+    """``'default' (postgresql at 127.0.0.1:5432)`` — for messages people read."""
+    settings = connections.settings[alias]
+    engine = settings.get("ENGINE", "").rsplit(".", 1)[-1]
+    if engine == "sqlite3":
+        return f"{alias!r} (sqlite file {settings.get('NAME')})"
+    host = settings.get("HOST") or "localhost"
+    port = settings.get("PORT") or {"postgresql": 5432, "mysql": 3306}.get(engine, "")
+    return f"{alias!r} ({engine} at {host}:{port})"
+
+
+#: (fragments of a driver's message, what it means). First match wins.
+_EXPLANATIONS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("connection refused", "can't connect to mysql server", "can't connect to server"),
+     "connection refused: nothing listens there; is the server running, and are HOST "
+     "and PORT right?"),
+    (("could not translate host name", "name or service not known",
+      "unknown mysql server host", "nodename nor servname", "temporary failure in name"),
+     "the host name does not resolve; check HOST"),
+    (("timeout expired", "timed out", "connection timed out"),
+     "no answer before the timeout; a firewall, a wrong HOST, or a server too busy to accept"),
+    (("password authentication failed", "access denied", "no password supplied",
+      "authentication failed", "no pg_hba.conf entry"),
+     "the server refused these credentials; check USER and PASSWORD (and pg_hba.conf)"),
+    (('role "',), "the server has no such USER (role); check USER"),
+    (("does not exist", "unknown database"),
+     "the server answered, but the database NAME does not exist there; create it or "
+     "fix NAME"),
+    (("the database system is starting up", "the database system is shutting down",
+      "in recovery mode", "the database system is not yet accepting connections"),
+     "the server is starting up or shutting down; it should answer shortly"),
+    (("too many connections", "remaining connection slots", "too many clients"),
+     "the server has no free connection slots; fewer worker threads, a lower "
+     "CONN_MAX_AGE, or a connection pool will help"),
+    (("server closed the connection unexpectedly", "lost connection", "has gone away",
+      "connection already closed", "ssl syscall error", "eof detected",
+      "terminating connection", "consuming input failed", "connection is lost"),
+     "the connection was cut: the server restarted, or a proxy or firewall closed an "
+     "idle connection"),
+    (("ssl",), "the TLS handshake failed; check the sslmode/ssl OPTIONS"),
+)
+
+
+def explain_connection_error(exc: BaseException) -> str:
+    """One plain sentence for a driver's connection error (its first line kept after it)."""
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    lowered = text.lower()
+    for fragments, meaning in _EXPLANATIONS:
+        if any(fragment in lowered for fragment in fragments):
+            return f"{meaning} ({first})"
+    return first
+
+
+def try_connect(alias: str, connect_timeout: float = 5.0) -> Exception | None:
+    """Open a direct connection (never a pooled one) and run ``SELECT 1``.
+
+    Returns the error, or None if the database answered. For start-up code that must
+    wait for the database before anything else connects (system checks on Django 6
+    connect to PostgreSQL to read its version).
+    """
+    settings = copy.deepcopy(connections.settings[alias])
+    options = settings.setdefault("OPTIONS", {})
+    options.pop("pool", None)  # Test the server itself, not a pool's wait.
+    engine = settings.get("ENGINE", "")
+    if "postgresql" in engine or "mysql" in engine:
+        options["connect_timeout"] = max(1, int(connect_timeout))
+    wrapper = load_backend(engine).DatabaseWrapper(settings, alias)
+    try:
+        wrapper.ensure_connection()
+        with wrapper.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+    except Exception as exc:
+        return exc
+    finally:
+        with contextlib.suppress(Exception):
+            wrapper.close()
+    return None
+
+
+def wait_for_database(alias: str, *, timeout: float | None = None,
+                      say: Callable[[str], None] | None = None) -> Exception | None:
+    """Block until ``alias`` answers (None) or ``timeout`` runs out (the last error).
+
+    ``say`` gets one line when the wait starts and one when the database is back: a
+    process started while the database is down says so once, not once per retry.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    delay, since = 0.25, time.monotonic()
+    error = try_connect(alias)
+    while error is not None:
+        if say is not None and delay == 0.25:
+            say(f"Database {describe_database(alias)} unavailable: "
+                f"{explain_connection_error(error)}. Waiting until it answers.")
+        if deadline is not None and time.monotonic() >= deadline:
+            return error
+        time.sleep(delay if deadline is None else max(0.0, min(delay,
+                                                                 deadline - time.monotonic())))
+        delay = min(delay * 2, 5.0)
+        error = try_connect(alias)
+        if error is None and say is not None:
+            say(f"Database {describe_database(alias)} is back after "
+                f"{time.monotonic() - since:.1f}s.")
+    return None

@@ -1,0 +1,169 @@
+"""Prometheus metrics, read from the job tables at scrape time.
+
+Needs the optional ``prometheus`` extra (``pip install django-taskmill[prometheus]``).
+Workers keep no metric state of their own: every figure comes from the database when
+Prometheus scrapes, so it is the same whichever process answers, and nothing is lost
+when a worker restarts. Each scrape costs a few indexed queries (see
+:mod:`taskmill.reporting`).
+
+Figures about finished jobs cover a sliding window (``taskmill_window_seconds``, the
+last five minutes by default): the job table is pruned, so totals since the beginning
+of time cannot be counted honestly. They are gauges; divide by the window for rates.
+
+Serve it with the URL in ``taskmill.urls`` (``/taskmill/metrics``), or register
+:class:`TaskmillCollector` in your own registry.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+from collections.abc import Iterator
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
+
+from .models import Job, JobStatus
+from .reporting import live_workers, queue_depths
+
+#: Seconds of history the finished-job figures cover.
+DEFAULT_WINDOW = 300.0
+#: Most recent finished jobs read for the duration quantiles.
+DURATION_SAMPLE = 5000
+QUANTILES = (0.5, 0.9, 0.99)
+
+
+class TaskmillCollector:
+    """A ``prometheus_client`` collector over one taskmill backend's tables."""
+
+    def __init__(self, database: str = "default", lease_seconds: float = 30.0,
+                 window: float = DEFAULT_WINDOW) -> None:
+        self.database = database
+        self.lease_seconds = lease_seconds
+        self.window = window
+
+    @classmethod
+    def for_backend(cls, alias: str | None = None, window: float = DEFAULT_WINDOW
+                    ) -> TaskmillCollector:
+        from .cli.common import get_backend
+
+        backend = get_backend(alias)
+        return cls(backend.database, backend.config.lease_seconds, window)
+
+    def describe(self) -> list[Any]:
+        # Empty: the registry must not call collect() (and query the database) on register.
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        now = timezone.now()
+        since = now - dt.timedelta(seconds=self.window)
+        yield GaugeMetricFamily("taskmill_window_seconds",
+                                "Seconds of history the taskmill_recent_* figures cover.",
+                                value=self.window)
+
+        jobs = GaugeMetricFamily("taskmill_queue_jobs",
+                                 "Jobs waiting (READY and due), scheduled (READY, later) "
+                                 "or running, per queue.", labels=["queue", "state"])
+        oldest = GaugeMetricFamily("taskmill_queue_oldest_waiting_seconds",
+                                   "Age of the oldest due job that waits, per queue.",
+                                   labels=["queue"])
+        for depth in queue_depths(self.database, now, since):
+            jobs.add_metric([depth.queue, "waiting"], depth.waiting)
+            jobs.add_metric([depth.queue, "scheduled"], depth.scheduled)
+            jobs.add_metric([depth.queue, "running"], depth.running)
+            oldest.add_metric([depth.queue], depth.oldest_waiting_age or 0.0)
+        yield jobs
+        yield oldest
+
+        yield from self._finished(since)
+        yield from self._workers(now)
+
+    def _finished(self, since: dt.datetime) -> Iterator[Any]:
+        from django.db.models import Count
+        from prometheus_client.core import GaugeMetricFamily
+
+        outcomes = GaugeMetricFamily(
+            "taskmill_recent_jobs_finished",
+            "Jobs that finished inside the window, by queue, task and outcome.",
+            labels=["queue", "task", "outcome"])
+        rows = (Job.objects.using(self.database).order_by()
+                .filter(status__in=[JobStatus.SUCCESSFUL, JobStatus.FAILED],
+                        finished_at__gte=since)
+                .values("queue_name", "task_path", "status").annotate(n=Count("id")))
+        for row in rows:
+            outcomes.add_metric([row["queue_name"], row["task_path"], row["status"].lower()],
+                                row["n"])
+        yield outcomes
+
+        durations = GaugeMetricFamily(
+            "taskmill_recent_job_duration_seconds",
+            "Run time of the last attempt of jobs that succeeded inside the window, "
+            "as quantiles per task.", labels=["task", "quantile"])
+        samples: dict[str, list[float]] = {}
+        recent = (Job.objects.using(self.database)
+                  .filter(status=JobStatus.SUCCESSFUL, finished_at__gte=since,
+                          last_attempted_at__isnull=False)
+                  .order_by("-finished_at")
+                  .values_list("task_path", "last_attempted_at", "finished_at")[:DURATION_SAMPLE])
+        for task_path, started, finished in recent:
+            samples.setdefault(task_path, []).append(max(0.0, (finished - started).total_seconds()))
+        for task_path, values in sorted(samples.items()):
+            values.sort()
+            for q in QUANTILES:
+                durations.add_metric([task_path, f"{q:g}"],
+                                     values[min(len(values) - 1, int(q * len(values)))])
+        yield durations
+
+    def _workers(self, now: dt.datetime) -> Iterator[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        up = GaugeMetricFamily("taskmill_worker_up",
+                               "1 while the worker heartbeats within its lease, else 0.",
+                               labels=["host", "worker"])
+        age = GaugeMetricFamily("taskmill_worker_heartbeat_age_seconds",
+                                "Seconds since the worker's last heartbeat.",
+                                labels=["host", "worker"])
+        per_host: dict[str, int] = {}
+        for worker in live_workers(self.database, now):
+            alive = worker.heartbeat_age <= self.lease_seconds
+            up.add_metric([worker.hostname, worker.id], 1.0 if alive else 0.0)
+            age.add_metric([worker.hostname, worker.id], worker.heartbeat_age)
+            per_host[worker.hostname] = per_host.get(worker.hostname, 0) + int(alive)
+        hosts = GaugeMetricFamily("taskmill_workers", "Live worker processes per host.",
+                                  labels=["host"])
+        for host, count in sorted(per_host.items()):
+            hosts.add_metric([host], count)
+        yield up
+        yield age
+        yield hosts
+
+
+def _authorized(request: HttpRequest) -> bool:
+    """A bearer token (``TASKMILL_METRICS_TOKEN``) for Prometheus, or a staff session."""
+    token = getattr(settings, "TASKMILL_METRICS_TOKEN", None)
+    header = request.headers.get("Authorization", "")
+    if token and header.startswith("Bearer "):
+        return hmac.compare_digest(header[len("Bearer "):].encode(), str(token).encode())
+    user = request.user if hasattr(request, "user") else None
+    return bool(user and user.is_authenticated and user.is_active and user.is_staff
+                and user.has_perm("taskmill.view_job"))
+
+
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    """The Prometheus text exposition of :class:`TaskmillCollector` (``?backend=alias``)."""
+    if not _authorized(request):
+        return HttpResponse("Forbidden: send 'Authorization: Bearer <TASKMILL_METRICS_TOKEN>' "
+                            "or log in as staff.\n", status=403, content_type="text/plain")
+    try:
+        from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+    except ImportError:
+        return HttpResponse("prometheus_client is not installed: "
+                            "pip install 'django-taskmill[prometheus]'\n",
+                            status=501, content_type="text/plain")
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(TaskmillCollector.for_backend(request.GET.get("backend")))
+    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,134 @@
+"""Batches: children in item order, progress visible, ``then`` exactly once."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+
+import pytest
+from django.db import connections, transaction
+from django.utils import timezone
+
+from taskmill import enqueue_batch, get_batch
+from taskmill.compat import InvalidTask
+from taskmill.exceptions import InvalidTaskArguments
+from taskmill.models import Batch, Job, JobError, JobStatus
+from taskmill.store import Outcome, get_store
+from tests import parallel_helpers as helpers
+from tests.project.models import Execution
+
+THEN_PATH = helpers.batch_done.module_path
+
+
+def then_jobs(batch_id: str) -> list[Job]:
+    return list(Job.objects.filter(task_path=THEN_PATH, args=[batch_id]))
+
+
+@pytest.mark.django_db
+def test_children_are_stored_in_item_order_with_progress_counts():
+    batch = enqueue_batch(helpers.batch_child, [10, 11, 12, 13], then=helpers.batch_done)
+    assert isinstance(batch.id, str)
+    status = get_batch(batch.id)
+    assert (status.total, status.waiting, status.running, status.succeeded, status.failed) == \
+        (4, 4, 0, 0, 0)
+    assert status.result_ids == batch.result_ids
+    assert [Job.objects.get(id=rid).args for rid in status.result_ids] == [[10], [11], [12], [13]]
+    assert helpers.batch_child.get_result(status.result_ids[2]).args == [12]
+    store = get_store("default")
+    store.claim(["default"], 1, "host:1:progress", timezone.now())
+    status = get_batch(batch.id)
+    assert (status.running, status.waiting, status.finished) == (1, 3, False)
+
+
+@pytest.mark.django_db
+def test_a_rolled_back_transaction_leaves_no_batch_behind():
+    with pytest.raises(RuntimeError), transaction.atomic():
+        enqueue_batch(helpers.batch_child, range(5), then=helpers.batch_done)
+        raise RuntimeError("roll back")
+    assert Batch.objects.count() == 0 and Job.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_bad_input_is_refused_before_anything_is_stored():
+    with pytest.raises(InvalidTaskArguments, match=r"args\[0\]"):
+        enqueue_batch(helpers.batch_child, [1, object()])
+    with pytest.raises(InvalidTask, match="task for then"):
+        enqueue_batch(helpers.batch_child, [1], then=helpers.square)
+    assert Batch.objects.count() == 0 and Job.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_an_empty_batch_runs_then_at_once():
+    batch = enqueue_batch(helpers.batch_child, [], then=helpers.batch_done)
+    assert batch.finished and batch.total == 0
+    assert [job.id for job in then_jobs(batch.id)] == [Job.objects.get(
+        id=batch.then_result_id).id]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_then_runs_once_after_every_child_failed_ones_included(start_worker):
+    batch = enqueue_batch(helpers.batch_child_fails_on_odd, range(10), then=helpers.batch_done)
+    worker = start_worker("--burst", "--processes", "2", "--threads", "2")
+    assert worker.wait(timeout=60) == 0, worker.output
+    status = get_batch(batch.id)
+    assert (status.succeeded, status.failed, status.running, status.waiting) == (5, 5, 0, 0)
+    assert status.finished and status.fraction == 1.0
+    assert len(then_jobs(batch.id)) == 1
+    assert str(then_jobs(batch.id)[0].id) == status.then_result_id
+    assert Execution.objects.filter(label=f"then-{batch.id}").count() == 1
+    then = helpers.batch_done.get_result(status.then_result_id)
+    assert then.status == JobStatus.SUCCESSFUL and then.return_value == batch.id
+
+
+@pytest.mark.django_db(transaction=True)
+def test_then_is_enqueued_exactly_once_when_the_last_two_children_finish_at_once():
+    """Two hosts record the last two children in the same instant, 15 times over."""
+    rounds = 15
+    batches = [enqueue_batch(helpers.batch_child, [1, 2], then=helpers.batch_done)
+               for _ in range(rounds)]
+    store = get_store("default")
+    claimed = {}
+    for batch in batches:
+        for host in ("host-a:1:x", "host-b:2:y"):
+            (job,) = store.claim(["default"], 1, host, timezone.now())
+            assert str(job.batch_id) == batch.id
+            claimed.setdefault(batch.id, []).append((host, job))
+    errors: list[BaseException] = []
+
+    def finish(host: str, job, barrier: threading.Barrier) -> None:
+        try:
+            own = get_store(connections["default"])  # This thread's own connection.
+            barrier.wait(timeout=10)
+            own.complete([Outcome(job=job, finished_at=timezone.now(), succeeded=True)], host)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    for batch in batches:
+        barrier = threading.Barrier(2)
+        threads = [threading.Thread(target=finish, args=(host, job, barrier))
+                   for host, job in claimed[batch.id]]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+    assert not errors, errors
+    for batch in batches:
+        status = get_batch(batch.id)
+        assert status.succeeded == 2 and status.finished
+        assert len(then_jobs(batch.id)) == 1, f"batch {batch.id}: then enqueued " \
+            f"{len(then_jobs(batch.id))} times"
+
+
+@pytest.mark.django_db
+def test_a_lost_child_that_ends_failed_still_completes_the_batch():
+    batch = enqueue_batch(helpers.batch_child_slow, [5.0], then=helpers.batch_done)
+    store = get_store("default")
+    (job,) = store.claim(["default"], 1, "gone-host:99:dead", timezone.now())
+    # That worker never registered a heartbeat: recovery treats it as dead.
+    assert store.recover_orphans(timezone.now() + dt.timedelta(seconds=1)) == 1
+    status = get_batch(batch.id)
+    assert (status.failed, status.finished) == (1, True)
+    assert JobError.objects.get(job_id=job.id).exception_class_path.endswith("WorkerLost")
+    assert len(then_jobs(batch.id)) == 1

@@ -1,0 +1,45 @@
+"""Progress and checkpoints: stored on the job, visible elsewhere at once, kept across attempts."""
+
+import pytest
+
+from taskmill.models import Job, JobStatus
+from tests.conftest import wait_until
+from tests.project.coordination_tasks import progress_then_wait, resumable
+from tests.project.models import Execution
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_crashed_job_resumes_from_its_checkpoint_without_repeating(start_worker):
+    result = resumable.enqueue("item", 10, 4)  # The first attempt SIGKILLs itself after item 4.
+    start_worker("--processes", "1")
+    wait_until(lambda: Job.objects.get(id=result.id).status == JobStatus.SUCCESSFUL, timeout=30,
+               message="the job finished on its second attempt")
+    rows = list(Execution.objects.filter(label__startswith="item-"))
+    assert sorted(int(r.label.split("-")[1]) for r in rows) == list(range(10))  # Each once.
+    assert {r.label: r.value["attempt"] for r in rows} == {
+        f"item-{i}": 1 if i <= 4 else 2 for i in range(10)}
+    job = Job.objects.get(id=result.id)
+    assert (job.attempts, job.checkpoint) == (2, 9)
+    final = resumable.get_result(result.id)
+    assert (final.progress.current, final.progress.total) == (10, 10)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_progress_is_visible_from_another_process_while_the_task_runs(tmp_path, start_worker):
+    release = tmp_path / "release"
+    # transactional: the task holds a transaction open, and its progress is still seen.
+    result = progress_then_wait.enqueue("progress", str(release))
+    start_worker("--processes", "1")
+
+    def seen():
+        result.refresh()
+        return result.progress is not None and result
+
+    seen_result = wait_until(seen, timeout=30, message="progress visible")
+    assert seen_result.status == "RUNNING"
+    assert (result.progress.current, result.progress.total) == (3, 10)
+    assert result.progress.message == "three of ten" and result.progress.fraction == 0.3
+    assert not Execution.objects.filter(label="progress").exists()  # Still running.
+    release.write_text("go")
+    wait_until(lambda: Job.objects.get(id=result.id).status == JobStatus.SUCCESSFUL, timeout=30,
+               message="the job finished")
