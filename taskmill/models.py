@@ -65,7 +65,8 @@ class Job(models.Model):
 
     unique_key = models.CharField(max_length=255, null=True, blank=True)
     #: ``unique_key`` while the job is READY or RUNNING, NULL otherwise; its unique
-    #: index is what makes "one active job per key" a database guarantee on every vendor.
+    #: index (migration 0002; partial on PostgreSQL and SQLite, so jobs without a key
+    #: cost it nothing) makes "one active job per key" a database guarantee.
     active_unique_key = models.GeneratedField(
         expression=Case(
             When(status__in=ACTIVE_STATUSES, then=F("unique_key")),
@@ -96,9 +97,6 @@ class Job(models.Model):
             ("retry_job", _("Can retry jobs")),
             ("cancel_job", _("Can cancel jobs")),
             ("purge_job", _("Can purge waiting jobs")),
-        ]
-        constraints = [
-            models.UniqueConstraint(fields=["active_unique_key"], name="taskmill_job_unique_active"),
         ]
 
     def __str__(self) -> str:

@@ -59,5 +59,7 @@ def _insert_sql(store: JobStore) -> str:
         # A no-op update rather than INSERT IGNORE, which would also swallow bad data.
         return f"{insert} ON DUPLICATE KEY UPDATE id = id"
     if store.vendor == "postgresql":
-        return f"{insert} ON CONFLICT (active_unique_key) DO NOTHING RETURNING id"
+        # The unique index is partial (only rows that have a key): name its predicate.
+        return (f"{insert} ON CONFLICT (active_unique_key) "
+                "WHERE active_unique_key IS NOT NULL DO NOTHING RETURNING id")
     return f"{insert} ON CONFLICT DO NOTHING RETURNING id"

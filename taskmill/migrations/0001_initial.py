@@ -116,10 +116,6 @@ class Migration(migrations.Migration):
             model_name='job',
             index=models.Index(fields=['task_path', 'status'], name='taskmill_job_task'),
         ),
-        migrations.AddConstraint(
-            model_name='job',
-            constraint=models.UniqueConstraint(fields=('active_unique_key',), name='taskmill_job_unique_active'),
-        ),
         migrations.AddIndex(
             model_name='joberror',
             index=models.Index(fields=['job', 'attempt'], name='taskmill_error_job'),

@@ -23,6 +23,9 @@ CREATE TRIGGER taskmill_job_notify_insert
     FOR EACH STATEMENT EXECUTE FUNCTION taskmill_notify_insert();
 """
 PARTIAL_INDEXES = [
+    # One READY or RUNNING job per unique key; rows without a key are not indexed at all.
+    "CREATE UNIQUE INDEX taskmill_job_unique_active ON taskmill_job (active_unique_key) "
+    "WHERE active_unique_key IS NOT NULL",
     # In claim order, so a claim reads LIMIT rows instead of sorting the backlog; the
     # queue is a filter (a worker's few queues hold most of what is READY).
     "CREATE INDEX taskmill_job_claim ON taskmill_job "
@@ -36,6 +39,10 @@ PARTIAL_INDEXES = [
     "WHERE batch_id IS NOT NULL",
 ]
 DROP_PARTIAL_INDEXES = [
+    "DROP INDEX taskmill_job_unique_active",
+    # One READY or RUNNING job per unique key; rows without a key are not indexed at all.
+    "CREATE UNIQUE INDEX taskmill_job_unique_active ON taskmill_job (active_unique_key) "
+    "WHERE active_unique_key IS NOT NULL",
     "DROP INDEX taskmill_job_claim",
     "DROP INDEX taskmill_job_lease",
     "DROP INDEX taskmill_job_conc",
@@ -47,6 +54,7 @@ DROP TRIGGER IF EXISTS taskmill_job_notify_insert ON taskmill_job;
 DROP FUNCTION IF EXISTS taskmill_notify_insert();
 """
 MYSQL_FORWARD = [
+    "CREATE UNIQUE INDEX taskmill_job_unique_active ON taskmill_job (active_unique_key)",
     "CREATE INDEX taskmill_job_claim_my ON taskmill_job "
     "(status, priority DESC, run_after, id)",
     "CREATE INDEX taskmill_job_lease_my ON taskmill_job (status, lease_owner)",
@@ -55,6 +63,7 @@ MYSQL_FORWARD = [
     "CREATE INDEX taskmill_job_batch_my ON taskmill_job (batch_id, status)",
 ]
 MYSQL_BACKWARD = [
+    "DROP INDEX taskmill_job_unique_active ON taskmill_job",
     "DROP INDEX taskmill_job_claim_my ON taskmill_job",
     "DROP INDEX taskmill_job_lease_my ON taskmill_job",
     "DROP INDEX taskmill_job_conc_my ON taskmill_job",

@@ -69,7 +69,7 @@ def _copy_lines(jobs: Sequence[NewJob]) -> str:
             parts = cache[key] = (head, middle, tail)
         head, middle, tail = parts
         lines.append(
-            f"{job.id}\t{head}\t{job.args_json.translate(_COPY_ESCAPES)}\t"
+            f"{job.id.hex}\t{head}\t{job.args_json.translate(_COPY_ESCAPES)}\t"
             f"{job.kwargs_json.translate(_COPY_ESCAPES)}\t{middle}\t"
             f"{_copy_text(job.unique_key)}\t{tail}\t{_copy_text(job.batch_id)}\n"
         )
