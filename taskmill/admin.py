@@ -197,8 +197,23 @@ class JobErrorInline(admin.StackedInline):
         return request.user.has_perm("taskmill.view_job")
 
 
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows that change only through the store: jobs, batches and workers (a worker row is
+    its lease; deleting it would hand its jobs to recovery). The admin reads them and
+    acts through the API."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 @admin.register(Job)
-class JobAdmin(admin.ModelAdmin):
+class JobAdmin(ReadOnlyAdmin):
     list_display = ("short_id", "task_path", "queue_name", "status", "progress_display",
                     "attempts_display", "enqueued_at", "finished_at")
     list_display_links = ("short_id",)
@@ -245,15 +260,6 @@ class JobAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         return [name for _title, options in self.fieldsets for name in options["fields"]]
 
-    # Jobs change only through the store; the admin reads them and calls the API.
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     def has_retry_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("taskmill.retry_job")
@@ -437,7 +443,7 @@ class JobAdmin(admin.ModelAdmin):
 
 
 @admin.register(Batch)
-class BatchAdmin(admin.ModelAdmin):
+class BatchAdmin(ReadOnlyAdmin):
     list_display = ("id", "task_path", "total", "then_task_path", "created_at", "finished_at")
     search_fields = ("task_path",)
     ordering = ("-created_at",)
@@ -448,14 +454,6 @@ class BatchAdmin(admin.ModelAdmin):
                        "created_at", "finished_at", "children")
     fields = readonly_fields
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     @admin.display(description=_("then job"))
     def then_job_link(self, batch: Batch) -> SafeString | str:
@@ -477,7 +475,7 @@ class BatchAdmin(admin.ModelAdmin):
 
 
 @admin.register(Worker)
-class WorkerAdmin(admin.ModelAdmin):
+class WorkerAdmin(ReadOnlyAdmin):
     list_display = ("id", "hostname", "pid", "threads", "queues", "started_at",
                     "last_heartbeat", "heartbeat_age")
     list_filter = ("hostname",)
@@ -486,15 +484,6 @@ class WorkerAdmin(admin.ModelAdmin):
                        "last_heartbeat", "heartbeat_age")
     fields = readonly_fields
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        # A worker row is its lease: deleting it would hand its jobs to recovery.
-        return False
 
     @admin.display(description=_("heartbeat age"))
     def heartbeat_age(self, worker: Worker) -> str:

@@ -132,3 +132,29 @@ def test_a_lost_child_that_ends_failed_still_completes_the_batch():
     assert (status.failed, status.finished) == (1, True)
     assert JobError.objects.get(job_id=job.id).exception_class_path.endswith("WorkerLost")
     assert len(then_jobs(batch.id)) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_purging_the_waiting_children_still_runs_then_once():
+    import taskmill
+
+    batch = enqueue_batch(helpers.batch_child, [1, 2, 3], then=helpers.batch_done)
+    store = get_store("default")
+    (running,) = store.claim(["default"], 1, "host:1:purge", timezone.now())
+    assert taskmill.purge(task=helpers.batch_child) == 2  # the running child goes on
+    assert then_jobs(batch.id) == []
+    done = Outcome(job=running, finished_at=timezone.now(), succeeded=True, return_json="null")
+    store.complete([done], "host:1:purge")
+    assert len(then_jobs(batch.id)) == 1
+    assert get_batch(batch.id).finished
+
+
+@pytest.mark.django_db(transaction=True)
+def test_purging_every_child_of_a_batch_runs_then_once():
+    import taskmill
+
+    batch = enqueue_batch(helpers.batch_child, [1, 2], then=helpers.batch_done)
+    assert taskmill.purge(task=helpers.batch_child) == 2
+    assert len(then_jobs(batch.id)) == 1
+    assert taskmill.purge(task=helpers.batch_child) == 0
+    assert len(then_jobs(batch.id)) == 1

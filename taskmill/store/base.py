@@ -649,39 +649,45 @@ class JobStore:
         if task_path is not None:
             where += " AND task_path = %s"
             params.append(task_path)
-        deleted = 0
-        while True:
-            with self.atomic(), self.connection.cursor() as cursor:
-                cursor.execute(f"SELECT id FROM {self.table} WHERE {where} LIMIT %s",
-                               [*params, chunk])
-                ids = [row[0] for row in cursor.fetchall()]
-                if not ids:
-                    return deleted
-                marks = ", ".join(["%s"] * len(ids))
-                # Guarded: a job claimed since the SELECT is RUNNING now and stays.
-                cursor.execute(
-                    f"DELETE FROM {self.table} WHERE id IN ({marks}) AND status = 'READY'", ids)
-                deleted += cursor.rowcount
-                cursor.execute(
-                    f"DELETE FROM taskmill_joberror WHERE job_id IN ({marks}) AND NOT EXISTS "
-                    f"(SELECT 1 FROM {self.table} j WHERE j.id = taskmill_joberror.job_id)", ids)
+        return self._delete_in_chunks(where, params, "status = 'READY'", chunk)
 
     # -- retention --------------------------------------------------------------------
 
     def prune(self, finished_before: dt.datetime, chunk: int = 1000) -> int:
-        """Delete finished jobs (and their errors) older than the cutoff, a chunk at a time."""
+        """Delete finished jobs (and their errors, and finished batches) older than the
+        cutoff, a chunk at a time."""
+        deleted = self._delete_in_chunks(
+            "status IN ('SUCCESSFUL', 'FAILED') AND finished_at < %s",
+            [self.dt_param(finished_before)], "status IN ('SUCCESSFUL', 'FAILED')", chunk)
+        with self.connection.cursor() as cursor:
+            cursor.execute("DELETE FROM taskmill_batch WHERE finished_at < %s",
+                           [self.dt_param(finished_before)])
+        return deleted
+
+    def _delete_in_chunks(self, where: str, params: list[Any], guard: str, chunk: int) -> int:
+        """Delete matching jobs and their errors in short transactions; returns the count.
+
+        ``guard`` is re-checked by the DELETE itself: a job that changed state since it
+        was selected (claimed, say) stays. Batches that lose waiting children are checked
+        for completion in the same transaction, so their ``then`` still runs.
+        """
         deleted = 0
         while True:
-            with transaction.atomic(using=self.alias):
-                ids = list(
-                    Job.objects.using(self.alias)
-                    .filter(status__in=[JobStatus.SUCCESSFUL, JobStatus.FAILED],
-                            finished_at__lt=finished_before)
-                    .values_list("id", flat=True)[:chunk]
-                )
-                if not ids:
+            with self.atomic(), self.connection.cursor() as cursor:
+                cursor.execute(f"SELECT id, batch_id FROM {self.table} WHERE {where} LIMIT %s",
+                               [*params, chunk])
+                rows = cursor.fetchall()
+                if not rows:
                     return deleted
-                from ..models import JobError
+                ids = [row[0] for row in rows]
+                marks = ", ".join(["%s"] * len(ids))
+                cursor.execute(f"DELETE FROM {self.table} WHERE id IN ({marks}) AND {guard}", ids)
+                deleted += cursor.rowcount
+                cursor.execute(
+                    f"DELETE FROM taskmill_joberror WHERE job_id IN ({marks}) AND NOT EXISTS "
+                    f"(SELECT 1 FROM {self.table} j WHERE j.id = taskmill_joberror.job_id)", ids)
+                batch_ids = {self.id_from_db(row[1]) for row in rows if row[1] is not None}
+                if batch_ids:
+                    from ..parallel.batch import on_children_finished
 
-                JobError.objects.using(self.alias).filter(job_id__in=ids).delete()
-                deleted += Job.objects.using(self.alias).filter(id__in=ids)._raw_delete(self.alias)
+                    on_children_finished(self, batch_ids)

@@ -15,31 +15,15 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from django.db import InterfaceError, OperationalError, connections
+from django.db import InterfaceError, OperationalError
+
+from ..db import describe_database, explain_connection_error
 
 logger = logging.getLogger("taskmill.worker")
 
 T = TypeVar("T")
 
 MAX_DELAY = 10.0
-
-
-def describe_database(alias: str) -> str:
-    """``'default' (postgresql at 127.0.0.1:5432)`` — for messages people read."""
-    settings = connections.settings[alias]
-    engine = settings.get("ENGINE", "").rsplit(".", 1)[-1]
-    if engine == "sqlite3":
-        return f"{alias!r} (sqlite file {settings.get('NAME')})"
-    host = settings.get("HOST") or "localhost"
-    port = settings.get("PORT") or {"postgresql": 5432, "mysql": 3306}.get(engine, "")
-    return f"{alias!r} ({engine} at {host}:{port})"
-
-
-def short_reason(exc: BaseException) -> str:
-    """What failed, in plain words, with the driver's first line after it."""
-    from ..db import explain_connection_error
-
-    return explain_connection_error(exc)
 
 
 class DatabaseGate:
@@ -71,7 +55,7 @@ class DatabaseGate:
                     self.down_since = time.monotonic()
                     logger.error("Database %s unavailable while trying to %s: %s. "
                                  "Retrying until it is back; no job is lost meanwhile.",
-                                 describe_database(self.alias), what, short_reason(exc))
+                                 describe_database(self.alias), what, explain_connection_error(exc))
                 if attempts is not None and tries >= attempts:
                     return None
                 if stop is not None and stop.wait(delay):
