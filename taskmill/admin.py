@@ -127,7 +127,7 @@ def _sampled_values(request: HttpRequest, field: str) -> set[str]:
 
 
 def _configured_queues() -> set[str]:
-    from .cli.common import taskmill_backends
+    from .backend import taskmill_backends
 
     queues: set[str] = set()
     for backend in taskmill_backends().values():

@@ -9,7 +9,7 @@ from typing import Any
 from django.db import IntegrityError, connections, transaction
 from django.utils import timezone
 
-from .backend import JobResult, TaskmillBackend, resolve_task
+from .backend import JobResult, TaskmillBackend, resolve_task, taskmill_backends
 from .compat import InvalidTask, Task, TaskResultDoesNotExist, task_backends
 from .exceptions import TaskmillError, TaskNotFound
 from .models import Job, JobStatus
@@ -95,16 +95,9 @@ def purge(queue: str | None = None, task: Task | str | None = None) -> int:
     task_path = task if isinstance(task, str) or task is None else task.module_path
     now = timezone.now()
     deleted = 0
-    for database in sorted({b.database for b in _taskmill_backends()}):
+    for database in sorted({b.database for b in taskmill_backends().values()}):
         deleted += get_store(connections[database]).purge(queue, task_path, now)
     return deleted
-
-
-def _taskmill_backends() -> list[TaskmillBackend]:
-    from django.conf import settings
-
-    found = [task_backends[alias] for alias in getattr(settings, "TASKS", {})]
-    return [b for b in found if isinstance(b, TaskmillBackend)]
 
 
 def _locate(result_id: str) -> tuple[TaskmillBackend, JobStore, uuid.UUID]:
@@ -114,7 +107,7 @@ def _locate(result_id: str) -> tuple[TaskmillBackend, JobStore, uuid.UUID]:
     except ValueError:
         raise TaskResultDoesNotExist(result_id) from None
     seen: set[str] = set()
-    for backend in _taskmill_backends():
+    for backend in taskmill_backends().values():
         if backend.database in seen:
             continue
         seen.add(backend.database)

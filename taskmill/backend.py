@@ -308,6 +308,14 @@ class TaskmillBackend(BaseTaskBackend):
 # -- helpers ------------------------------------------------------------------------
 
 
+def taskmill_backends() -> dict[str, TaskmillBackend]:
+    """Every configured backend that is a taskmill backend, by alias."""
+    from django.conf import settings
+
+    backends = {alias: compat.task_backends[alias] for alias in getattr(settings, "TASKS", {})}
+    return {alias: b for alias, b in backends.items() if isinstance(b, TaskmillBackend)}
+
+
 def resolve_task(task_path: str) -> Task:
     """The Task a job names. Only objects defined as tasks are ever run."""
     try:

@@ -7,20 +7,7 @@ import sys
 
 from django.core.management.base import CommandError
 
-from ..backend import TaskmillBackend
-from ..compat import task_backends
-
-
-def taskmill_backends() -> dict[str, TaskmillBackend]:
-    """Every configured backend that is a taskmill backend, by alias."""
-    from django.conf import settings
-
-    found = {}
-    for alias in getattr(settings, "TASKS", {}):
-        backend = task_backends[alias]
-        if isinstance(backend, TaskmillBackend):
-            found[alias] = backend
-    return found
+from ..backend import TaskmillBackend, taskmill_backends
 
 
 def get_backend(alias: str | None) -> TaskmillBackend:

@@ -35,7 +35,7 @@ def handle(command: Any, options: dict[str, Any]) -> None:
 
 
 def _databases() -> list[str]:
-    from .common import taskmill_backends
+    from ..backend import taskmill_backends
 
     return sorted({backend.database for backend in taskmill_backends().values()})
 

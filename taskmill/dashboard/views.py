@@ -68,7 +68,7 @@ def staff_view(*, json: bool) -> Callable[[View], View]:
 
 def _backend(request: HttpRequest) -> TaskmillBackend:
     """The backend named by ``?backend=``, or the default taskmill backend."""
-    from ..cli.common import taskmill_backends
+    from ..backend import taskmill_backends
 
     backends = taskmill_backends()
     alias = request.GET.get("backend")

@@ -49,7 +49,7 @@ class WorkerCrashed(AssertionError):
 
 
 def _taskmill_backends() -> dict[str, Any]:
-    from ..cli.common import taskmill_backends
+    from ..backend import taskmill_backends
 
     return taskmill_backends()
 
