@@ -6,7 +6,7 @@ from django.db import connection, transaction
 import taskmill
 from taskmill.compat import InvalidTask, TaskResultDoesNotExist, TaskResultStatus
 from taskmill.exceptions import InvalidTaskArguments
-from taskmill.models import Job
+from taskmill.models import Job, JobStatus
 from tests.project.tasks import add, noop, record
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -102,3 +102,21 @@ def test_job_ids_sort_in_enqueue_order():
     results = [noop.enqueue() for _ in range(50)]
     ids = [r.id for r in results]
     assert ids == sorted(ids)
+
+
+def test_aenqueue_and_aget_result_from_async_code():
+    import asyncio
+
+    from asgiref.sync import sync_to_async
+    from django.db import connections
+
+    async def enqueue_then_read():
+        result = await add.aenqueue(3, 4)
+        fetched = await add.aget_result(result.id)
+        # What Django does when an async request finishes: close that thread's connections.
+        await sync_to_async(connections.close_all)()
+        return result, fetched
+
+    result, fetched = asyncio.run(enqueue_then_read())
+    assert fetched.id == result.id and fetched.args == [3, 4]
+    assert Job.objects.filter(id=result.id, status=JobStatus.READY).exists()

@@ -99,6 +99,7 @@ class WorkerProcess:
         self.failure: BaseException | None = None
         self._store: JobStore | None = None
         self._registered = False
+        self.heartbeat: Any = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -132,7 +133,7 @@ class WorkerProcess:
         self.watchdog.start()
         from .heartbeat import Heartbeat
 
-        heartbeat = Heartbeat(self)
+        heartbeat = self.heartbeat = Heartbeat(self)
         heartbeat.start()
         listener = None
         if self.store.vendor == "postgresql":
@@ -151,11 +152,9 @@ class WorkerProcess:
             self._produce()
         finally:
             self._shutdown()
-            heartbeat.stop()
             if listener is not None:
                 listener.stop()
             self.watchdog.stop()
-            heartbeat.join(timeout=5)
             if listener is not None:
                 # Its connection is closed when it ends; wait, so none outlives run()
                 # (an in-process test worker must leave the test database droppable).
@@ -422,6 +421,11 @@ class WorkerProcess:
         deadline = time.monotonic() + 1.0
         for thread in self.threads:
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        # The lease ends here: stop renewing it first, or a last heartbeat could find the
+        # row gone and register the worker again.
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
+            self.heartbeat.join(timeout=5)
         self.gate.call(lambda: self.store.unregister_worker(self.worker_id), "unregister worker",
                        None, attempts=3)
         logger.info("Worker %s stopped after %d job(s).", self.worker_id, self.processed)
