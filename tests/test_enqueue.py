@@ -61,6 +61,13 @@ def test_enqueue_many_returns_results_in_order_in_one_round_trip():
     stored = {str(j.id): (j.args, j.kwargs) for j in Job.objects.all()}
     assert [stored[r.id] for r in results] == [(r.args, r.kwargs) for r in results]
     assert all(r.status == TaskResultStatus.READY for r in results)
+    # Results after the first are filled slot by slot: each is a complete, separate result.
+    last = results[-1]
+    assert (last.task, last.backend, last.enqueued_at) == (add, "default", results[0].enqueued_at)
+    assert last.errors == [] and last.errors is not results[0].errors
+    assert last.progress is None and last.attempts == 0
+    last.refresh()
+    assert last.status == TaskResultStatus.READY and last.kwargs == {"a": 1, "b": 2}
 
 
 def test_get_result_from_the_job_table():

@@ -20,7 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -258,10 +258,17 @@ class JobStore:
 
     # -- enqueue ---------------------------------------------------------------------
 
-    def insert(self, jobs: Sequence[NewJob]) -> None:
-        """Insert jobs in as few round trips as the database allows."""
+    def insert(self, jobs: Sequence[NewJob],
+               while_sending: Callable[[], None] | None = None) -> None:
+        """Insert jobs in as few round trips as the database allows.
+
+        ``while_sending`` is called once the rows are on their way, before waiting for
+        the database to take them: client work done there overlaps the server's.
+        """
         if not jobs:
             return
+        if while_sending is not None:
+            while_sending()
         columns = ", ".join(INSERT_COLUMNS)
         placeholders = ", ".join(["%s"] * len(INSERT_COLUMNS))
         sql = f"INSERT INTO {self.table} ({columns}) VALUES ({placeholders})"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from ..coordination.concurrency import enforce_limits
 from .base import CLAIM_COLUMNS, INSERT_COLUMNS, ROOM_FOR_KEY, ClaimedJob, JobStore, NewJob, Outcome
@@ -98,15 +98,20 @@ class PostgreSQLJobStore(JobStore):
                 cursor.execute("SET synchronous_commit TO off")
             self._tuned = raw
 
-    def insert(self, jobs: Sequence[NewJob]) -> None:
+    def insert(self, jobs: Sequence[NewJob],
+               while_sending: Callable[[], None] | None = None) -> None:
         # The statement-level trigger sends the NOTIFY; it is delivered on commit.
         if len(jobs) <= 1:
+            if while_sending is not None:
+                while_sending()
             return self._insert_one(jobs)
         with self.connection.cursor() as cursor:
             copy_sql = f"COPY {self.table} ({', '.join(INSERT_COLUMNS)}) FROM STDIN"
             with cursor.copy(copy_sql) as copy:
                 for start in range(0, len(jobs), 5000):
                     copy.write(_copy_lines(jobs[start:start + 5000]))
+                if while_sending is not None:
+                    while_sending()  # The server works through the rows meanwhile.
 
     def _insert_one(self, jobs: Sequence[NewJob]) -> None:
         if not jobs:
