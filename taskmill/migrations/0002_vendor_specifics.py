@@ -72,32 +72,30 @@ MYSQL_BACKWARD = [
 ]
 
 
-def forward(apps, schema_editor):
-    vendor = schema_editor.connection.vendor
-    if vendor in ("postgresql", "sqlite"):
-        for sql in PARTIAL_INDEXES:
-            schema_editor.execute(sql)
-    if vendor == "postgresql":
-        schema_editor.execute(PG_FORWARD)
-    elif vendor == "mysql":
-        for sql in MYSQL_FORWARD:
-            schema_editor.execute(sql)
+FORWARD = {
+    "postgresql": [*PARTIAL_INDEXES, PG_FORWARD],
+    "sqlite": PARTIAL_INDEXES,
+    "mysql": MYSQL_FORWARD,
+}
+BACKWARD = {
+    "postgresql": [*DROP_PARTIAL_INDEXES, PG_BACKWARD],
+    "sqlite": DROP_PARTIAL_INDEXES,
+    "mysql": MYSQL_BACKWARD,
+}
 
 
-def backward(apps, schema_editor):
-    vendor = schema_editor.connection.vendor
-    if vendor in ("postgresql", "sqlite"):
-        for sql in DROP_PARTIAL_INDEXES:
+def run_for_vendor(plan):
+    def run(apps, schema_editor):
+        for sql in plan.get(schema_editor.connection.vendor, []):
             schema_editor.execute(sql)
-    if vendor == "postgresql":
-        schema_editor.execute(PG_BACKWARD)
-    elif vendor == "mysql":
-        for sql in MYSQL_BACKWARD:
-            schema_editor.execute(sql)
+
+    return run
 
 
 class Migration(migrations.Migration):
     atomic = False  # MySQL cannot run DDL inside a transaction.
     dependencies = [("taskmill", "0001_initial")]
 
-    operations = [migrations.RunPython(forward, backward, elidable=False)]
+    operations = [
+        migrations.RunPython(run_for_vendor(FORWARD), run_for_vendor(BACKWARD), elidable=False),
+    ]

@@ -7,7 +7,8 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 
 from .base import ClaimedJob, JobStore, NewJob, Outcome
 
-__all__ = ["ClaimedJob", "JobStore", "NewJob", "Outcome", "get_store"]
+__all__ = ["ClaimedJob", "JobStore", "NewJob", "Outcome", "close_store", "get_store",
+           "private_store"]
 
 
 def get_store(connection: BaseDatabaseWrapper | str) -> JobStore:
@@ -26,3 +27,21 @@ def get_store(connection: BaseDatabaseWrapper | str) -> JobStore:
             f"taskmill supports PostgreSQL, MySQL/MariaDB and SQLite, not {vendor!r}."
         )
     return cls(connection)
+
+
+def private_store(database: str) -> JobStore:
+    """A store on a connection of its own, outside Django's per-thread connections.
+
+    For the worker's bookkeeping and for progress writes: they must not join (or be
+    closed with) the connection a task uses. Nothing connects until first use.
+    """
+    return get_store(connections.create_connection(database))
+
+
+def close_store(store: JobStore | None) -> None:
+    """Close a private store's connection; a connection that is already broken is fine."""
+    if store is not None:
+        try:
+            store.connection.close()
+        except Exception:
+            pass

@@ -13,15 +13,15 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from django.db import close_old_connections, connections, transaction
+from django.db import close_old_connections, transaction
 from django.utils import timezone
 
 from .. import compat
-from ..backend import JobResult, Progress, TaskmillBackend, resolve_task
+from ..backend import JobResult, TaskmillBackend, resolve_task
 from ..compat import TaskError, TaskResultStatus
 from ..context import JobContext, JobRuntime
 from ..exceptions import Cancelled, TaskNotFound
-from ..store import ClaimedJob, JobStore, Outcome
+from ..store import ClaimedJob, Outcome
 
 logger = logging.getLogger("taskmill.worker")
 
@@ -156,12 +156,4 @@ def _job_database(job: ClaimedJob) -> str:
     return getattr(backend, "database", "default")
 
 
-def runtime_store(database: str) -> JobStore:
-    """A store on a private connection, for writes that must not join the task's transaction."""
-    from ..store import get_store
-
-    return get_store(connections.create_connection(database))
-
-
-__all__ = ["FINAL_ERRORS", "Progress", "announce_finished", "execute", "retry_delay",
-           "runtime_store"]
+__all__ = ["FINAL_ERRORS", "announce_finished", "execute", "retry_delay"]

@@ -10,10 +10,9 @@ import time
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from django.db import connections
 from django.utils import timezone
 
-from ..store import get_store
+from ..store import close_store, private_store
 from .outage import DatabaseGate
 
 if TYPE_CHECKING:
@@ -40,15 +39,11 @@ class Heartbeat(threading.Thread):
     @property
     def store(self):
         if self._store is None:
-            self._store = get_store(connections.create_connection(self.config.database))
+            self._store = private_store(self.config.database)
         return self._store
 
     def _reset(self) -> None:
-        if self._store is not None:
-            try:
-                self._store.connection.close()
-            except Exception:
-                pass
+        close_store(self._store)
 
     def stop(self) -> None:
         self._stopped.set()

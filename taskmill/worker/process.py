@@ -40,8 +40,8 @@ from django.utils import timezone
 
 from ..context import JobRuntime
 from ..exceptions import Cancelled, JobTimeout
-from ..store import ClaimedJob, JobStore, Outcome, get_store
-from .executor import announce_finished, execute, runtime_store
+from ..store import ClaimedJob, JobStore, Outcome, close_store, get_store, private_store
+from .executor import announce_finished, execute
 from .outage import DatabaseGate
 from .watchdog import Watchdog
 
@@ -122,7 +122,7 @@ class WorkerProcess:
     @property
     def store(self) -> JobStore:
         if self._store is None:
-            self._store = get_store(connections.create_connection(self.config.database))
+            self._store = private_store(self.config.database)
         return self._store
 
     def run(self) -> int:
@@ -159,7 +159,7 @@ class WorkerProcess:
                 # Its connection is closed when it ends; wait, so none outlives run()
                 # (an in-process test worker must leave the test database droppable).
                 listener.join(timeout=5)
-            self._close_store()
+            close_store(self._store)
         return self.exit_code
 
     def _prepare_database(self) -> None:
@@ -307,7 +307,7 @@ class WorkerProcess:
     # -- executors -----------------------------------------------------------------------
 
     def _executor_loop(self) -> None:
-        store = runtime_store(self.config.database)
+        store = private_store(self.config.database)
         try:
             while True:
                 job = self.ready.get()
@@ -440,14 +440,7 @@ class WorkerProcess:
 
     def _reset_store(self) -> None:
         """Drop the producer's connection after an error; the next call reconnects."""
-        self._close_store()
-
-    def _close_store(self) -> None:
-        if self._store is not None:
-            try:
-                self._store.connection.close()
-            except Exception:
-                pass
+        close_store(self._store)
 
 
 FORCE_CANCEL_GRACE = 5.0
