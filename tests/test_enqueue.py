@@ -124,6 +124,10 @@ def test_aenqueue_and_aget_result_from_async_code():
         await sync_to_async(connections.close_all)()
         return result, fetched
 
-    result, fetched = asyncio.run(enqueue_then_read())
+    # In a thread of its own: a session fixture (the browser) may run a loop in this one.
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        result, fetched = pool.submit(asyncio.run, enqueue_then_read()).result()
     assert fetched.id == result.id and fetched.args == [3, 4]
     assert Job.objects.filter(id=result.id, status=JobStatus.READY).exists()
