@@ -155,6 +155,7 @@ class WorkerProcess:
             if listener is not None:
                 listener.stop()
             self.watchdog.stop()
+            self.watchdog.join(timeout=5)  # quick: it only waits on a condition
             if listener is not None:
                 # Its connection is closed when it ends; wait, so none outlives run()
                 # (an in-process test worker must leave the test database droppable).
