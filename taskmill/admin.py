@@ -135,36 +135,41 @@ def _configured_queues() -> set[str]:
     return queues
 
 
-class QueueFilter(admin.SimpleListFilter):
-    """Queues from TASKS settings plus those of recent jobs (no DISTINCT over history)."""
+class _RecentValuesFilter(admin.SimpleListFilter):
+    """Choices from recent jobs (and the one selected): no DISTINCT over the history."""
 
-    title = _("queue")
-    parameter_name = "queue"
+    column = ""
+
+    def known_values(self) -> set[str]:
+        return set()
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        names = _configured_queues() | _sampled_values(request, "queue_name")
+        names = self.known_values() | _sampled_values(request, self.column)
         if self.value():
             names.add(self.value())
         return [(name, name) for name in sorted(names)]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
-        return queryset.filter(queue_name=self.value()) if self.value() else queryset
+        return queryset.filter(**{self.column: self.value()}) if self.value() else queryset
 
 
-class TaskFilter(admin.SimpleListFilter):
+class QueueFilter(_RecentValuesFilter):
+    """Queues from TASKS settings plus those of recent jobs."""
+
+    title = _("queue")
+    parameter_name = "queue"
+    column = "queue_name"
+
+    def known_values(self) -> set[str]:
+        return _configured_queues()
+
+
+class TaskFilter(_RecentValuesFilter):
     """Tasks of recent jobs (and the one selected); any task is reachable by search."""
 
     title = _("task")
     parameter_name = "task"
-
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        names = _sampled_values(request, "task_path")
-        if self.value():
-            names.add(self.value())
-        return [(name, name) for name in sorted(names)]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
-        return queryset.filter(task_path=self.value()) if self.value() else queryset
+    column = "task_path"
 
 
 # -- jobs ------------------------------------------------------------------------------
