@@ -9,7 +9,7 @@ from django.core.management import call_command
 from django.utils import timezone
 
 import taskmill
-from taskmill.models import Job, JobError, JobStatus, Worker
+from taskmill.models import Batch, Job, JobError, JobStatus, Worker
 from tests.project.tasks import add
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -51,6 +51,15 @@ def test_prune_deletes_only_finished_jobs_older_than_the_cutoff():
         Job.objects.get(id=recent.id).id, Job.objects.get(id=waiting.id).id}
     assert JobError.objects.count() == 0
     assert "Pruned 1 finished job" in run("prune", "--older-than", "0")
+
+
+def test_prune_removes_finished_batches_and_keeps_running_ones():
+    now = timezone.now()
+    Batch.objects.create(task_path="x.y", total=1, created_at=now - timedelta(days=30),
+                         finished_at=now - timedelta(days=30))
+    running = Batch.objects.create(task_path="x.y", total=1, created_at=now - timedelta(days=30))
+    run("prune")
+    assert list(Batch.objects.values_list("id", flat=True)) == [running.id]
 
 
 def test_worker_command_rejects_bad_options_clearly():

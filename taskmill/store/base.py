@@ -656,7 +656,8 @@ class JobStore:
         if task_path is not None:
             where += " AND task_path = %s"
             params.append(task_path)
-        return self._delete_in_chunks(where, params, "status = 'READY'", chunk)
+        return self._delete_in_chunks(where, params, "status = 'READY'", chunk,
+                                      completes_batches=True)
 
     # -- retention --------------------------------------------------------------------
 
@@ -671,12 +672,14 @@ class JobStore:
                            [self.dt_param(finished_before)])
         return deleted
 
-    def _delete_in_chunks(self, where: str, params: list[Any], guard: str, chunk: int) -> int:
+    def _delete_in_chunks(self, where: str, params: list[Any], guard: str, chunk: int, *,
+                          completes_batches: bool = False) -> int:
         """Delete matching jobs and their errors in short transactions; returns the count.
 
         ``guard`` is re-checked by the DELETE itself: a job that changed state since it
-        was selected (claimed, say) stays. Batches that lose waiting children are checked
-        for completion in the same transaction, so their ``then`` still runs.
+        was selected (claimed, say) stays. With ``completes_batches`` (waiting children
+        removed), their batches are checked for completion in the same transaction, so
+        their ``then`` still runs; finished children never change a batch's outcome.
         """
         deleted = 0
         while True:
@@ -694,7 +697,7 @@ class JobStore:
                     f"DELETE FROM taskmill_joberror WHERE job_id IN ({marks}) AND NOT EXISTS "
                     f"(SELECT 1 FROM {self.table} j WHERE j.id = taskmill_joberror.job_id)", ids)
                 batch_ids = {self.id_from_db(row[1]) for row in rows if row[1] is not None}
-                if batch_ids:
+                if completes_batches and batch_ids:
                     from ..parallel.batch import on_children_finished
 
                     on_children_finished(self, batch_ids)
