@@ -78,12 +78,16 @@ def test_a_long_job_of_a_live_worker_is_never_rescued(start_worker, settings):
     assert all(w.process.poll() is None for w in others)
 
 
-def test_sigterm_lets_the_running_job_finish_and_claims_nothing_more(start_worker):
+@pytest.mark.parametrize("how", ["SIGTERM to the supervisor", "Ctrl-C to the process group"])
+def test_a_stop_signal_lets_the_running_job_finish_and_claims_nothing_more(start_worker, how):
     running = slow.enqueue("graceful", 1.0)
     worker = start_worker("--processes", "1")
     started("graceful")
     waiting = [record.enqueue(f"later-{i}") for i in range(3)]
-    worker.signal(signal.SIGTERM)
+    if how.startswith("SIGTERM"):
+        worker.signal(signal.SIGTERM)
+    else:  # A terminal sends SIGINT to the supervisor and its children at once.
+        os.killpg(worker.process.pid, signal.SIGINT)
     assert worker.wait(timeout=30) == 0, worker.output
     assert slow.get_result(running.id).status == TaskResultStatus.SUCCESSFUL
     for result in waiting:
