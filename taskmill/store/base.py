@@ -276,12 +276,12 @@ class JobStore:
             if len(jobs) == 1:
                 cursor.execute(sql, self.insert_params(jobs[0]))
             else:
-                with transaction.atomic(using=self.alias, savepoint=False):
+                with self.atomic():
                     cursor.executemany(sql, [self.insert_params(job) for job in jobs])
-        self.notify({job.queue_name for job in jobs})
 
     def notify(self, queues: Iterable[str]) -> None:
-        """Wake idle workers of these queues (PostgreSQL only; others poll)."""
+        """Wake idle workers of these queues, for jobs made READY by an update (PostgreSQL
+        only; others poll). Inserts need no call: PostgreSQL's insert trigger sends it."""
 
     # -- the worker's hot path --------------------------------------------------------
 

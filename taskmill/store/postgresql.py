@@ -102,9 +102,7 @@ class PostgreSQLJobStore(JobStore):
                while_sending: Callable[[], None] | None = None) -> None:
         # The statement-level trigger sends the NOTIFY; it is delivered on commit.
         if len(jobs) <= 1:
-            if while_sending is not None:
-                while_sending()
-            return self._insert_one(jobs)
+            return super().insert(jobs, while_sending)
         with self.connection.cursor() as cursor:
             copy_sql = f"COPY {self.table} ({', '.join(INSERT_COLUMNS)}) FROM STDIN"
             with cursor.copy(copy_sql) as copy:
@@ -112,16 +110,6 @@ class PostgreSQLJobStore(JobStore):
                     copy.write(_copy_lines(jobs[start:start + 5000]))
                 if while_sending is not None:
                     while_sending()  # The server works through the rows meanwhile.
-
-    def _insert_one(self, jobs: Sequence[NewJob]) -> None:
-        if not jobs:
-            return
-        placeholders = ", ".join(["%s"] * len(INSERT_COLUMNS))
-        with self.connection.cursor() as cursor:
-            cursor.execute(
-                f"INSERT INTO {self.table} ({', '.join(INSERT_COLUMNS)}) VALUES ({placeholders})",
-                self.insert_params(jobs[0]),
-            )
 
     def notify(self, queues: Iterable[str]) -> None:
         with self.connection.cursor() as cursor:

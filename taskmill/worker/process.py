@@ -31,7 +31,7 @@ import socket
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -71,7 +71,6 @@ class WorkerConfig:
     poll_interval: float = 1.0
     #: Run the heartbeat's maintenance services (recovery, pruning, schedule).
     maintenance: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class WorkerProcess:
