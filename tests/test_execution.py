@@ -1,5 +1,6 @@
 """Running jobs: retries with backoff, timeouts, order, deferral, only real tasks, signals."""
 
+import os  # noqa: F401  (used by skipif)
 import time
 from datetime import timedelta
 
@@ -159,3 +160,17 @@ def test_results_and_ids_survive_the_round_trip(start_worker):
     assert [add.get_result(i).return_value for i in ids] == [0, 2, 4, 6, 8]
     assert all(len(add.get_result(i).worker_ids) == 1 for i in ids)
     assert str(new_job_id()) > max(ids)
+
+
+@pytest.mark.skipif("os.environ.get('TASKMILL_TEST_DB') != 'postgresql'")
+def test_an_idle_postgresql_worker_is_woken_by_the_enqueue_not_the_poll(start_worker):
+    from taskmill.models import Worker
+
+    start_worker("--processes", "1", "--poll-interval", "60")
+    wait_until(lambda: Worker.objects.exists(), message="the worker to register")
+    time.sleep(1.0)  # now idle, in a 60 s wait
+    result = record.enqueue("woken")
+    enqueued = time.monotonic()
+    wait_until(lambda: Job.objects.filter(id=result.id, status=JobStatus.SUCCESSFUL).exists(),
+               timeout=30, interval=0.01, message="the job")
+    assert time.monotonic() - enqueued < 3  # the NOTIFY on commit, not the 60 s poll
