@@ -9,10 +9,12 @@ from typing import Any
 from django.db import IntegrityError, connections, transaction
 from django.utils import timezone
 
-from .backend import JobResult, TaskmillBackend, resolve_task, taskmill_backends
+from .backend import TaskmillBackend, taskmill_backends
 from .compat import InvalidTask, Task, TaskResultDoesNotExist, task_backends
 from .exceptions import TaskmillError, TaskNotFound
+from .jobs import resolve_task
 from .models import Job, JobStatus
+from .results import JobResult
 from .store import JobStore, get_store
 
 

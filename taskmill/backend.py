@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import json
-import math
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -13,13 +10,13 @@ from typing import Any
 
 from django.db import connections
 from django.utils import timezone
-from django.utils.module_loading import import_string
 
 from . import compat
-from .compat import BaseTaskBackend, InvalidTask, Task, TaskError, TaskResult, TaskResultStatus
+from .compat import BaseTaskBackend, InvalidTask, Task, TaskError, TaskResultStatus
 from .conf import BackendOptions
-from .exceptions import InvalidTaskArguments, TaskNotFound
 from .ids import new_job_id
+from .jobs import _default_unique_key, _option, _split_item, encode_arguments, resolve_task
+from .results import _SLOT_SETTERS, JobResult, Progress
 from .store import NewJob, get_store
 
 #: Options taskmill adds to Django's Task; ``None`` means "the backend's default".
@@ -47,61 +44,6 @@ class TaskmillTask(Task):
         ours = {k: changes.pop(k) for k in EXTRA_TASK_OPTIONS if k in changes}
         task = Task.using(self, **changes) if changes else self
         return replace(task, **ours) if ours else task
-
-
-@dataclass(frozen=True, slots=True)
-class Progress:
-    """How far a running job says it is (``context.set_progress``)."""
-
-    current: float
-    total: float | None = None
-    message: str = ""
-
-    @property
-    def fraction(self) -> float | None:
-        """0..1 when a total is known."""
-        if not self.total:
-            return None
-        return max(0.0, min(1.0, self.current / self.total))
-
-    def as_json(self) -> dict[str, Any]:
-        return {"current": self.current, "total": self.total, "message": self.message}
-
-    @classmethod
-    def from_json(cls, value: dict[str, Any] | None) -> Progress | None:
-        if not value:
-            return None
-        return cls(current=value.get("current", 0), total=value.get("total"),
-                   message=value.get("message", ""))
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class JobResult(TaskResult):
-    """Django's TaskResult plus what taskmill knows of the job."""
-
-    progress: Progress | None = None
-    cancel_requested: bool = False
-
-    def refresh(self) -> None:
-        """Reload the result from the job table (progress included)."""
-        fresh = self.task.get_backend().get_result(self.id)
-        for name in ("status", "enqueued_at", "started_at", "finished_at", "last_attempted_at",
-                     "errors", "worker_ids", "_return_value", "progress", "cancel_requested"):
-            object.__setattr__(self, name, getattr(fresh, name))
-
-    async def arefresh(self) -> None:
-        from asgiref.sync import sync_to_async
-
-        await sync_to_async(self.refresh)()
-
-
-#: Every attribute a JobResult holds (its slots across the class hierarchy), with the
-#: slot's setter: bulk enqueues fill results without running a dataclass __init__ each.
-_SLOT_SETTERS = {
-    name: klass.__dict__[name].__set__
-    for klass in JobResult.__mro__ for name in getattr(klass, "__slots__", ())
-    if name != "__weakref__"
-}
 
 
 class TaskmillBackend(BaseTaskBackend):
@@ -151,7 +93,7 @@ class TaskmillBackend(BaseTaskBackend):
         job = self.new_job(task, args, kwargs)
         store = get_store(connections[self.database])
         if getattr(task, "unique", False) or getattr(task, "unique_key", None):
-            from .coordination.unique import insert_unique
+            from .store.unique import insert_unique
 
             existing = insert_unique(store, job)
             if existing is not None:
@@ -321,111 +263,6 @@ def taskmill_backends() -> dict[str, TaskmillBackend]:
 
     backends = {alias: compat.task_backends[alias] for alias in getattr(settings, "TASKS", {})}
     return {alias: b for alias, b in backends.items() if isinstance(b, TaskmillBackend)}
-
-
-def resolve_task(task_path: str) -> Task:
-    """The Task a job names. Only objects defined as tasks are ever run."""
-    try:
-        obj = import_string(task_path)
-    except ImportError as exc:
-        raise TaskNotFound(
-            f"{task_path!r} cannot be imported ({exc}); was the task renamed or removed?"
-        ) from exc
-    if not isinstance(obj, Task) and not _is_backport_task(obj):
-        raise TaskNotFound(
-            f"{task_path!r} is a {type(obj).__name__}, not a task; only functions "
-            "decorated with @task are run."
-        )
-    return obj
-
-
-def _is_backport_task(obj: Any) -> bool:
-    try:
-        from django_tasks.base import Task as BackportTask
-    except ImportError:  # pragma: no cover
-        return False
-    return isinstance(obj, BackportTask)
-
-
-_encode = json.JSONEncoder(allow_nan=False, separators=(",", ":")).encode
-
-
-def encode_arguments(task: Task, value: Sequence[Any] | dict[str, Any], what: str) -> str:
-    """JSON text of a job's args or kwargs, or a clear error naming the culprit."""
-    if not value:
-        return "{}" if what == "kwargs" else "[]"
-    try:
-        text = _encode(value if isinstance(value, (list, dict)) else list(value))
-        # JSON would quietly turn {1: "a"} into {"1": "a"}: refuse rather than change data.
-        if _has_nested_dict(value) and _find_unserializable(value):
-            raise TypeError("keys must be strings")
-        return text
-    except (TypeError, ValueError) as exc:
-        culprit = _find_unserializable(value)
-        raise InvalidTaskArguments(
-            f"Cannot enqueue {task.module_path}: {what}{culprit} is not JSON "
-            f"({exc}). Pass plain data (str, int, float, bool, None, lists, dicts with "
-            "string keys), e.g. a model's primary key instead of the instance."
-        ) from None
-
-
-def _has_nested_dict(value: Any) -> bool:
-    if isinstance(value, dict):
-        return True
-    return isinstance(value, (list, tuple)) and any(
-        isinstance(item, (dict, list, tuple)) and _has_nested_dict(item) for item in value
-    )
-
-
-def _find_unserializable(value: Any, path: str = "") -> str:
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                return f"{path}[{key!r}] (a non-string key)"
-            found = _find_unserializable(item, f"{path}[{key!r}]")
-            if found:
-                return found
-        return ""
-    if isinstance(value, (list, tuple)):
-        for index, item in enumerate(value):
-            found = _find_unserializable(item, f"{path}[{index}]")
-            if found:
-                return found
-        return ""
-    if isinstance(value, float) and not math.isfinite(value):
-        return f"{path} ({value!r})"
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return ""
-    return f"{path} ({type(value).__name__})"
-
-
-def _split_item(item: Any, index: int = 0) -> tuple[Sequence[Any], dict[str, Any]]:
-    if isinstance(item, dict):
-        return (), item
-    if isinstance(item, (list, tuple)):
-        return item, {}
-    raise InvalidTaskArguments(
-        f"enqueue_many item {index} is a {type(item).__name__}; each item must be a tuple "
-        "or list of positional arguments, or a dict of keyword arguments."
-    )
-
-
-def _option(task: Task, name: str, default: Any) -> Any:
-    value = getattr(task, name, None)
-    return default if value is None else value
-
-
-def _default_unique_key(task: Task, args: Sequence[Any], kwargs: dict[str, Any]) -> str:
-    """``path:arguments`` while it fits the column, else ``path:sha256:<digest>``.
-
-    Never truncated: two calls whose arguments differ only past the cut would share a key.
-    """
-    payload = json.dumps([list(args), kwargs], sort_keys=True, separators=(",", ":"))
-    key = f"{task.module_path}:{payload}"
-    if len(key) <= 255:
-        return key
-    digest = hashlib.sha256(payload.encode()).hexdigest()
-    return f"{task.module_path[:180]}:sha256:{digest}"
 
 
 def _check_number(value: Any, name: str, *, whole: bool = False, minimum: float = 0,

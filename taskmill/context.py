@@ -43,7 +43,7 @@ class JobContext(TaskContext):
 
     def set_progress(self, current: float, total: float | None = None, message: str = "") -> None:
         """Record how far the job is; ``get_result``, the admin and the dashboard see it at once."""
-        from .backend import Progress
+        from .results import Progress
 
         progress = Progress(current=current, total=total, message=str(message))
         self.runtime.write(progress=_json(progress.as_json()))

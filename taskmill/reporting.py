@@ -220,7 +220,7 @@ def task_outcomes(database: str, since: dt.datetime) -> list[TaskOutcomes]:
 
 def running_jobs(database: str, now: dt.datetime, limit: int = 50) -> list[dict[str, Any]]:
     """The RUNNING jobs that started first (the ones to look at), with their progress."""
-    from .backend import Progress
+    from .results import Progress
 
     jobs = (Job.objects.using(database).filter(status=JobStatus.RUNNING)
             .order_by("last_attempted_at")

@@ -8,10 +8,10 @@ import pytest
 from django.utils import timezone
 
 import taskmill
-from taskmill.backend import Progress
 from taskmill.compat import TaskResultStatus
 from taskmill.ids import new_job_id
 from taskmill.models import Job, JobStatus
+from taskmill.results import Progress
 from tests.conftest import wait_until
 from tests.project.models import Execution
 from tests.project.tasks import (

@@ -5,7 +5,7 @@ import threading
 import pytest
 from django.db import connection, transaction
 
-from taskmill.backend import _default_unique_key
+from taskmill.jobs import _default_unique_key
 from taskmill.models import Job, JobStatus
 from taskmill.testing import run_pending
 from tests.project.coordination_tasks import unique_job

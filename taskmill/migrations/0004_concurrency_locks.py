@@ -1,7 +1,7 @@
 """MySQL/MariaDB: one lock row per concurrency key.
 
 MySQL has no transaction-scoped advisory locks, so the claim locks a row of this table
-per ``concurrency_key`` (see :mod:`taskmill.coordination.concurrency`). PostgreSQL uses
+per ``concurrency_key`` (see :mod:`taskmill.store.limits`). PostgreSQL uses
 ``pg_advisory_xact_lock`` and SQLite its single write lock: nothing to create there.
 """
 

@@ -71,7 +71,7 @@ class Entry:
 
     def task(self) -> Any:
         """The task, with this entry's queue and priority (raises if they are invalid)."""
-        from ..backend import resolve_task
+        from ..jobs import resolve_task
 
         task = resolve_task(self.task_path)
         changes: dict[str, Any] = {}
@@ -139,7 +139,8 @@ def _parse_entry(name: Any, spec: Any) -> Entry:
 def check_entry(entry: Entry) -> None:
     """What only a loaded project can tell: the task exists, takes these arguments, uses a
     taskmill backend that accepts this queue and priority. Raises ``ImproperlyConfigured``."""
-    from ..backend import TaskmillBackend, encode_arguments
+    from ..backend import TaskmillBackend
+    from ..jobs import encode_arguments
 
     where = f"TASKMILL_SCHEDULE[{entry.name!r}]"
     try:
@@ -203,7 +204,7 @@ class Scheduler:
                                [entry.name, tick_param])  # New entry: its first tick is next.
                 return False
             if job.unique_key is not None:
-                from ..coordination.unique import insert_unique
+                from ..store.unique import insert_unique
 
                 existing = insert_unique(store, job)
                 if existing is not None:

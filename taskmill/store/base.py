@@ -43,7 +43,7 @@ CLAIM_COLUMNS = (
 #: Jobs without a key (the common case) pass on the first operand, so the count — one
 #: probe of the partial index of RUNNING jobs by key — is only made for keyed jobs.
 #: It keeps a saturated key's jobs from being claimed over and over; the limit itself
-#: is enforced under a per-key lock after the claim (:mod:`taskmill.coordination.concurrency`).
+#: is enforced under a per-key lock after the claim (:mod:`taskmill.store.limits`).
 ROOM_FOR_KEY = (
     "(j.concurrency_key IS NULL OR (SELECT COUNT(*) FROM taskmill_job r "
     "WHERE r.status = 'RUNNING' AND r.concurrency_key = j.concurrency_key) "
@@ -320,7 +320,7 @@ class JobStore:
             self.notify(freed)
         batch_ids = {o.job.batch_id for o in outcomes if o.job.batch_id and o.recorded}
         if batch_ids:
-            from ..parallel.batch import on_children_finished
+            from .batches import on_children_finished
 
             on_children_finished(self, batch_ids)
 
@@ -565,7 +565,7 @@ class JobStore:
                     if final and batch_id is not None:
                         finished_batches.add(self.id_from_db(batch_id))
             if finished_batches:  # A lost child that ends FAILED counts toward its batch.
-                from ..parallel.batch import on_children_finished
+                from .batches import on_children_finished
 
                 on_children_finished(self, finished_batches)
         if queues:
@@ -602,7 +602,7 @@ class JobStore:
                         self.insert_error(cursor, job_id, attempts, "", CANCELLED,
                                           f"{CANCELLED}: cancelled before it ran.\n", now)
                         if batch_id is not None:
-                            from ..parallel.batch import on_children_finished
+                            from .batches import on_children_finished
 
                             on_children_finished(self, {self.id_from_db(batch_id)})
                         return status
@@ -698,6 +698,6 @@ class JobStore:
                     f"(SELECT 1 FROM {self.table} j WHERE j.id = taskmill_joberror.job_id)", ids)
                 batch_ids = {self.id_from_db(row[1]) for row in rows if row[1] is not None}
                 if completes_batches and batch_ids:
-                    from ..parallel.batch import on_children_finished
+                    from .batches import on_children_finished
 
                     on_children_finished(self, batch_ids)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Iterable, Sequence
 
-from ..coordination.concurrency import enforce_limits
 from .base import CLAIM_COLUMNS, INSERT_COLUMNS, ROOM_FOR_KEY, ClaimedJob, JobStore, NewJob, Outcome
+from .limits import enforce_limits
 
 #: Channel the insert trigger (migration 0002) and :meth:`notify` publish queue names on.
 CHANNEL = "taskmill"

@@ -8,8 +8,8 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
-from ..coordination.concurrency import enforce_limits
 from .base import CLAIM_COLUMNS, ROOM_FOR_KEY, ClaimedJob, JobStore
+from .limits import enforce_limits
 
 
 class SQLiteJobStore(JobStore):

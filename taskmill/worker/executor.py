@@ -17,10 +17,12 @@ from django.db import close_old_connections, transaction
 from django.utils import timezone
 
 from .. import compat
-from ..backend import JobResult, TaskmillBackend, resolve_task
+from ..backend import TaskmillBackend
 from ..compat import TaskError, TaskResultStatus
 from ..context import JobContext, JobRuntime
 from ..exceptions import Cancelled, TaskNotFound
+from ..jobs import resolve_task
+from ..results import JobResult
 from ..store import ClaimedJob, Outcome
 
 logger = logging.getLogger("taskmill.worker")

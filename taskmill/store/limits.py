@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ..store import ClaimedJob, JobStore
+    from .base import ClaimedJob, JobStore
 
 #: First key of PostgreSQL advisory locks taken here (the second is the key's hash),
 #: so they do not collide with the project's own single-key advisory locks.

@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import uuid
 
-from ..store import JobStore, NewJob
-from ..store.base import INSERT_COLUMNS
+from .base import INSERT_COLUMNS, JobStore, NewJob
 
 #: Attempts before giving up when the holder of the key keeps finishing between our
 #: insert and our read (each round means the key was free an instant earlier).

@@ -1,178 +1,31 @@
-"""The Django admin for jobs, batches and workers.
-
-Built for a job table with millions of rows: the list never counts the whole table
-(:class:`CappedPaginator`), filter choices come from configuration and a bounded
-sample instead of ``SELECT DISTINCT`` over the history, and every column of the job
-list is read from the job row itself (no query per row).
-
-Jobs are read-only here: every state change goes through :mod:`taskmill.api`
-(retry, cancel, purge), each action gated by its own permission (``taskmill.retry_job``,
-``taskmill.cancel_job``, ``taskmill.purge_job``) and reporting what it did.
-"""
+"""The job list and job page, with retry, cancel and purge actions."""
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.core.exceptions import ObjectDoesNotExist
-from django.core.paginator import Paginator
-from django.db import connections
-from django.db.models import Count, QuerySet
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
-from django.utils import timezone
-from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from .exceptions import TaskmillError
-from .models import Batch, Job, JobError, JobStatus, Worker
+from ..exceptions import TaskmillError
+from ..models import Job, JobError, JobStatus
+from .filters import QueueFilter, TaskFilter
+from .paginator import CappedPaginator
+from .readonly import ReadOnlyAdmin
+from .rendering import json_block, progress_bar
 
 #: Most jobs one action touches; "select all" over a million rows stops here.
 ACTION_LIMIT = 1000
-#: Rows the filters sample (newest first) to offer queues and tasks to pick from.
-FILTER_SAMPLE = 500
-
-
-class CappedPaginator(Paginator):
-    """A paginator that never counts more than ``cap`` rows.
-
-    Up to ``cap`` the count is exact (``SELECT COUNT(*) FROM (... LIMIT cap + 1)``,
-    which reads at most ``cap + 1`` rows whatever the filter). Beyond it, an unfiltered list uses the planner's row
-    estimate (PostgreSQL, MySQL) and a filtered one shows "more than ``cap``";
-    ``approximate`` tells the template which.
-    """
-
-    cap = 10_000
-    #: True once ``count`` is an estimate (or the cap) rather than an exact count.
-    approximate = False
-
-    @cached_property
-    def count(self) -> int:
-        queryset = self.object_list
-        capped = queryset.order_by()[: self.cap + 1].count()
-        if capped <= self.cap:
-            return capped
-        self.approximate = True
-        estimate = _estimated_rows(queryset) if not queryset.query.where else None
-        return max(estimate or 0, self.cap)
-
-
-def _estimated_rows(queryset: QuerySet) -> int | None:
-    """The planner's idea of the table's size: instant, and good enough for paging."""
-    connection = connections[queryset.db]
-    table = queryset.model._meta.db_table
-    if connection.vendor == "postgresql":
-        sql = "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass"
-        params = [connection.ops.quote_name(table)]
-    elif connection.vendor == "mysql":
-        sql = ("SELECT table_rows FROM information_schema.tables "
-               "WHERE table_schema = DATABASE() AND table_name = %s")
-        params = [table]
-    else:
-        return None
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        row = cursor.fetchone()
-    return int(row[0]) if row and row[0] and row[0] > 0 else None
-
-
-# -- rendering -------------------------------------------------------------------------
-
-
-def progress_bar(progress: Any) -> SafeString | str:
-    """A ``<progress>`` bar with the job's own message (escaped: it is task output)."""
-    if not isinstance(progress, dict):
-        return "–"
-    current, total = progress.get("current") or 0, progress.get("total")
-    message = str(progress.get("message") or "")
-    if total:
-        fraction = max(0.0, min(1.0, float(current) / float(total)))
-        return format_html(
-            '<progress class="taskmill-progress" value="{}" max="1" title="{}">{}%</progress> '
-            "<span>{}%</span> <span>{}</span>",
-            f"{fraction:.4f}", f"{current:g} / {total:g}", f"{fraction * 100:.0f}",
-            f"{fraction * 100:.0f}", message,
-        )
-    return format_html("<span>{}</span> <span>{}</span>", f"{current:g}", message)
-
-
-def json_block(value: Any) -> SafeString:
-    """A JSON value as escaped, preformatted text: job arguments are never HTML."""
-    return format_html('<pre class="taskmill-json">{}</pre>',
-                       json.dumps(value, indent=2, sort_keys=True, default=str))
-
-
-# -- filters ---------------------------------------------------------------------------
-
-
-def _sampled_values(request: HttpRequest, field: str) -> set[str]:
-    """Distinct values of ``field`` among the newest jobs, one query per request."""
-    cache = getattr(request, "_taskmill_filter_sample", None)
-    if cache is None:
-        # Newest first by the primary key: job ids are UUIDv7, so the PK index is
-        # already in enqueue order and this reads FILTER_SAMPLE index entries.
-        cache = list(Job.objects.order_by("-id").values_list("queue_name", "task_path")
-                     [:FILTER_SAMPLE])
-        request._taskmill_filter_sample = cache  # type: ignore[attr-defined]
-    index = 0 if field == "queue_name" else 1
-    return {row[index] for row in cache}
-
-
-def _configured_queues() -> set[str]:
-    from .backend import taskmill_backends
-
-    queues: set[str] = set()
-    for backend in taskmill_backends().values():
-        queues.update(getattr(backend, "queues", ()) or ())
-    return queues
-
-
-class _RecentValuesFilter(admin.SimpleListFilter):
-    """Choices from recent jobs (and the one selected): no DISTINCT over the history."""
-
-    column = ""
-
-    def known_values(self) -> set[str]:
-        return set()
-
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        names = self.known_values() | _sampled_values(request, self.column)
-        if self.value():
-            names.add(self.value())
-        return [(name, name) for name in sorted(names)]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
-        return queryset.filter(**{self.column: self.value()}) if self.value() else queryset
-
-
-class QueueFilter(_RecentValuesFilter):
-    """Queues from TASKS settings plus those of recent jobs."""
-
-    title = _("queue")
-    parameter_name = "queue"
-    column = "queue_name"
-
-    def known_values(self) -> set[str]:
-        return _configured_queues()
-
-
-class TaskFilter(_RecentValuesFilter):
-    """Tasks of recent jobs (and the one selected); any task is reachable by search."""
-
-    title = _("task")
-    parameter_name = "task"
-    column = "task_path"
-
-
-# -- jobs ------------------------------------------------------------------------------
 
 
 class JobErrorInline(admin.StackedInline):
@@ -200,21 +53,6 @@ class JobErrorInline(admin.StackedInline):
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # Whoever may see the job may see why it failed.
         return request.user.has_perm("taskmill.view_job")
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Rows that change only through the store: jobs, batches and workers (a worker row is
-    its lease; deleting it would hand its jobs to recovery). The admin reads them and
-    acts through the API."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(Job)
@@ -351,7 +189,7 @@ class JobAdmin(ReadOnlyAdmin):
 
     @admin.action(description=_("Retry selected failed jobs"), permissions=["retry"])
     def retry_jobs(self, request: HttpRequest, queryset: QuerySet) -> None:
-        from .api import retry
+        from ..api import retry
 
         retried, failures = 0, []
         for job_id in self._selected_ids(request, queryset):
@@ -368,7 +206,7 @@ class JobAdmin(ReadOnlyAdmin):
         self._report_failures(request, failures)
 
     def _cancel(self, request: HttpRequest, queryset: QuerySet, force: bool) -> None:
-        from .api import cancel
+        from ..api import cancel
 
         ids = self._selected_ids(request, queryset)
         statuses = dict(Job.objects.filter(id__in=ids).values_list("id", "status"))
@@ -413,7 +251,7 @@ class JobAdmin(ReadOnlyAdmin):
                   permissions=["purge"])
     def purge_waiting_jobs(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
         """Purge is broad (every READY job of a queue and task), so it asks first."""
-        from .api import purge
+        from ..api import purge
 
         ids = self._selected_ids(request, queryset)
         pairs = sorted(set(Job.objects.filter(id__in=ids).order_by()
@@ -442,54 +280,3 @@ class JobAdmin(ReadOnlyAdmin):
             "action": "purge_waiting_jobs",
         }
         return TemplateResponse(request, "taskmill/admin/purge_confirmation.html", context)
-
-
-# -- batches and workers ---------------------------------------------------------------
-
-
-@admin.register(Batch)
-class BatchAdmin(ReadOnlyAdmin):
-    list_display = ("id", "task_path", "total", "then_task_path", "created_at", "finished_at")
-    search_fields = ("task_path",)
-    ordering = ("-created_at",)
-    paginator = CappedPaginator
-    show_full_result_count = False
-    show_facets = admin.ShowFacets.NEVER
-    readonly_fields = ("id", "task_path", "total", "then_task_path", "then_job_link",
-                       "created_at", "finished_at", "children")
-    fields = readonly_fields
-
-
-    @admin.display(description=_("then job"))
-    def then_job_link(self, batch: Batch) -> SafeString | str:
-        if batch.then_job_id is None:
-            return "–"
-        url = reverse("admin:taskmill_job_change", args=[batch.then_job_id])
-        return format_html('<a href="{}">{}</a>', url, batch.then_job_id)
-
-    @admin.display(description=_("children by state"))
-    def children(self, batch: Batch) -> SafeString:
-        """One grouped query on the (batch, status) index."""
-        counts = dict(Job.objects.filter(batch=batch).order_by().values_list("status")
-                      .annotate(n=Count("id")))
-        url = reverse("admin:taskmill_job_changelist")
-        parts = [format_html('<a href="{}?batch__id__exact={}&status__exact={}">{}: {}</a>',
-                             url, batch.id, status.value, status.label, counts.get(status, 0))
-                 for status in JobStatus]
-        return format_html("{}", SafeString(" · ".join(parts)))
-
-
-@admin.register(Worker)
-class WorkerAdmin(ReadOnlyAdmin):
-    list_display = ("id", "hostname", "pid", "threads", "queues", "started_at",
-                    "last_heartbeat", "heartbeat_age")
-    list_filter = ("hostname",)
-    ordering = ("hostname", "started_at")
-    readonly_fields = ("id", "hostname", "pid", "threads", "queues", "started_at",
-                       "last_heartbeat", "heartbeat_age")
-    fields = readonly_fields
-
-
-    @admin.display(description=_("heartbeat age"))
-    def heartbeat_age(self, worker: Worker) -> str:
-        return f"{(timezone.now() - worker.last_heartbeat).total_seconds():.1f}s"

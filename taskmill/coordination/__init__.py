@@ -1,1 +1,0 @@
-"""Coordination between jobs: unique jobs and concurrency limits, enforced by the database."""
