@@ -10,7 +10,7 @@ from django.db import IntegrityError, connections, transaction
 from django.utils import timezone
 
 from .backend import TaskmillBackend, taskmill_backends
-from .compat import InvalidTask, Task, TaskResultDoesNotExist, task_backends
+from .compat import AnyTask, InvalidTask, TaskResultDoesNotExist, task_backends
 from .exceptions import TaskmillError, TaskNotFound
 from .jobs import resolve_task
 from .models import Job, JobStatus
@@ -18,7 +18,7 @@ from .results import JobResult
 from .store import JobStore, get_store
 
 
-def enqueue_many(task: Task, items: Iterable[Any]) -> list[JobResult]:
+def enqueue_many(task: AnyTask, items: Iterable[Any]) -> list[JobResult]:
     """Enqueue one job per item in one round trip; results come back in item order.
 
     Each item is a tuple or list of positional arguments, or a dict of keyword arguments.
@@ -46,7 +46,7 @@ def cancel(result_id: str, force: bool = False) -> JobResult:
     worker process is replaced. A job that finishes successfully before it notices the
     cancel stays SUCCESSFUL: its work was done. Finished jobs are left as they are.
     """
-    backend, store, job_id = _locate(result_id)
+    backend, store, job_id = locate(result_id)
     store.cancel(job_id, bool(force), timezone.now())
     return backend.get_result(str(job_id))
 
@@ -61,7 +61,7 @@ def retry(result_id: str) -> JobResult:
     Raises :class:`InvalidJobState` otherwise, or when the job is ``unique`` and
     another job with its key is already waiting or running.
     """
-    backend, store, job_id = _locate(result_id)
+    backend, store, job_id = locate(result_id)
     job = Job.objects.using(store.alias).only("status", "attempts", "task_path").get(id=job_id)
     if job.status != JobStatus.FAILED:
         raise InvalidJobState(_not_failed(job_id, job.status))
@@ -88,7 +88,7 @@ def retry(result_id: str) -> JobResult:
     return backend.get_result(str(job_id))
 
 
-def purge(queue: str | None = None, task: Task | str | None = None) -> int:
+def purge(queue: str | None = None, task: AnyTask | str | None = None) -> int:
     """Delete waiting (READY) jobs, of one queue and/or one task; returns how many.
 
     Running jobs go on and finished ones are kept (see ``taskmill prune``). ``task``
@@ -102,7 +102,7 @@ def purge(queue: str | None = None, task: Task | str | None = None) -> int:
     return deleted
 
 
-def _locate(result_id: str) -> tuple[TaskmillBackend, JobStore, uuid.UUID]:
+def locate(result_id: str) -> tuple[TaskmillBackend, JobStore, uuid.UUID]:
     """The backend and store holding the job ``result_id``, or ``TaskResultDoesNotExist``."""
     try:
         job_id = uuid.UUID(str(result_id))

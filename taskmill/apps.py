@@ -7,4 +7,6 @@ class TaskmillConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        # Here, not at the top: checks import models, which Django's app loading
+        # allows only once every app is registered (that is, in ready()).
         from . import checks  # noqa: F401  (registers the system checks)

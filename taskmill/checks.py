@@ -4,20 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.core import checks
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connections
 
 # Imported with the app (ready() imports this module): from then on every connection is
-# tracked, so a fork never closes another thread's connection on the parent's socket.
-from . import db as _db  # noqa: F401
+# tracked (taskmill.db), so a fork never closes another thread's connection on the
+# parent's socket.
+from .conf import BackendOptions
+from .db import describe_database, explain_connection_error
+from .services.scheduler import check_entry, parse_schedule
 
 
 @checks.register(checks.Tags.compatibility)
 def check_backends(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    from django.conf import settings
-    from django.core.exceptions import ImproperlyConfigured
-
-    from .conf import BackendOptions
-
     errors: list[checks.CheckMessage] = []
     for alias, params in getattr(settings, "TASKS", {}).items():
         if not str(params.get("BACKEND", "")).startswith("taskmill."):
@@ -44,10 +45,6 @@ def check_job_database_reachable(app_configs: Any = None, databases: Any = None,
     """When checks run against databases (``migrate``, ``check --database``): can the job
     database be reached? A refused or failed connection is explained in plain words
     instead of surfacing later as a driver's traceback."""
-    from django.db import connections
-
-    from .db import describe_database, explain_connection_error
-
     errors: list[checks.CheckMessage] = []
     for alias in databases or ():
         if alias not in connections.settings:
@@ -70,11 +67,6 @@ def check_job_database_reachable(app_configs: Any = None, databases: Any = None,
 @checks.register(checks.Tags.compatibility)
 def check_schedule(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """Each ``TASKMILL_SCHEDULE`` entry: well formed, and naming a task that can be enqueued."""
-    from django.conf import settings
-    from django.core.exceptions import ImproperlyConfigured
-
-    from .services.scheduler import check_entry, parse_schedule
-
     try:
         entries = parse_schedule(getattr(settings, "TASKMILL_SCHEDULE", None))
     except ImproperlyConfigured as exc:

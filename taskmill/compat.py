@@ -9,6 +9,9 @@ signals are sent as well so its listeners keep working.
 
 from __future__ import annotations
 
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
 import django
 
 NATIVE = django.VERSION >= (6, 0)
@@ -31,6 +34,7 @@ if NATIVE:
     from django.tasks.signals import task_enqueued, task_finished, task_started
     from django.utils.json import normalize_json
 
+    _backport_signals: ModuleType | None
     try:  # The backport, when an installed app still uses it.
         from django_tasks import signals as _backport_signals
     except ImportError:  # pragma: no cover - depends on the environment
@@ -56,7 +60,30 @@ else:
     _backport_signals = None
 
 
-def send_signal(name: str, sender: type, task_result: TaskResult) -> None:
+#: What counts as a task: Django's, and the backport's when it is installed alongside.
+TASK_CLASSES: tuple[type, ...] = (Task,)
+try:  # A task defined with the backport's decorator, on either Django line.
+    from django_tasks.base import Task as _BackportTask
+
+    TASK_CLASSES = (Task, _BackportTask)
+except ImportError:  # pragma: no cover - django-tasks is a dependency
+    pass
+
+if TYPE_CHECKING:
+    # Generic in the type stubs only (Django's classes are not subscriptable at run time).
+    AnyTask = Task[..., Any]
+    AnyTaskResult = TaskResult[..., Any]
+    AnyTaskContext = TaskContext[..., Any]
+else:
+    AnyTask, AnyTaskResult, AnyTaskContext = Task, TaskResult, TaskContext
+
+
+def is_task(obj: object) -> bool:
+    """Whether ``obj`` was defined as a task (only tasks are ever run)."""
+    return isinstance(obj, TASK_CLASSES)
+
+
+def send_signal(name: str, sender: type, task_result: AnyTaskResult) -> None:
     """Send ``task_enqueued``/``task_started``/``task_finished`` on every installed framework."""
     signal = {"enqueued": task_enqueued, "started": task_started, "finished": task_finished}[name]
     signal.send(sender=sender, task_result=task_result)
@@ -65,9 +92,13 @@ def send_signal(name: str, sender: type, task_result: TaskResult) -> None:
 
 
 __all__ = [
+    "AnyTask",
+    "AnyTaskContext",
+    "AnyTaskResult",
     "DEFAULT_TASK_BACKEND_ALIAS",
     "DEFAULT_TASK_QUEUE_NAME",
     "NATIVE",
+    "TASK_CLASSES",
     "BaseTaskBackend",
     "InvalidTask",
     "Task",
@@ -77,8 +108,12 @@ __all__ = [
     "TaskResultDoesNotExist",
     "TaskResultStatus",
     "default_task_backend",
+    "is_task",
     "normalize_json",
     "send_signal",
     "task",
     "task_backends",
+    "task_enqueued",
+    "task_finished",
+    "task_started",
 ]

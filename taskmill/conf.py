@@ -35,17 +35,18 @@ class BackendOptions:
             )
         values: dict[str, Any] = {}
         for key, (default, kind) in _DEFAULTS.items():
-            value = options.get(key, default)
+            value: Any = options.get(key, default)
             if not isinstance(value, kind) or isinstance(value, bool):
                 raise ImproperlyConfigured(
                     f"TASKS[{alias!r}]['OPTIONS'][{key!r}] must be {_describe(kind)}, "
                     f"not {value!r}."
                 )
-            if key != "DATABASE" and value <= 0 and key != "RETRY_BACKOFF":
+            number = value if isinstance(value, (int, float)) else 1
+            if key not in ("DATABASE", "RETRY_BACKOFF") and number <= 0:
                 raise ImproperlyConfigured(
                     f"TASKS[{alias!r}]['OPTIONS'][{key!r}] must be positive, not {value!r}."
                 )
-            if key == "RETRY_BACKOFF" and value < 0:
+            if key == "RETRY_BACKOFF" and number < 0:
                 raise ImproperlyConfigured(
                     f"TASKS[{alias!r}]['OPTIONS']['RETRY_BACKOFF'] must be >= 0, not {value!r}."
                 )

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .compat import TaskContext
+from .compat import AnyTaskContext
 from .exceptions import Cancelled
-
-if TYPE_CHECKING:
-    from .store import ClaimedJob, JobStore
+from .results import Progress
+from .store import ClaimedJob, JobStore
 
 
 class JobRuntime:
@@ -36,15 +36,13 @@ class JobRuntime:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class JobContext(TaskContext):
+class JobContext(AnyTaskContext):  # type: ignore[misc]  # frozen in Django, not in its stubs
     """Django's ``TaskContext`` with progress, checkpoints and cancellation."""
 
     runtime: JobRuntime = field(repr=False, compare=False)
 
     def set_progress(self, current: float, total: float | None = None, message: str = "") -> None:
         """Record how far the job is; ``get_result``, the admin and the dashboard see it at once."""
-        from .results import Progress
-
         progress = Progress(current=current, total=total, message=str(message))
         self.runtime.write(progress=_json(progress.as_json()))
 
@@ -76,8 +74,6 @@ class JobContext(TaskContext):
 
 
 def _json(value: Any) -> str:
-    import json
-
     try:
         return json.dumps(value, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError) as exc:

@@ -93,11 +93,13 @@ def close_inherited_connections() -> None:
     (``OPTIONS: {"pool": ...}``) are dropped the same way and the child gets its own pool.
     """
     wrappers: list[BaseDatabaseWrapper] = []
+    # Django's per-thread (asgiref Local) store of this thread's connections.
+    local: Any = getattr(connections, "_connections")  # noqa: B009
     for alias in connections:
-        wrapper = getattr(connections._connections, alias, None)
+        wrapper = getattr(local, alias, None)
         if wrapper is not None:
             wrappers.append(wrapper)
-            delattr(connections._connections, alias)  # The next access makes a new one.
+            delattr(local, alias)  # The next access makes a new one.
     with _live_lock:
         wrappers.extend(_held)
         wrappers.extend(_live)
@@ -137,7 +139,7 @@ def _disarm(raw: Any) -> None:
 
 
 def _socket_fd(raw: Any) -> int | None:
-    candidates = (
+    candidates: tuple[Callable[[], Any], ...] = (
         lambda: raw.pgconn.socket,   # psycopg 3
         lambda: raw.fileno(),        # mysqlclient, psycopg2
         lambda: raw._sock.fileno(),  # PyMySQL

@@ -22,11 +22,21 @@ from collections.abc import Iterator
 from typing import Any
 
 from django.conf import settings
+from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
+from .backend import taskmill_backend
 from .models import Job, JobStatus
 from .reporting import live_workers, queue_depths
+
+try:  # The optional "prometheus" extra; without it the view says how to install it.
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+    from prometheus_client.core import GaugeMetricFamily
+
+    HAVE_PROMETHEUS = True
+except ImportError:  # pragma: no cover - depends on the installation
+    HAVE_PROMETHEUS = False
 
 #: Seconds of history the finished-job figures cover.
 DEFAULT_WINDOW = 300.0
@@ -47,9 +57,7 @@ class TaskmillCollector:
     @classmethod
     def for_backend(cls, alias: str | None = None, window: float = DEFAULT_WINDOW
                     ) -> TaskmillCollector:
-        from .cli.common import get_backend
-
-        backend = get_backend(alias)
+        backend = taskmill_backend(alias)
         return cls(backend.database, backend.config.lease_seconds, window)
 
     def describe(self) -> list[Any]:
@@ -57,8 +65,6 @@ class TaskmillCollector:
         return []
 
     def collect(self) -> Iterator[Any]:
-        from prometheus_client.core import GaugeMetricFamily
-
         now = timezone.now()
         since = now - dt.timedelta(seconds=self.window)
         yield GaugeMetricFamily("taskmill_window_seconds",
@@ -83,9 +89,6 @@ class TaskmillCollector:
         yield from self._workers(now)
 
     def _finished(self, since: dt.datetime) -> Iterator[Any]:
-        from django.db.models import Count
-        from prometheus_client.core import GaugeMetricFamily
-
         outcomes = GaugeMetricFamily(
             "taskmill_recent_jobs_finished",
             "Jobs that finished inside the window, by queue, task and outcome.",
@@ -110,7 +113,9 @@ class TaskmillCollector:
                   .order_by("-finished_at")
                   .values_list("task_path", "last_attempted_at", "finished_at")[:DURATION_SAMPLE])
         for task_path, started, finished in recent:
-            samples.setdefault(task_path, []).append(max(0.0, (finished - started).total_seconds()))
+            if started is not None and finished is not None:  # both set by the filter
+                samples.setdefault(task_path, []).append(
+                    max(0.0, (finished - started).total_seconds()))
         for task_path, values in sorted(samples.items()):
             values.sort()
             for q in QUANTILES:
@@ -119,8 +124,6 @@ class TaskmillCollector:
         yield durations
 
     def _workers(self, now: dt.datetime) -> Iterator[Any]:
-        from prometheus_client.core import GaugeMetricFamily
-
         up = GaugeMetricFamily("taskmill_worker_up",
                                "1 while the worker heartbeats within its lease, else 0.",
                                labels=["host", "worker"])
@@ -158,9 +161,7 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
     if not _authorized(request):
         return HttpResponse("Forbidden: send 'Authorization: Bearer <TASKMILL_METRICS_TOKEN>' "
                             "or log in as staff.\n", status=403, content_type="text/plain")
-    try:
-        from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-    except ImportError:
+    if not HAVE_PROMETHEUS:
         return HttpResponse("prometheus_client is not installed: "
                             "pip install 'django-taskmill[prometheus]'\n",
                             status=501, content_type="text/plain")

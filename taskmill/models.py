@@ -154,6 +154,9 @@ class Batch(models.Model):
     task_path = models.CharField(max_length=255)
     total = models.PositiveIntegerField()
     then_task_path = models.CharField(max_length=255, null=True, blank=True)
+    #: The ``then`` job as it was asked for (every option, ``.using()`` ones included),
+    #: inserted as it is when the last child finishes: see :mod:`taskmill.store.batches`.
+    then_job = models.JSONField(null=True, blank=True)
     #: Set exactly once, in the transaction that enqueues the ``then`` job.
     then_job_id = models.UUIDField(null=True, blank=True)
     created_at = models.DateTimeField()

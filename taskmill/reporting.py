@@ -14,6 +14,7 @@ from django.db.models.functions import TruncMinute
 from django.utils import timezone
 
 from .models import Job, JobStatus, Worker
+from .results import Progress
 
 
 @dataclass
@@ -47,9 +48,9 @@ def queue_stats(database: str, now: dt.datetime | None = None) -> list[QueueStat
     oldest = (Job.objects.using(database).order_by()
               .filter(status=JobStatus.READY, run_after__lte=now)
               .values("queue_name").annotate(oldest=Min("run_after")))
-    for row in oldest:
-        entry = stats.setdefault(row["queue_name"], QueueStats(row["queue_name"]))
-        entry.oldest_waiting_age = max(0.0, (now - row["oldest"]).total_seconds())
+    for waiting in oldest:
+        entry = stats.setdefault(waiting["queue_name"], QueueStats(waiting["queue_name"]))
+        entry.oldest_waiting_age = max(0.0, (now - waiting["oldest"]).total_seconds())
     return [stats[name] for name in sorted(stats)]
 
 
@@ -126,12 +127,12 @@ def queue_depths(database: str, now: dt.datetime, since: dt.datetime) -> list[Qu
     finished = (jobs.filter(status__in=[JobStatus.SUCCESSFUL, JobStatus.FAILED],
                             finished_at__gte=since)
                 .values("queue_name", "status").annotate(n=Count("id")))
-    for row in finished:
-        depth = entry(row["queue_name"])
-        if row["status"] == JobStatus.SUCCESSFUL:
-            depth.succeeded = row["n"]
+    for done in finished:
+        depth = entry(done["queue_name"])
+        if done["status"] == JobStatus.SUCCESSFUL:
+            depth.succeeded = done["n"]
         else:
-            depth.failed = row["n"]
+            depth.failed = done["n"]
     return [depths[name] for name in sorted(depths)]
 
 
@@ -180,7 +181,9 @@ def task_durations(database: str, since: dt.datetime,
             .values_list("task_path", "last_attempted_at", "finished_at")[:sample])
     durations: dict[str, list[float]] = {}
     for task_path, started, finished in rows:
-        durations.setdefault(task_path, []).append(max(0.0, (finished - started).total_seconds()))
+        if started is not None and finished is not None:  # both set by the filter
+            durations.setdefault(task_path, []).append(
+                max(0.0, (finished - started).total_seconds()))
     timings = []
     for task_path, values in durations.items():
         values.sort()
@@ -220,8 +223,6 @@ def task_outcomes(database: str, since: dt.datetime) -> list[TaskOutcomes]:
 
 def running_jobs(database: str, now: dt.datetime, limit: int = 50) -> list[dict[str, Any]]:
     """The RUNNING jobs that started first (the ones to look at), with their progress."""
-    from .results import Progress
-
     jobs = (Job.objects.using(database).filter(status=JobStatus.RUNNING)
             .order_by("last_attempted_at")
             .only("id", "task_path", "queue_name", "progress", "last_attempted_at", "attempts",

@@ -158,3 +158,16 @@ def test_purging_every_child_of_a_batch_runs_then_once():
     assert len(then_jobs(batch.id)) == 1
     assert taskmill.purge(task=helpers.batch_child) == 0
     assert len(then_jobs(batch.id)) == 1
+
+
+@pytest.mark.django_db
+def test_then_keeps_the_options_it_was_given_with_using():
+    then = helpers.batch_done.using(queue_name="other", priority=7, max_attempts=5, timeout=9.5)
+    batch = enqueue_batch(helpers.batch_child, [1], then=then)
+    store = get_store("default")
+    (child,) = store.claim(["default"], 1, "host:1:then", timezone.now())
+    store.complete([Outcome(job=child, finished_at=timezone.now(), succeeded=True)],
+                   "host:1:then")
+    (job,) = then_jobs(batch.id)
+    assert (job.queue_name, job.priority, job.max_attempts, job.timeout) == ("other", 7, 5, 9.5)
+    assert str(job.id) == get_batch(batch.id).then_result_id

@@ -139,7 +139,7 @@ def test_retry_of_a_cancelled_unique_job_respects_its_key():
 def test_a_cancelled_running_job_is_never_run_again_whatever_happens_next():
     """Shutdown hand-back, a failed attempt's retry and recovery all end it FAILED."""
     from taskmill.store import get_store
-    from taskmill.worker.executor import _failure
+    from taskmill.worker.executor import failure_outcome
 
     store = get_store("default")
     now = timezone.now()
@@ -149,7 +149,7 @@ def test_a_cancelled_running_job_is_never_run_again_whatever_happens_next():
     for job in jobs:
         taskmill.cancel(job.id)
     store.hand_back([claimed[jobs[0].id]], "w", started=True)  # A worker shutting down.
-    failed = _failure(claimed[jobs[1].id], RuntimeError("task ignored the cancel"), final=False)
+    failed = failure_outcome(claimed[jobs[1].id], RuntimeError("task ignored the cancel"), final=False)
     assert failed.retry_at is not None
     store.complete([failed], "w")  # A failure that would normally be retried.
     store.unregister_worker("w")

@@ -10,6 +10,7 @@ from django.utils import timezone
 import taskmill
 from taskmill.compat import TaskResultStatus
 from taskmill.ids import new_job_id
+from taskmill.jobs import new_job
 from taskmill.models import Job, JobStatus
 from taskmill.results import Progress
 from tests.conftest import wait_until
@@ -108,9 +109,8 @@ def test_a_deferred_job_waits_for_its_time(start_worker):
 
 
 def test_only_tasks_are_run_and_the_worker_keeps_going(start_worker):
-    backend = record.get_backend()
-    gone = backend.new_job(record, ["x"], {})
-    plain = backend.new_job(record, [], {})
+    gone = new_job(record, ["x"], {})
+    plain = new_job(record, [], {})
     gone.task_path = "tests.project.tasks.renamed_long_ago"
     plain.task_path = "tests.project.tasks.not_a_task"  # a function, but not a task
     from taskmill.store import get_store

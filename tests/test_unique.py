@@ -5,7 +5,7 @@ import threading
 import pytest
 from django.db import connection, transaction
 
-from taskmill.jobs import _default_unique_key
+from taskmill.jobs import default_unique_key
 from taskmill.models import Job, JobStatus
 from taskmill.testing import run_pending
 from tests.project.coordination_tasks import unique_job
@@ -80,8 +80,8 @@ def test_explicit_unique_key_is_shared_across_arguments():
 def test_default_key_of_long_arguments_is_a_hash_that_tells_them_apart():
     long_a = ["x" * 300 + "a"]
     long_b = ["x" * 300 + "b"]
-    key_a = _default_unique_key(unique_job, long_a, {})
-    key_b = _default_unique_key(unique_job, long_b, {})
+    key_a = default_unique_key(unique_job, long_a, {})
+    key_b = default_unique_key(unique_job, long_b, {})
     assert key_a != key_b
     assert len(key_a) <= 255 and "sha256" in key_a
-    assert _default_unique_key(unique_job, ["short"], {}).endswith(':[["short"],{}]')
+    assert default_unique_key(unique_job, ["short"], {}).endswith(':[["short"],{}]')

@@ -12,6 +12,7 @@ from django.utils.translation import gettext_lazy as _
 from ..models import Batch, Job, JobStatus
 from .paginator import CappedPaginator
 from .readonly import ReadOnlyAdmin
+from .rendering import change_link
 
 
 @admin.register(Batch)
@@ -29,10 +30,7 @@ class BatchAdmin(ReadOnlyAdmin):
 
     @admin.display(description=_("then job"))
     def then_job_link(self, batch: Batch) -> SafeString | str:
-        if batch.then_job_id is None:
-            return "–"
-        url = reverse("admin:taskmill_job_change", args=[batch.then_job_id])
-        return format_html('<a href="{}">{}</a>', url, batch.then_job_id)
+        return change_link("taskmill_job_change", batch.then_job_id)
 
     @admin.display(description=_("children by state"))
     def children(self, batch: Batch) -> SafeString:

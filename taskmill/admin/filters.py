@@ -9,6 +9,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
 
+from ..backend import taskmill_backends
 from ..models import Job
 
 #: Rows the filters sample (newest first) to offer queues and tasks to pick from.
@@ -29,8 +30,6 @@ def _sampled_values(request: HttpRequest, field: str) -> set[str]:
 
 
 def _configured_queues() -> set[str]:
-    from ..backend import taskmill_backends
-
     queues: set[str] = set()
     for backend in taskmill_backends().values():
         queues.update(getattr(backend, "queues", ()) or ())
@@ -47,8 +46,9 @@ class _RecentValuesFilter(admin.SimpleListFilter):
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
         names = self.known_values() | _sampled_values(request, self.column)
-        if self.value():
-            names.add(self.value())
+        selected = self.value()
+        if selected:
+            names.add(selected)
         return [(name, name) for name in sorted(names)]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:

@@ -11,18 +11,18 @@ from django.core.exceptions import ObjectDoesNotExist
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
-from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
+from ..api import cancel, purge, retry
 from ..exceptions import TaskmillError
 from ..models import Job, JobError, JobStatus
 from .filters import QueueFilter, TaskFilter
 from .paginator import CappedPaginator
 from .readonly import ReadOnlyAdmin
-from .rendering import json_block, progress_bar
+from .rendering import change_link, json_block, progress_bar
 
 #: Most jobs one action touches; "select all" over a million rows stops here.
 ACTION_LIMIT = 1000
@@ -101,7 +101,7 @@ class JobAdmin(ReadOnlyAdmin):
         return queryset
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        return [name for _title, options in self.fieldsets for name in options["fields"]]
+        return [str(name) for _title, options in self.fieldsets for name in options["fields"]]
 
 
     def has_retry_permission(self, request: HttpRequest) -> bool:
@@ -113,7 +113,7 @@ class JobAdmin(ReadOnlyAdmin):
     def has_purge_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("taskmill.purge_job")
 
-    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest | None = None) -> bool:
+    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest) -> bool:
         # The batch page links to its children by state.
         if lookup == "batch__id__exact":
             return True
@@ -163,10 +163,7 @@ class JobAdmin(ReadOnlyAdmin):
 
     @admin.display(description=_("batch"))
     def batch_link(self, job: Job) -> SafeString | str:
-        if job.batch_id is None:
-            return "–"
-        url = reverse("admin:taskmill_batch_change", args=[job.batch_id])
-        return format_html('<a href="{}">{}</a>', url, job.batch_id)
+        return change_link("taskmill_batch_change", job.batch_id)
 
     # -- actions ----------------------------------------------------------------------
 
@@ -189,8 +186,6 @@ class JobAdmin(ReadOnlyAdmin):
 
     @admin.action(description=_("Retry selected failed jobs"), permissions=["retry"])
     def retry_jobs(self, request: HttpRequest, queryset: QuerySet) -> None:
-        from ..api import retry
-
         retried, failures = 0, []
         for job_id in self._selected_ids(request, queryset):
             try:
@@ -206,8 +201,6 @@ class JobAdmin(ReadOnlyAdmin):
         self._report_failures(request, failures)
 
     def _cancel(self, request: HttpRequest, queryset: QuerySet, force: bool) -> None:
-        from ..api import cancel
-
         ids = self._selected_ids(request, queryset)
         statuses = dict(Job.objects.filter(id__in=ids).values_list("id", "status"))
         waiting = running = 0
@@ -251,8 +244,6 @@ class JobAdmin(ReadOnlyAdmin):
                   permissions=["purge"])
     def purge_waiting_jobs(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
         """Purge is broad (every READY job of a queue and task), so it asks first."""
-        from ..api import purge
-
         ids = self._selected_ids(request, queryset)
         pairs = sorted(set(Job.objects.filter(id__in=ids).order_by()
                            .values_list("queue_name", "task_path")))
@@ -264,7 +255,7 @@ class JobAdmin(ReadOnlyAdmin):
                 % {"n": removed, "what": ", ".join(f"{t} on {q}" for q, t in pairs)},
                 messages.SUCCESS)
             return None
-        rows = []
+        rows: list[dict[str, Any]] = []
         for queue, task in pairs:
             waiting = Job.objects.filter(status=JobStatus.READY, queue_name=queue,
                                          task_path=task).count()

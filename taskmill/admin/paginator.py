@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.core.paginator import Paginator
 from django.db import connections
 from django.db.models import QuerySet
@@ -12,8 +14,8 @@ class CappedPaginator(Paginator):
     """A paginator that never counts more than ``cap`` rows.
 
     Up to ``cap`` the count is exact (``SELECT COUNT(*) FROM (... LIMIT cap + 1)``,
-    which reads at most ``cap + 1`` rows whatever the filter). Beyond it, an unfiltered list uses the planner's row
-    estimate (PostgreSQL, MySQL) and a filtered one shows "more than ``cap``";
+    which reads at most ``cap + 1`` rows whatever the filter). Beyond it, an unfiltered
+    list uses the planner's row estimate (PostgreSQL, MySQL) and a filtered one shows "more than ``cap``";
     ``approximate`` tells the template which.
     """
 
@@ -24,7 +26,8 @@ class CappedPaginator(Paginator):
     @cached_property
     def count(self) -> int:
         queryset = self.object_list
-        capped = queryset.order_by()[: self.cap + 1].count()
+        assert isinstance(queryset, QuerySet)  # The admin pages querysets.
+        capped: int = queryset.order_by()[: self.cap + 1].count()
         if capped <= self.cap:
             return capped
         self.approximate = True
@@ -32,7 +35,7 @@ class CappedPaginator(Paginator):
         return max(estimate or 0, self.cap)
 
 
-def _estimated_rows(queryset: QuerySet) -> int | None:
+def _estimated_rows(queryset: QuerySet[Any]) -> int | None:
     """The planner's idea of the table's size: instant, and good enough for paging."""
     connection = connections[queryset.db]
     table = queryset.model._meta.db_table

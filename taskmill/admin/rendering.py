@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
@@ -30,3 +31,10 @@ def json_block(value: Any) -> SafeString:
     """A JSON value as escaped, preformatted text: job arguments are never HTML."""
     return format_html('<pre class="taskmill-json">{}</pre>',
                        json.dumps(value, indent=2, sort_keys=True, default=str))
+
+
+def change_link(url_name: str, pk: object) -> SafeString | str:
+    """A link to another admin page (``admin:<url_name>``), or a dash when there is none."""
+    if pk is None:
+        return "–"
+    return format_html('<a href="{}">{}</a>', reverse(f"admin:{url_name}", args=[pk]), pk)

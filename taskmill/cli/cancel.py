@@ -7,6 +7,7 @@ from typing import Any
 
 from django.core.management.base import CommandError
 
+from ..api import cancel, locate
 from ..compat import TaskResultDoesNotExist
 
 HELP = "Cancel a job: a waiting one never runs; a running one is asked to stop."
@@ -19,10 +20,8 @@ def add_arguments(parser: ArgumentParser) -> None:
 
 
 def handle(command: Any, options: dict[str, Any]) -> None:
-    from ..api import _locate, cancel
-
     try:
-        backend, _, job_id = _locate(options["id"])
+        backend, _, job_id = locate(options["id"])
         before = backend.get_result(str(job_id)).status
         result = cancel(str(job_id), force=options["force"])
     except TaskResultDoesNotExist:

@@ -5,24 +5,18 @@ from __future__ import annotations
 import logging
 import sys
 
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import CommandError
 
-from ..backend import TaskmillBackend, taskmill_backends
+from ..backend import TaskmillBackend, taskmill_backend
 
 
 def get_backend(alias: str | None) -> TaskmillBackend:
     """The backend named ``alias``, or the only/default taskmill backend."""
-    backends = taskmill_backends()
-    if not backends:
-        raise CommandError(
-            "No taskmill backend is configured. Add to settings.py:\n"
-            '  TASKS = {"default": {"BACKEND": "taskmill.backend.TaskmillBackend"}}'
-        )
-    if alias is None:
-        alias = "default" if "default" in backends else next(iter(backends))
-    if alias not in backends:
-        raise CommandError(f"{alias!r} is not a taskmill backend; choose from {sorted(backends)}.")
-    return backends[alias]
+    try:
+        return taskmill_backend(alias)
+    except ImproperlyConfigured as exc:
+        raise CommandError(str(exc)) from None
 
 
 def configure_logging(verbosity: int) -> None:

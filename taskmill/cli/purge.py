@@ -5,6 +5,14 @@ from __future__ import annotations
 from argparse import ArgumentParser
 from typing import Any
 
+from django.db.models import Min
+from django.utils import timezone
+
+from ..api import purge
+from ..backend import taskmill_backends
+from ..models import Job, JobStatus
+from ..store import get_store
+
 HELP = "Delete waiting (READY) jobs, of a queue and/or a task; running jobs go on."
 
 #: From this many waiting jobs on, the purge reports its progress (on stderr).
@@ -19,8 +27,6 @@ def add_arguments(parser: ArgumentParser) -> None:
 
 
 def handle(command: Any, options: dict[str, Any]) -> None:
-    from ..api import purge
-
     queue, task = options.get("queue"), options.get("task")
     waiting = _waiting(queue, task) if options.get("verbosity", 1) >= 1 else 0
     if waiting >= PROGRESS_MIN_ROWS:
@@ -35,14 +41,10 @@ def handle(command: Any, options: dict[str, Any]) -> None:
 
 
 def _databases() -> list[str]:
-    from ..backend import taskmill_backends
-
     return sorted({backend.database for backend in taskmill_backends().values()})
 
 
 def _matching(database: str, queue: str | None, task: str | None) -> Any:
-    from ..models import Job, JobStatus
-
     jobs = Job.objects.using(database).filter(status=JobStatus.READY)
     if queue is not None:
         jobs = jobs.filter(queue_name=queue)
@@ -58,11 +60,6 @@ def _waiting(queue: str | None, task: str | None) -> int:
 
 def _purge_with_progress(command: Any, queue: str | None, task: str | None, total: int) -> int:
     """``taskmill.purge`` in slices of enqueue time, saying how far it is after each."""
-    from django.db.models import Min
-    from django.utils import timezone
-
-    from ..store import get_store
-
     now = timezone.now()
     databases = _databases()
     oldest = min((_matching(db, queue, task).aggregate(m=Min("enqueued_at"))["m"] or now

@@ -7,6 +7,7 @@ from typing import Any
 
 from django.core.management.base import CommandError
 
+from ..api import InvalidJobState, retry
 from ..compat import TaskResultDoesNotExist
 
 HELP = "Run a FAILED job again (same id; it resumes from its checkpoint)."
@@ -17,8 +18,6 @@ def add_arguments(parser: ArgumentParser) -> None:
 
 
 def handle(command: Any, options: dict[str, Any]) -> None:
-    from ..api import InvalidJobState, retry
-
     try:
         result = retry(options["id"])
     except TaskResultDoesNotExist:

@@ -7,8 +7,9 @@ from argparse import ArgumentParser
 from typing import Any
 
 from django.core.management.base import CommandError
+from django.db import connections
 
-from ..worker.process import WorkerConfig
+from ..worker.config import WorkerConfig
 from ..worker.supervisor import run_worker
 from .common import configure_logging, get_backend
 
@@ -53,8 +54,6 @@ def build_config(options: dict[str, Any]) -> tuple[WorkerConfig, int]:
             raise CommandError(f"--{name.replace('_', '-')} must be at least 1.")
     if options["shutdown_timeout"] < 0:
         raise CommandError("--shutdown-timeout must not be negative.")
-    from django.db import connections
-
     vendor = connections[backend.database].vendor
     poll = options.get("poll_interval") or DEFAULT_POLL_INTERVAL.get(vendor, 1.0)
     config = WorkerConfig(

@@ -20,7 +20,7 @@ from django.urls import NoReverseMatch, reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 
-from ..backend import TaskmillBackend
+from ..backend import TaskmillBackend, taskmill_backends
 from ..reporting import dashboard_snapshot
 
 #: Seconds between two polls of the page, unless ``TASKMILL_DASHBOARD_POLL_INTERVAL`` says.
@@ -68,8 +68,6 @@ def staff_view(*, json: bool) -> Callable[[View], View]:
 
 def _backend(request: HttpRequest) -> TaskmillBackend:
     """The backend named by ``?backend=``, or the default taskmill backend."""
-    from ..backend import taskmill_backends
-
     backends = taskmill_backends()
     alias = request.GET.get("backend")
     if alias is None:

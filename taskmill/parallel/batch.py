@@ -15,14 +15,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.db import connections, transaction
+from django.db import connections
 from django.db.models import Count
 from django.utils import timezone
 
 from .. import compat
-from ..compat import InvalidTask, Task
+from ..backend import TaskmillBackend, taskmill_backends
+from ..compat import AnyTask, InvalidTask, is_task
 from ..ids import new_job_id
-from ..store.batches import on_children_finished
+from ..jobs import is_unique, job_factory
+from ..models import Batch, Job
+from ..results import result_for_new_job
+from ..store import get_store
 
 __all__ = ["BatchStatus", "enqueue_batch", "get_batch"]
 
@@ -64,10 +68,8 @@ class BatchStatus:
         return get_batch(self.id)
 
 
-def _taskmill_backend(task: Task, role: str) -> Any:
-    from ..backend import TaskmillBackend
-
-    if not isinstance(task, Task) and not _is_backport_task(task):
+def _taskmill_backend(task: AnyTask, role: str) -> TaskmillBackend:
+    if not is_task(task):
         raise InvalidTask(f"enqueue_batch needs a task for {role}, not {type(task).__name__}; "
                           "decorate the function with @task.")
     backend = task.get_backend()
@@ -75,27 +77,21 @@ def _taskmill_backend(task: Task, role: str) -> Any:
         raise InvalidTask(f"enqueue_batch needs a taskmill backend; {task.module_path} uses "
                           f"{type(backend).__name__}.")
     backend.validate_task(task)
-    if getattr(task, "unique", False) or getattr(task, "unique_key", None):
+    if is_unique(task):
         raise InvalidTask(f"{task.module_path} is unique; a batch's {role} cannot be.")
     return backend
 
 
-def _is_backport_task(obj: Any) -> bool:
-    from ..jobs import _is_backport_task as check
-
-    return check(obj)
-
-
-def enqueue_batch(task: Task, items: Iterable[Any], *, then: Task | None = None) -> BatchStatus:
+def enqueue_batch(task: AnyTask, items: Iterable[Any], *, then: AnyTask | None = None) -> BatchStatus:
     """Enqueue ``task(item)`` for each item as one batch; ``then(batch_id)`` runs once after.
 
     All children are stored in one transaction: they all exist, or none do. Inside
     ``transaction.atomic()`` on the job database they commit with the caller's work.
+    ``then`` keeps every option it was given (``then=report.using(queue_name=...)``).
     """
-    from ..models import Batch
-    from ..store import get_store
-
     backend = _taskmill_backend(task, "task")
+    then_job = None
+    batch_id = new_job_id()
     if then is not None:
         then_backend = _taskmill_backend(then, "then")
         if then_backend.database != backend.database:
@@ -104,23 +100,17 @@ def enqueue_batch(task: Task, items: Iterable[Any], *, then: Task | None = None)
                 f"but {task.module_path} in {backend.database!r}; a batch and its follow-up "
                 "must share the job database."
             )
+        then_job = job_factory(then, then_backend)([str(batch_id)], {})
     items = list(items)
     now = timezone.now()
-    batch_id = new_job_id()
-    jobs = [backend.new_job(task, [item], {}, now=now, batch_id=batch_id) for item in items]
-    store = get_store(connections[backend.database])
-    with transaction.atomic(using=backend.database):
-        Batch.objects.using(backend.database).create(
-            id=batch_id, task_path=task.module_path, total=len(items),
-            then_task_path=then.module_path if then is not None else None, created_at=now,
-        )
-        store.insert(jobs)
-        if not jobs:
-            on_children_finished(store, {batch_id})
+    make_child = job_factory(task, backend, now, batch_id)
+    jobs = [make_child([item], {}) for item in items]
+    get_store(connections[backend.database]).create_batch(
+        batch_id, task.module_path, jobs, then_job, now)
     if compat.task_enqueued.has_listeners():
         for job, item in zip(jobs, items, strict=True):
-            result = backend.result_for_new_job(task, job, [item], {})
-            compat.send_signal("enqueued", type(backend), result)
+            compat.send_signal("enqueued", type(backend),
+                               result_for_new_job(task, job, [item], {}))
     return get_batch(str(batch_id)) if not jobs else BatchStatus(
         id=str(batch_id), task_path=task.module_path, total=len(jobs), succeeded=0, failed=0,
         running=0, waiting=len(jobs), result_ids=[str(job.id) for job in jobs],
@@ -131,8 +121,6 @@ def enqueue_batch(task: Task, items: Iterable[Any], *, then: Task | None = None)
 
 def get_batch(batch_id: str | uuid.UUID) -> BatchStatus:
     """The batch's counts by state, its children's result ids and its ``then`` job."""
-    from ..models import Batch, Job
-
     try:
         key = uuid.UUID(str(batch_id))
     except ValueError:
@@ -159,11 +147,8 @@ def get_batch(batch_id: str | uuid.UUID) -> BatchStatus:
 
 
 def _job_databases() -> list[str]:
-    from ..backend import TaskmillBackend
-
     databases: list[str] = []
-    for alias in compat.task_backends:
-        backend = compat.task_backends[alias]
-        if isinstance(backend, TaskmillBackend) and backend.database not in databases:
+    for backend in taskmill_backends().values():
+        if backend.database not in databases:
             databases.append(backend.database)
     return databases or ["default"]

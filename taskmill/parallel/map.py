@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, Pipe, wait
 from typing import Any, TypeVar
 
+from django.db import connections
+
 from ..db import close_inherited_connections
 from ..exceptions import TaskmillError
 
@@ -118,7 +120,9 @@ def parallel_map(func: Callable[[T], R], items: Iterable[T], *, processes: int |
         remaining = len(chunks)
         while remaining:
             busy = [conn for conn, child in children.items() if child.in_flight]
-            for conn in wait(busy):
+            for ready in wait(busy):
+                assert isinstance(ready, Connection)
+                conn = ready
                 child = children[conn]
                 try:
                     message = conn.recv_bytes()
@@ -199,8 +203,9 @@ def _child_main(func: Callable[[Any], Any], conn: Connection) -> int:  # pragma:
 def _describe_exception(exc: BaseException) -> tuple[bytes | None, str, str]:
     text = "".join(traceback.format_exception(exc))
     try:
-        data: bytes | None = pickle.dumps(exc, pickle.HIGHEST_PROTOCOL)
-        pickle.loads(data)  # Some exceptions pickle but cannot be rebuilt.
+        dumped = pickle.dumps(exc, pickle.HIGHEST_PROTOCOL)
+        pickle.loads(dumped)  # Some exceptions pickle but cannot be rebuilt.
+        data: bytes | None = dumped
     except Exception:
         data = None
     return data, f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}", text
@@ -255,8 +260,6 @@ def _stop_children(children: Iterable[_Child], *, kill: bool) -> None:
 
 def _drop_broken_connections() -> None:  # pragma: no cover - runs in children
     """As between two requests: a connection that saw an error and no longer works is closed."""
-    from django.db import connections
-
     for wrapper in connections.all(initialized_only=True):
         if wrapper.errors_occurred and not wrapper.in_atomic_block:
             try:
@@ -270,12 +273,10 @@ def _drop_broken_connections() -> None:  # pragma: no cover - runs in children
 
 def _close_own_connections() -> None:  # pragma: no cover - runs in children
     """Close what the child opened, pools included, so the server sees a clean goodbye."""
-    from django.db import connections
-
     for wrapper in connections.all(initialized_only=True):
         try:
             wrapper.close()
             if getattr(wrapper, "_connection_pools", {}).get(wrapper.alias) is not None:
-                wrapper.close_pool()
+                wrapper.close_pool()  # type: ignore[attr-defined]  # PostgreSQL's only
         except Exception:
             pass

@@ -23,10 +23,16 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from croniter import croniter
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import InterfaceError, OperationalError
 from django.utils import timezone
+
+from ..backend import TaskmillBackend
+from ..compat import AnyTask
+from ..jobs import encode_arguments, new_job, resolve_task
+from ..store import JobStore
 
 logger = logging.getLogger("taskmill.scheduler")
 
@@ -54,8 +60,7 @@ class Entry:
         if self.every is not None:
             seconds = math.floor(now.timestamp() / self.every) * self.every
             return dt.datetime.fromtimestamp(seconds, tz=dt.UTC)
-        from croniter import croniter
-
+        assert self.cron is not None  # one of every/cron, checked by parse_schedule
         local = timezone.localtime(now)
         # croniter's get_prev excludes ``now`` itself; look from just after it.
         tick = croniter(self.cron, local + dt.timedelta(microseconds=1)).get_prev(dt.datetime)
@@ -65,14 +70,12 @@ class Entry:
         """The first tick after ``now``."""
         if self.every is not None:
             return self.latest_tick(now) + dt.timedelta(seconds=self.every)
-        from croniter import croniter
+        assert self.cron is not None
+        tick = croniter(self.cron, timezone.localtime(now)).get_next(dt.datetime)
+        return tick.astimezone(dt.UTC)
 
-        return croniter(self.cron, timezone.localtime(now)).get_next(dt.datetime).astimezone(dt.UTC)
-
-    def task(self) -> Any:
+    def task(self) -> AnyTask:
         """The task, with this entry's queue and priority (raises if they are invalid)."""
-        from ..jobs import resolve_task
-
         task = resolve_task(self.task_path)
         changes: dict[str, Any] = {}
         if self.queue_name is not None:
@@ -114,12 +117,9 @@ def _parse_entry(name: Any, spec: Any) -> Entry:
                               or not math.isfinite(every) or every < MIN_EVERY):
         raise ImproperlyConfigured(f"{where}['every'] must be a number of seconds, at least "
                                    f"{MIN_EVERY:g}; got {every!r}.")
-    if cron is not None:
-        from croniter import croniter
-
-        if not isinstance(cron, str) or not croniter.is_valid(cron):
-            raise ImproperlyConfigured(f"{where}['cron'] is not a valid cron expression: "
-                                       f"{cron!r} (e.g. '0 3 * * *': every day at 03:00).")
+    if cron is not None and (not isinstance(cron, str) or not croniter.is_valid(cron)):
+        raise ImproperlyConfigured(f"{where}['cron'] is not a valid cron expression: "
+                                   f"{cron!r} (e.g. '0 3 * * *': every day at 03:00).")
     args, kwargs = spec.get("args", []), spec.get("kwargs", {})
     if not isinstance(args, (list, tuple)):
         raise ImproperlyConfigured(f"{where}['args'] must be a list, not {type(args).__name__}.")
@@ -139,9 +139,6 @@ def _parse_entry(name: Any, spec: Any) -> Entry:
 def check_entry(entry: Entry) -> None:
     """What only a loaded project can tell: the task exists, takes these arguments, uses a
     taskmill backend that accepts this queue and priority. Raises ``ImproperlyConfigured``."""
-    from ..backend import TaskmillBackend
-    from ..jobs import encode_arguments
-
     where = f"TASKMILL_SCHEDULE[{entry.name!r}]"
     try:
         task = entry.task()
@@ -166,7 +163,7 @@ class Scheduler:
         self.entries = entries
         self.next_check: dict[str, dt.datetime] = {}
 
-    def run_due(self, store: Any, now: dt.datetime | None = None) -> int:
+    def run_due(self, store: JobStore, now: dt.datetime | None = None) -> int:
         """Enqueue the due ticks this store's database is responsible for; how many."""
         now = now or timezone.now()
         enqueued = 0
@@ -185,44 +182,18 @@ class Scheduler:
             self.next_check[entry.name] = entry.next_tick(now)
         return enqueued
 
-    def _fire(self, store: Any, entry: Entry, tick: dt.datetime) -> bool:
+    def _fire(self, store: JobStore, entry: Entry, tick: dt.datetime) -> bool:
         """Enqueue ``tick`` of ``entry`` unless a worker did already; True if we did."""
         task = entry.task()
         backend = task.get_backend()
         if getattr(backend, "database", None) != store.alias:
             return False  # Workers of that task's database schedule it.
-        job = backend.new_job(task, entry.args, entry.kwargs)
-        tick_param = store.dt_param(tick)
-        with store.atomic(), store.connection.cursor() as cursor:
-            cursor.execute(
-                "UPDATE taskmill_schedulestate SET last_tick = %s, last_job_id = %s "
-                "WHERE name = %s AND last_tick < %s",
-                [tick_param, store.id_param(job.id), entry.name, tick_param],
-            )
-            if cursor.rowcount != 1:
-                cursor.execute(_insert_state_sql(store.vendor),
-                               [entry.name, tick_param])  # New entry: its first tick is next.
-                return False
-            if job.unique_key is not None:
-                from ..store.unique import insert_unique
-
-                existing = insert_unique(store, job)
-                if existing is not None:
-                    cursor.execute("UPDATE taskmill_schedulestate SET last_job_id = %s "
-                                   "WHERE name = %s", [store.id_param(existing), entry.name])
-                    return False
-            else:
-                store.insert([job])
+        job = new_job(task, entry.args, entry.kwargs)
+        if not store.enqueue_tick(entry.name, tick, job):
+            return False
         logger.info("Enqueued periodic task %r (%s) for %s: job %s.", entry.name,
                     entry.task_path, tick.isoformat(), job.id)
         return True
-
-
-def _insert_state_sql(vendor: str) -> str:
-    insert = "INSERT INTO taskmill_schedulestate (name, last_tick) VALUES (%s, %s)"
-    if vendor == "mysql":
-        return f"{insert} ON DUPLICATE KEY UPDATE name = name"
-    return f"{insert} ON CONFLICT (name) DO NOTHING"
 
 
 _scheduler: Scheduler | None = None
@@ -244,7 +215,7 @@ def get_scheduler() -> Scheduler | None:
     return _scheduler
 
 
-def run_due(store: Any) -> int:
+def run_due(store: JobStore) -> int:
     """Enqueue every schedule tick that is due; returns how many were enqueued."""
     scheduler = get_scheduler()
     if scheduler is None:

@@ -5,28 +5,33 @@ from __future__ import annotations
 from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-from .base import ClaimedJob, JobStore, NewJob, Outcome
+from .base import JobStore
+from .mysql import MySQLJobStore
+from .postgresql import PostgreSQLJobStore
+from .rows import ClaimedJob, NewJob, Outcome
+from .sqlite import SQLiteJobStore
 
 __all__ = ["ClaimedJob", "JobStore", "NewJob", "Outcome", "close_store", "get_store",
            "private_store"]
+
+_STORES: dict[str, type[JobStore]] = {
+    "postgresql": PostgreSQLJobStore,
+    "mysql": MySQLJobStore,
+    "sqlite": SQLiteJobStore,
+}
 
 
 def get_store(connection: BaseDatabaseWrapper | str) -> JobStore:
     """The store for a connection (or for this thread's connection to an alias)."""
     if isinstance(connection, str):
         connection = connections[connection]
-    vendor = connection.vendor
-    if vendor == "postgresql":
-        from .postgresql import PostgreSQLJobStore as cls
-    elif vendor == "mysql":
-        from .mysql import MySQLJobStore as cls
-    elif vendor == "sqlite":
-        from .sqlite import SQLiteJobStore as cls
-    else:
+    try:
+        store_class = _STORES[connection.vendor]
+    except KeyError:
         raise NotImplementedError(
-            f"taskmill supports PostgreSQL, MySQL/MariaDB and SQLite, not {vendor!r}."
-        )
-    return cls(connection)
+            f"taskmill supports PostgreSQL, MySQL/MariaDB and SQLite, not {connection.vendor!r}."
+        ) from None
+    return store_class(connection)
 
 
 def private_store(database: str) -> JobStore:

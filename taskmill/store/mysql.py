@@ -8,47 +8,47 @@ Needs MySQL 8.0.1+ or MariaDB 10.6+ (SKIP LOCKED).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
 
-from .base import CLAIM_COLUMNS, ROOM_FOR_KEY, ClaimedJob, JobStore
-from .limits import enforce_limits
+from django.db.backends.utils import CursorWrapper
+
+from .base import JobStore
+from .connection import Params
 
 
 class MySQLJobStore(JobStore):
     vendor = "mysql"
 
-    def claim(self, queues: Sequence[str], limit: int, worker_id: str,
-              now: dt.datetime) -> list[ClaimedJob]:
-        queue_marks = ", ".join(["%s"] * len(queues))
-        now_param = self.dt_param(now)
-        # On the store's own connection: the row locks must last until the UPDATE.
-        with self.atomic(), self.connection.cursor() as cursor:
-            cursor.execute(
-                f"SELECT j.id FROM {self.table} j WHERE j.status = 'READY' "
-                f"AND j.queue_name IN ({queue_marks}) AND j.run_after <= %s AND {ROOM_FOR_KEY} "
-                "ORDER BY j.priority DESC, j.run_after, j.id LIMIT %s FOR UPDATE SKIP LOCKED",
-                [*queues, now_param, limit],
-            )
+    def list_param(self, values: Sequence[Any]) -> Any:
+        return tuple(values)  # mysqlclient writes a tuple as ('a', 'b')
+
+    @contextmanager
+    def claim_transaction(self) -> Iterator[None]:
+        # On the store's own connection: the row locks must last until the UPDATE, and
+        # the limits are enforced before they are released.
+        with self.atomic():
+            yield
+
+    def claim_rows(self, queues: Sequence[str], limit: int, worker_id: str,
+                   now: dt.datetime) -> list[Sequence[Any]]:
+        params = {"worker": worker_id, "now": self.dt_param(now), "limit": limit,
+                  "queues": self.list_param(queues)}
+        with self.cursor() as cursor:
+            self.execute(cursor, "claimable_jobs", params)
             ids = [row[0] for row in cursor.fetchall()]
             if not ids:
                 return []
-            id_marks = ", ".join(["%s"] * len(ids))
-            cursor.execute(
-                f"UPDATE {self.table} SET status = 'RUNNING', attempts = attempts + 1, "
-                "lease_owner = %s, started_at = COALESCE(started_at, %s), "
-                "last_attempted_at = %s, "
-                "worker_ids = IF(worker_ids = '', %s, CONCAT(worker_ids, ',', %s)) "
-                f"WHERE id IN ({id_marks}) AND status = 'READY'",
-                [worker_id, now_param, now_param, worker_id, worker_id, *ids],
-            )
-            # Only rows this statement really took: a row that stopped being READY
-            # since the SELECT (never expected under the lock, but cheap to rule out).
-            cursor.execute(
-                f"SELECT {', '.join(CLAIM_COLUMNS)} FROM {self.table} WHERE id IN ({id_marks}) "
-                "AND status = 'RUNNING' AND lease_owner = %s AND last_attempted_at = %s",
-                [*ids, worker_id, now_param],
-            )
-            rows = cursor.fetchall()
-            jobs = [self.row_to_claimed(row) for row in rows]
-            jobs.sort(key=lambda j: (-j.priority, j.run_after, j.id))
-            return enforce_limits(self, jobs, worker_id)
+            params["ids"] = self.list_param(ids)
+            self.execute(cursor, "mark_claimed", params)
+            # Only rows this statement really took: a row that stopped being READY since
+            # the SELECT (never expected under the lock, but cheap to rule out).
+            self.execute(cursor, "claimed_jobs", params)
+            return list(cursor.fetchall())
+
+    def _insert_if_key_free(self, cursor: CursorWrapper, params: Params) -> bool:
+        # No RETURNING, and the affected-rows count is 1 either way (FOUND_ROWS): the
+        # caller reads back who holds the key and compares ids.
+        self.execute(cursor, "insert_unique_job", params)
+        return False

@@ -5,38 +5,41 @@ Needs SQLite 3.35+ and WAL mode (set by the worker) so readers never block the w
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import Sequence
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
 
-from .base import CLAIM_COLUMNS, ROOM_FOR_KEY, ClaimedJob, JobStore
-from .limits import enforce_limits
+from django.db.backends.utils import CursorWrapper
+
+from .base import JobStore
 
 
 class SQLiteJobStore(JobStore):
     vendor = "sqlite"
 
-    def claim(self, queues: Sequence[str], limit: int, worker_id: str,
-              now: dt.datetime) -> list[ClaimedJob]:
-        placeholders = ", ".join(["?"] * len(queues))
-        now_param = self.dt_param(now)
-        sql = (
-            f"UPDATE {self.table} SET status = 'RUNNING', attempts = attempts + 1, "
-            "lease_owner = ?, started_at = COALESCE(started_at, ?), last_attempted_at = ?, "
-            "worker_ids = CASE WHEN worker_ids = '' THEN ? ELSE worker_ids || ',' || ? END "
-            f"WHERE id IN (SELECT j.id FROM {self.table} j WHERE j.status = 'READY' "
-            f"AND j.queue_name IN ({placeholders}) AND j.run_after <= ? AND {ROOM_FOR_KEY} "
-            "ORDER BY j.priority DESC, j.run_after, j.id LIMIT ?) "
-            f"RETURNING {', '.join(CLAIM_COLUMNS)}"
-        )
-        params = [worker_id, now_param, now_param, worker_id, worker_id, *queues, now_param, limit]
-        # The raw sqlite3 cursor: Django's wrapper would rewrite "%s", and this
-        # statement is the hottest in the worker.
-        self.connection.ensure_connection()
-        raw = self.connection.connection.cursor()
+    def list_param(self, values: Sequence[Any]) -> Any:
+        return json.dumps(list(values))  # read back with json_each()
+
+    @contextmanager
+    def begin_writing(self) -> Iterator[None]:
+        """Make the next BEGIN an ``IMMEDIATE`` one, which takes the write lock up front
+        (waiting its turn): a deferred transaction that reads and then writes fails at
+        once with "database is locked" when another process wrote in between."""
+        connection = self.connection
+        if connection.in_atomic_block:
+            yield
+            return
+        connection.ensure_connection()
+        previous = connection.transaction_mode  # type: ignore[attr-defined]
+        connection.transaction_mode = "IMMEDIATE"  # type: ignore[attr-defined]
         try:
-            rows = raw.execute(sql, params).fetchall()
+            yield
         finally:
-            raw.close()
-        jobs = [self.row_to_claimed(row) for row in rows]
-        jobs.sort(key=lambda j: (-j.priority, j.run_after, j.id))
-        return enforce_limits(self, jobs, worker_id)
+            connection.transaction_mode = previous  # type: ignore[attr-defined]
+
+    def lock_key(self, cursor: CursorWrapper, key: str) -> None:
+        """The write lock of the enclosing ``BEGIN IMMEDIATE`` covers every key."""
+
+    def prepare_for_worker(self) -> None:
+        self.run("write_ahead_log")

@@ -17,8 +17,7 @@ Both claim, run and record jobs through the worker's own machinery (the job stor
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from ..lazy import lazy_exports
 
 __all__ = ["TestWorker", "TooManyJobs", "WorkerCrashed", "run_pending", "worker"]
 
@@ -32,11 +31,4 @@ _EXPORTS = {
     "WorkerCrashed": "taskmill.testing.threaded",
 }
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'taskmill.testing' has no attribute {name!r}")
-    value = getattr(import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports("taskmill.testing", globals(), _EXPORTS)

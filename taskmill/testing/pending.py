@@ -10,7 +10,10 @@ from typing import Any
 from django.db import DatabaseError, connections, transaction
 from django.utils import timezone
 
-from .queues import _worker_id, queues_by_database
+from ..context import JobRuntime
+from ..store import ClaimedJob, JobStore, get_store
+from ..worker.executor import announce_finished, execute
+from .queues import queues_by_database, worker_id_for
 
 #: Default bound of :func:`run_pending`: a job that keeps enqueueing jobs stops here.
 RUN_PENDING_LIMIT = 1000
@@ -28,10 +31,8 @@ def run_pending(queues: Iterable[str] | None = None, *, limit: int = RUN_PENDING
     in the future) are not run. ``timeout`` is not enforced here: use :func:`worker`.
     Raises :class:`TooManyJobs` once ``limit`` jobs ran and more are still due.
     """
-    from ..store import get_store
-
     targets = queues_by_database(queues)
-    worker_id = _worker_id("run_pending")
+    worker_id = worker_id_for("run_pending")
     stores = {database: get_store(connections[database]) for database in targets}
     now = timezone.now()
     for database, store in stores.items():
@@ -65,11 +66,8 @@ def run_pending(queues: Iterable[str] | None = None, *, limit: int = RUN_PENDING
             store.unregister_worker(worker_id)
 
 
-def _run_claimed(store: Any, job: Any, worker_id: str) -> None:
+def _run_claimed(store: JobStore, job: ClaimedJob, worker_id: str) -> None:
     """Run one claimed job inside a savepoint of the test's transaction, if there is one."""
-    from ..context import JobRuntime
-    from ..worker.executor import announce_finished, execute
-
     connection = store.connection
     savepoint = _savepoint_create(using=store.alias) if connection.in_atomic_block else None
     outcome, result = execute(

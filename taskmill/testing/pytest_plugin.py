@@ -23,7 +23,9 @@ import pytest
 def taskmill_run_pending(request: pytest.FixtureRequest) -> Callable[..., int]:
     """``taskmill_run_pending(queues=None)`` runs every due job now; returns how many."""
     request.getfixturevalue("db")  # Transactional too when the test asks for that.
-    from . import run_pending
+    # Imported here: pytest loads this plugin before Django is set up, and the helpers
+    # import models, which Django's app loading allows only afterwards.
+    from .pending import run_pending
 
     return run_pending
 
@@ -31,7 +33,7 @@ def taskmill_run_pending(request: pytest.FixtureRequest) -> Callable[..., int]:
 @pytest.fixture
 def taskmill_worker(transactional_db: Any) -> Iterator[Any]:
     """A running in-process worker serving every queue; ``.wait(result)``, ``.drain()``."""
-    from . import worker
+    from .threaded import worker  # Here, not at the top: see taskmill_run_pending.
 
     with worker() as running:
         yield running

@@ -5,13 +5,9 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Iterable
-from typing import Any
 
-
-def _taskmill_backends() -> dict[str, Any]:
-    from ..backend import taskmill_backends
-
-    return taskmill_backends()
+from ..backend import taskmill_backends
+from ..ids import new_worker_id
 
 
 def queues_by_database(queues: Iterable[str] | None = None) -> dict[str, list[str]]:
@@ -20,7 +16,7 @@ def queues_by_database(queues: Iterable[str] | None = None) -> dict[str, list[st
     A worker claims by queue name on one database, so backends that share a database
     are served together.
     """
-    backends = _taskmill_backends()
+    backends = taskmill_backends()
     if not backends:
         raise RuntimeError(
             "No taskmill backend is configured in settings.TASKS; add "
@@ -50,7 +46,5 @@ def _as_list(queues: Iterable[str]) -> list[str]:
     return list(queues)
 
 
-def _worker_id(kind: str) -> str:
-    from ..ids import new_worker_id
-
+def worker_id_for(kind: str) -> str:
     return new_worker_id(f"{socket.gethostname()}-{kind}", os.getpid())

@@ -11,7 +11,12 @@ from typing import Any
 from django.db import connections
 from django.utils import timezone
 
-from .queues import _taskmill_backends, _worker_id, queues_by_database
+from ..backend import taskmill_backends
+from ..compat import TaskResultStatus
+from ..models import Job, JobStatus
+from ..worker.config import WorkerConfig
+from ..worker.process import WorkerProcess
+from .queues import queues_by_database, worker_id_for
 
 
 class WorkerCrashed(AssertionError):
@@ -28,9 +33,7 @@ class TestWorker:
 
     def __init__(self, targets: dict[str, list[str]], *, threads: int, poll_interval: float,
                  shutdown_timeout: float, maintenance: bool) -> None:
-        from ..worker.process import WorkerConfig
-
-        backends = _taskmill_backends().values()
+        backends = taskmill_backends().values()
         self.configs = []
         for database, names in targets.items():
             options = next(b.config for b in backends if b.database == database)
@@ -51,10 +54,8 @@ class TestWorker:
         return {config.database: list(config.queues) for config in self.configs}
 
     def start(self) -> None:
-        from ..worker.process import WorkerProcess
-
         for config in self.configs:
-            process = WorkerProcess(config, _worker_id("test-worker"))
+            process = WorkerProcess(config, worker_id_for("test-worker"))
             thread = threading.Thread(target=self._serve, args=(process,),
                                       name=f"taskmill-test-worker-{config.database}", daemon=True)
             self.processes.append(process)
@@ -104,8 +105,6 @@ class TestWorker:
 
     def wait(self, *results: Any, timeout: float = 10.0) -> None:
         """Wait until every given result has finished (succeeded or failed for good)."""
-        from ..compat import TaskResultStatus
-
         finished = {TaskResultStatus.SUCCESSFUL, TaskResultStatus.FAILED}
         self._wait_until(lambda: all(_refreshed(r).status in finished for r in results),
                          timeout, f"{len(results)} job(s) to finish")
@@ -115,8 +114,6 @@ class TestWorker:
         self._wait_until(self._idle, timeout, "the queues to drain")
 
     def _idle(self) -> bool:
-        from ..models import Job, JobStatus
-
         now = timezone.now()
         for config in self.configs:
             jobs = Job.objects.using(config.database).filter(queue_name__in=config.queues)

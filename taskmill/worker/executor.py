@@ -35,7 +35,7 @@ MAX_RETRY_DELAY = 3600.0
 
 def retry_delay(base: float, attempt: int) -> float:
     """Exponential backoff with "equal jitter": half fixed, half random."""
-    delay = min(MAX_RETRY_DELAY, base * (2 ** max(0, attempt - 1)))
+    delay = min(MAX_RETRY_DELAY, base * 2.0 ** max(0, attempt - 1))
     return delay / 2 + random.uniform(0, delay / 2)
 
 
@@ -54,7 +54,7 @@ def execute(job: ClaimedJob, runtime: JobRuntime, *,
         task = resolve_task(job.task_path)
     except TaskNotFound as exc:
         logger.error("Job %s: %s", job.id, exc)
-        return _failure(job, exc, final=True), None
+        return failure_outcome(job, exc, final=True), None
 
     result = JobResult(
         task=task, id=str(job.id), status=TaskResultStatus.RUNNING,
@@ -95,15 +95,15 @@ def _call(task: Any, job: ClaimedJob, result: JobResult, runtime: JobRuntime) ->
             value = task.call(*job.args, **job.kwargs)
         return_json = json.dumps(value, allow_nan=False, separators=(",", ":"))
     except Exception as exc:
-        return _failure(job, exc, final=isinstance(exc, FINAL_ERRORS))
+        return failure_outcome(job, exc, final=isinstance(exc, FINAL_ERRORS))
     except BaseException as exc:  # JobTimeout injected into the thread, SystemExit in a task...
         if isinstance(exc, KeyboardInterrupt):
             raise
-        return _failure(job, exc, final=isinstance(exc, FINAL_ERRORS))
+        return failure_outcome(job, exc, final=isinstance(exc, FINAL_ERRORS))
     return Outcome(job=job, finished_at=timezone.now(), succeeded=True, return_json=return_json)
 
 
-def _failure(job: ClaimedJob, exc: BaseException, *, final: bool) -> Outcome:
+def failure_outcome(job: ClaimedJob, exc: BaseException, *, final: bool) -> Outcome:
     now = timezone.now()
     exc_type = type(exc)
     retry_at = None
@@ -158,4 +158,4 @@ def _job_database(job: ClaimedJob) -> str:
     return getattr(backend, "database", "default")
 
 
-__all__ = ["FINAL_ERRORS", "announce_finished", "execute", "retry_delay"]
+__all__ = ["FINAL_ERRORS", "announce_finished", "execute", "failure_outcome", "retry_delay"]

@@ -7,29 +7,45 @@ import os
 import random
 import threading
 import time
+import uuid
+from collections.abc import Collection
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from django.utils import timezone
 
-from ..store import close_store, private_store
+from ..services import scheduler
+from ..store import JobStore, close_store, private_store
+from .config import WorkerConfig
 from .outage import DatabaseGate
-
-if TYPE_CHECKING:
-    from .process import WorkerProcess
 
 logger = logging.getLogger("taskmill.worker")
 
 TICK = 0.5  # seconds between cancel checks
 
 
+class LeaseHolder(Protocol):
+    """What the heartbeat needs of the worker process whose lease it renews."""
+
+    config: WorkerConfig
+    worker_id: str
+    hostname: str
+
+    @property
+    def running(self) -> Collection[Any]: ...
+
+    def held_job_ids(self) -> set[uuid.UUID]: ...
+
+    def request_cancel(self, job_id: uuid.UUID, force: bool) -> None: ...
+
+
 class Heartbeat(threading.Thread):
-    def __init__(self, worker: WorkerProcess) -> None:
+    def __init__(self, worker: LeaseHolder) -> None:
         super().__init__(name="taskmill-heartbeat", daemon=True)
         self.worker = worker
         self.config = worker.config
         self._stopped = threading.Event()
-        self._store = None
+        self._store: JobStore | None = None
         self.gate = DatabaseGate(self.config.database, reset=self._reset)
         lease = self.config.lease_seconds
         self.beat_every = max(0.5, lease / 4)
@@ -37,7 +53,7 @@ class Heartbeat(threading.Thread):
         self.prune_every = 3600.0
 
     @property
-    def store(self):
+    def store(self) -> JobStore:
         if self._store is None:
             self._store = private_store(self.config.database)
         return self._store
@@ -132,6 +148,4 @@ class Heartbeat(threading.Thread):
             logger.info("Pruned %d finished job(s) older than RESULT_TTL.", count)
 
     def _schedule(self) -> None:
-        from ..services import scheduler
-
         scheduler.run_due(self.store)

@@ -31,7 +31,6 @@ import socket
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -41,7 +40,10 @@ from django.utils import timezone
 from ..context import JobRuntime
 from ..exceptions import Cancelled, JobTimeout
 from ..store import ClaimedJob, JobStore, Outcome, close_store, get_store, private_store
-from .executor import announce_finished, execute
+from .config import WorkerConfig
+from .executor import announce_finished, execute, failure_outcome
+from .heartbeat import Heartbeat
+from .notifier import Listener
 from .outage import DatabaseGate
 from .watchdog import Watchdog
 
@@ -55,22 +57,6 @@ EXIT_RECYCLE = 75
 MAX_BATCH = 200
 CLAIM_HORIZON = 0.05  # seconds of work one claim may take on, for short jobs
 FLUSH_AFTER = 0.02  # seconds a finished job may wait to be recorded
-
-
-@dataclass
-class WorkerConfig:
-    database: str
-    queues: list[str]
-    threads: int = 1
-    burst: bool = False
-    max_tasks_per_child: int | None = None
-    max_memory_per_child: int | None = None  # MB
-    shutdown_timeout: float = 30.0
-    lease_seconds: float = 30.0
-    result_ttl: float = 7 * 24 * 3600.0
-    poll_interval: float = 1.0
-    #: Run the heartbeat's maintenance services (recovery, pruning, schedule).
-    maintenance: bool = True
 
 
 class WorkerProcess:
@@ -98,7 +84,7 @@ class WorkerProcess:
         self.failure: BaseException | None = None
         self._store: JobStore | None = None
         self._registered = False
-        self.heartbeat: Any = None
+        self.heartbeat: Heartbeat | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -130,14 +116,10 @@ class WorkerProcess:
         if not self._registered:  # Stopped while waiting for the database.
             return self.exit_code
         self.watchdog.start()
-        from .heartbeat import Heartbeat
-
         heartbeat = self.heartbeat = Heartbeat(self)
         heartbeat.start()
         listener = None
         if self.store.vendor == "postgresql":
-            from .notifier import Listener
-
             listener = Listener(config.database, config.queues, self.wake)
             listener.start()
         for index in range(config.threads):
@@ -193,13 +175,15 @@ class WorkerProcess:
             claim = 0 if self.stopping.is_set() else self._capacity()
             claimed: list[ClaimedJob] = []
             if outcomes or claim:
-                claimed = self.gate.call(
+                taken = self.gate.call(
                     partial(self._complete_and_claim, outcomes, claim), "claim jobs",
                     self.stopping,
                 )
-                if claimed is None:  # Stopped while the database was away: record later.
+                if taken is None:  # Stopped while the database was away: record later.
                     self.done.extendleft(reversed(outcomes))
-                    claimed = outcomes = []
+                    outcomes = []
+                else:
+                    claimed = taken
                 for outcome, result in outcomes:
                     announce_finished(result, outcome)
             if claimed:
@@ -375,9 +359,7 @@ class WorkerProcess:
         """A job ignored its timeout/cancel: fail it now and recycle the process."""
         runtime = token
         assert isinstance(runtime, JobRuntime)
-        from .executor import _failure
-
-        outcome = _failure(runtime.job, exc_type(f"Job {runtime.job.id} was stopped "
+        outcome = failure_outcome(runtime.job, exc_type(f"Job {runtime.job.id} was stopped "
                                                   f"({exc_type.__name__})."),
                            final=exc_type is Cancelled)
         with self.lock:
@@ -456,4 +438,4 @@ def resident_memory_mb() -> float:
         return 0.0
 
 
-__all__ = ["EXIT_RECYCLE", "WorkerConfig", "WorkerProcess", "resident_memory_mb"]
+__all__ = ["EXIT_RECYCLE", "WorkerProcess", "resident_memory_mb"]

@@ -26,7 +26,8 @@ from django.utils import timezone
 
 from ..ids import new_worker_id
 from ..store import get_store
-from .process import EXIT_RECYCLE, WorkerConfig, WorkerProcess
+from .config import WorkerConfig
+from .process import EXIT_RECYCLE, WorkerProcess
 
 logger = logging.getLogger("taskmill.worker")
 
@@ -77,6 +78,7 @@ class Supervisor:
             sentinels = {child.process.sentinel: pid for pid, child in self.children.items()}
             ready = wait(list(sentinels), timeout=1.0)
             for sentinel in ready:
+                assert isinstance(sentinel, int)  # process sentinels are file descriptors
                 pid = sentinels[sentinel]
                 self._on_child_exit(self.children.pop(pid))
             if self.stopping:
@@ -94,7 +96,7 @@ class Supervisor:
                         self.config.shutdown_timeout)
         self.stopping = True
         for child in self.children.values():
-            if child.process.is_alive():
+            if child.process.is_alive() and child.process.pid is not None:
                 try:
                     os.kill(child.process.pid, signal.SIGTERM)
                 except ProcessLookupError:
@@ -107,6 +109,7 @@ class Supervisor:
                                        name=f"taskmill-worker-{len(self.children) + 1}",
                                        daemon=False)
         process.start()
+        assert process.pid is not None  # started
         self.children[process.pid] = Child(process, worker_id, time.monotonic())
 
     def _on_child_exit(self, child: Child) -> None:

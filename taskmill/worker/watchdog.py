@@ -38,7 +38,7 @@ def raise_in_thread(thread_id: int, exc_type: type[BaseException]) -> bool:
     done = ctypes.pythonapi.PyThreadState_SetAsyncExc(
         ctypes.c_ulong(thread_id), ctypes.py_object(exc_type)
     )
-    return done == 1
+    return int(done) == 1
 
 
 class Watchdog(threading.Thread):

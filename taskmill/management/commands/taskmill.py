@@ -5,12 +5,15 @@ Each subcommand lives in its own module of :mod:`taskmill.cli`.
 
 from __future__ import annotations
 
+import logging
 from argparse import SUPPRESS, ArgumentParser
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
 from ...cli import SUBCOMMANDS, load
+from ...cli.common import configure_logging, get_backend
+from ...db import wait_for_database
 
 
 class Command(BaseCommand):
@@ -29,11 +32,6 @@ class Command(BaseCommand):
         if options.get("subcommand") == "worker" and not options.get("help"):
             # System checks may query the database (Django 6 asks PostgreSQL its version);
             # a worker started while the database is down waits here and says so once.
-            import logging
-
-            from ...cli.common import configure_logging, get_backend
-            from ...db import wait_for_database
-
             configure_logging(options.get("verbosity", 1))
             database = get_backend(options.get("backend")).database
             wait_for_database(database, say=logging.getLogger("taskmill.worker").warning)

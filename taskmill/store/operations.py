@@ -1,0 +1,108 @@
+"""Operations on jobs from outside the worker: cancel, retry, purge and prune."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from ..models import JobStatus
+from .outcomes import CANCELLED, Outcomes
+
+#: Attempts of a cancel when the job keeps changing state under it (claimed as we look).
+CANCEL_ROUNDS = 20
+
+
+class Operations(Outcomes):
+    def cancel(self, job_id: uuid.UUID, force: bool, now: dt.datetime) -> str | None:
+        """Cancel a job; returns the status it had when cancelled (None: no such job).
+
+        READY: it becomes FAILED with ``Cancelled`` at once and never runs. RUNNING: the
+        request is recorded (``cancel_requested_at``, ``cancel_force``) and the worker's
+        heartbeat passes it to the running attempt. Finished jobs are left alone. A job
+        that changes state under our feet (claimed as we cancel it) is looked at again.
+        """
+        key = {"id": self.id_param(job_id), "now": self.dt_param(now), "force": force}
+        for _ in range(CANCEL_ROUNDS):
+            with self.atomic(), self.cursor() as cursor:
+                self.execute(cursor, "job_state", key)
+                row = cursor.fetchone()
+                if row is None:
+                    return None
+                status, attempts, batch_id, _queue = row
+                if status == JobStatus.READY:
+                    if self.execute(cursor, "cancel_waiting_job", key) == 1:
+                        self.insert_error(cursor, job_id, attempts, "", CANCELLED,
+                                          f"{CANCELLED}: cancelled before it ran.\n", now)
+                        if batch_id is not None:
+                            self.finish_batches({self.id_from_db(batch_id)})
+                        return str(status)
+                elif status == JobStatus.RUNNING:
+                    if self.execute(cursor, "request_cancel", key) == 1:
+                        return str(status)
+                else:
+                    return str(status)
+        raise RuntimeError(f"Job {job_id} kept changing state; cancel it again.")
+
+    def retry(self, job_id: uuid.UUID, max_attempts: int, now: dt.datetime) -> bool:
+        """FAILED → READY, due now, allowed ``max_attempts`` in all; False if not FAILED.
+
+        Attempts and errors so far are kept (``attempts`` counts every attempt ever
+        started) and so is the checkpoint, so the re-run resumes where it stopped. For a
+        ``unique`` job this raises ``IntegrityError`` when another job with its key is
+        already waiting or running.
+        """
+        key = {"id": self.id_param(job_id)}
+        retried = self.run("retry_failed_job", {**key, "now": self.dt_param(now),
+                                                "max_attempts": max_attempts}) == 1
+        if retried:
+            row = self.fetchone("job_state", key)
+            if row is not None:
+                self.notify([row[3]])
+        return retried
+
+    def purge(self, queue: str | None, task_path: str | None, enqueued_before: dt.datetime,
+              chunk: int = 1000) -> int:
+        """Delete READY jobs (and their errors), a chunk at a time; RUNNING ones go on.
+
+        Only jobs enqueued before the call started, so a steady stream of enqueues
+        cannot keep it going forever. A purged child counts toward its batch, whose
+        ``then`` still runs. Returns how many were deleted.
+        """
+        return self._delete_in_chunks(
+            "purgeable_jobs", "delete_waiting_jobs",
+            {"before": self.dt_param(enqueued_before), "queue": queue, "task_path": task_path,
+             "chunk": chunk},
+            completes_batches=True)
+
+    def prune(self, finished_before: dt.datetime, chunk: int = 1000) -> int:
+        """Delete finished jobs (and their errors, and finished batches) older than the
+        cutoff, a chunk at a time."""
+        before = self.dt_param(finished_before)
+        deleted = self._delete_in_chunks("prunable_jobs", "delete_finished_jobs",
+                                         {"before": before, "chunk": chunk})
+        self.run("prune_batches", {"before": before})
+        return deleted
+
+    def _delete_in_chunks(self, select: str, delete: str, params: dict[str, Any], *,
+                          completes_batches: bool = False) -> int:
+        """Delete the jobs ``select`` finds, and their errors, in short transactions.
+
+        ``delete`` re-checks the state itself: a job that changed state since it was
+        selected (claimed, say) stays. With ``completes_batches`` (waiting children
+        removed), their batches are checked for completion in the same transaction, so
+        their ``then`` still runs; finished children never change a batch's outcome.
+        """
+        deleted = 0
+        while True:
+            with self.atomic(), self.cursor() as cursor:
+                self.execute(cursor, select, params)
+                rows = cursor.fetchall()
+                if not rows:
+                    return deleted
+                ids = {"ids": self.list_param([row[0] for row in rows])}
+                deleted += self.execute(cursor, delete, ids)
+                self.execute(cursor, "delete_errors_of_deleted_jobs", ids)
+                batch_ids = {self.id_from_db(row[1]) for row in rows if row[1] is not None}
+                if completes_batches and batch_ids:
+                    self.finish_batches(batch_ids)

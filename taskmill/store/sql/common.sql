@@ -1,0 +1,346 @@
+-- Statements every database runs alike; the vendor files hold the claim and what else
+-- differs. ${...} is filled in when loaded (see taskmill/store/sql/__init__.py).
+
+
+-- ---------------------------------------------------------------------------------
+-- Enqueue
+-- ---------------------------------------------------------------------------------
+
+-- name: insert_job
+-- Enqueue one job; the caller's transaction decides when workers see it.
+-- expects: a new id
+INSERT INTO taskmill_job (
+    id, backend, task_path, queue_name, priority, status, args, kwargs,
+    enqueued_at, run_after, attempts, max_attempts, retry_backoff, timeout, transactional,
+    worker_ids, cancel_force, unique_key, concurrency_key, concurrency_limit, batch_id
+) VALUES (
+    %(id)s, %(backend)s, %(task_path)s, %(queue_name)s, %(priority)s, 'READY', %(args)s, %(kwargs)s,
+    %(enqueued_at)s, %(run_after)s, 0, %(max_attempts)s, %(retry_backoff)s, %(timeout)s, %(transactional)s,
+    '', FALSE, %(unique_key)s, %(concurrency_key)s, %(concurrency_limit)s, %(batch_id)s
+)
+
+-- name: unique_key_holder
+-- The job that holds a unique key (after an insert that yielded to it).
+-- expects: READY or RUNNING (active_unique_key is NULL otherwise)
+SELECT id FROM taskmill_job WHERE active_unique_key = %(key)s
+
+
+-- ---------------------------------------------------------------------------------
+-- Claim (the vendor files hold the claim itself)
+-- ---------------------------------------------------------------------------------
+
+-- name: room_for_key
+-- Claim filter (a fragment): a job without a concurrency key, or whose key has a free
+-- slot. Keyless jobs pass on the first operand, so only keyed ones pay for the count
+-- (one probe of the index of RUNNING jobs by key). It keeps a saturated key's jobs from
+-- being claimed over and over; the limit itself is enforced after the claim, under a
+-- per-key lock (taskmill/store/limits.py).
+-- expects: j is a READY job
+(j.concurrency_key IS NULL OR (
+    SELECT COUNT(*) FROM taskmill_job r
+    WHERE r.status = 'RUNNING' AND r.concurrency_key = j.concurrency_key
+) < j.concurrency_limit)
+
+-- name: claimable
+-- The best due jobs of the worker's queues, in claim order (a fragment of the claims).
+-- expects: READY, due, with room under its concurrency key
+SELECT j.id FROM taskmill_job j
+WHERE j.status = 'READY' AND j.queue_name ${in:queues} AND j.run_after <= %(now)s
+  AND ${room_for_key}
+ORDER BY j.priority DESC, j.run_after, j.id
+LIMIT %(limit)s
+
+-- name: lease_to_worker
+-- The columns a claim sets (a fragment): RUNNING, one more attempt, leased to %(worker)s.
+-- expects: READY
+status = 'RUNNING',
+attempts = attempts + 1,
+lease_owner = %(worker)s,
+started_at = COALESCE(started_at, %(now)s),
+last_attempted_at = %(now)s,
+worker_ids = CASE WHEN worker_ids = '' THEN %(worker)s ELSE worker_ids || ',' || %(worker)s END
+
+-- name: claim
+-- Lease up to %(limit)s due jobs of the worker's queues to %(worker)s, best first, in one
+-- statement (${skip_locked}: jobs another claim holds are passed over, not waited for).
+-- expects: READY, due, with room under its concurrency key
+UPDATE taskmill_job SET ${lease_to_worker}
+WHERE id IN (${claimable} ${skip_locked})
+RETURNING ${claim_columns}
+
+-- name: next_due
+-- When the earliest waiting job of these queues becomes due (NULL: none waits).
+-- expects: READY, with room under its concurrency key
+SELECT MIN(j.run_after) FROM taskmill_job j
+WHERE j.status = 'READY' AND j.queue_name ${in:queues} AND ${room_for_key}
+
+-- name: claimed_limits
+-- The concurrency limit of each job a claim just took that has a key.
+-- expects: any state (the rows were just claimed by this worker)
+SELECT id, concurrency_limit FROM taskmill_job WHERE id ${in:ids}
+
+-- name: running_for_key
+-- How many jobs of one concurrency key are running, under that key's lock.
+-- expects: RUNNING
+SELECT COUNT(*) FROM taskmill_job WHERE status = 'RUNNING' AND concurrency_key = %(key)s
+
+-- name: refund_claim
+-- Undo a claim that never started: READY again, attempt refunded, place in line kept.
+-- (started_at and last_attempted_at come first: MySQL evaluates SET left to right.)
+-- expects: RUNNING, leased to %(worker)s for attempt %(attempt)s
+UPDATE taskmill_job SET
+    started_at = CASE WHEN attempts = 1 THEN NULL ELSE started_at END,
+    last_attempted_at = CASE WHEN attempts = 1 THEN NULL ELSE last_attempted_at END,
+    status = 'READY', lease_owner = NULL, attempts = attempts - 1, worker_ids = %(worker_ids)s
+WHERE id = %(id)s AND status = 'RUNNING' AND lease_owner = %(worker)s AND attempts = %(attempt)s
+
+
+-- ---------------------------------------------------------------------------------
+-- Outcomes of attempts
+-- ---------------------------------------------------------------------------------
+
+-- name: complete_job
+-- Record a successful attempt and its return value.
+-- expects: RUNNING, leased to %(worker)s for attempt %(attempt)s
+UPDATE taskmill_job SET status = 'SUCCESSFUL', return_value = %(return_value)s,
+    finished_at = %(finished_at)s, lease_owner = NULL
+WHERE id = %(id)s AND status = 'RUNNING' AND lease_owner = %(worker)s AND attempts = %(attempt)s
+
+-- name: retry_job
+-- Put a failed attempt's job back in line for a later attempt.
+-- expects: RUNNING, leased to %(worker)s for attempt %(attempt)s, not cancelled
+UPDATE taskmill_job SET status = 'READY', run_after = %(run_after)s, lease_owner = NULL
+WHERE id = %(id)s AND status = 'RUNNING' AND lease_owner = %(worker)s AND attempts = %(attempt)s
+  AND cancel_requested_at IS NULL
+
+-- name: fail_job
+-- End a job whose attempt failed for good (no attempts left, a final error, cancelled).
+-- expects: RUNNING, leased to %(worker)s for attempt %(attempt)s
+UPDATE taskmill_job SET status = 'FAILED', finished_at = %(finished_at)s, lease_owner = NULL
+WHERE id = %(id)s AND status = 'RUNNING' AND lease_owner = %(worker)s AND attempts = %(attempt)s
+
+-- name: fail_cancelled_job
+-- End a held job that someone cancelled, instead of handing it back to run again.
+-- expects: RUNNING, leased to %(worker)s for attempt %(attempt)s, cancel requested
+UPDATE taskmill_job SET status = 'FAILED', finished_at = %(finished_at)s, lease_owner = NULL
+WHERE id = %(id)s AND status = 'RUNNING' AND lease_owner = %(worker)s AND attempts = %(attempt)s
+  AND cancel_requested_at IS NOT NULL
+
+-- name: hand_back_job
+-- Return a started job to READY at shutdown (its attempt stays counted).
+-- expects: RUNNING, leased to %(worker)s for attempt %(attempt)s
+UPDATE taskmill_job SET status = 'READY', lease_owner = NULL
+WHERE id = %(id)s AND status = 'RUNNING' AND lease_owner = %(worker)s AND attempts = %(attempt)s
+
+-- name: insert_error
+-- Keep the exception and traceback of one failed attempt.
+-- expects: the job's row exists (same transaction as its transition)
+INSERT INTO taskmill_joberror (job_id, attempt, worker_id, exception_class_path, traceback, created_at)
+VALUES (%(job_id)s, %(attempt)s, %(worker)s, %(exception)s, %(traceback)s, %(created_at)s)
+
+
+-- ---------------------------------------------------------------------------------
+-- Inside a running job
+-- ---------------------------------------------------------------------------------
+
+-- name: set_progress
+-- Record how far a running attempt says it is.
+-- expects: RUNNING, leased to %(worker)s for attempt %(attempt)s
+UPDATE taskmill_job SET progress = %(value)s
+WHERE id = %(id)s AND status = 'RUNNING' AND lease_owner = %(worker)s AND attempts = %(attempt)s
+
+-- name: save_checkpoint
+-- Keep a running attempt's checkpoint for the attempts after it.
+-- expects: RUNNING, leased to %(worker)s for attempt %(attempt)s
+UPDATE taskmill_job SET checkpoint = %(value)s
+WHERE id = %(id)s AND status = 'RUNNING' AND lease_owner = %(worker)s AND attempts = %(attempt)s
+
+-- name: cancel_requests
+-- The running jobs of one worker that someone asked to cancel.
+-- expects: RUNNING, leased to %(worker)s, cancel requested
+SELECT id, cancel_force FROM taskmill_job
+WHERE status = 'RUNNING' AND lease_owner = %(worker)s AND cancel_requested_at IS NOT NULL
+
+
+-- ---------------------------------------------------------------------------------
+-- Workers and leases
+-- ---------------------------------------------------------------------------------
+
+-- name: register_worker
+-- A worker process starts: its row's heartbeat is the lease on every job it claims.
+-- expects: a new worker id
+INSERT INTO taskmill_worker (id, hostname, pid, queues, threads, started_at, last_heartbeat)
+VALUES (%(id)s, %(hostname)s, %(pid)s, %(queues)s, %(threads)s, %(now)s, %(now)s)
+
+-- name: renew_lease
+-- Heartbeat. No row updated: the worker was declared dead and its jobs recovered.
+-- expects: the worker's row exists
+UPDATE taskmill_worker SET last_heartbeat = %(now)s WHERE id = %(id)s
+
+-- name: unregister_worker
+-- A worker process stops (after handing back what it held).
+-- expects: nothing
+DELETE FROM taskmill_worker WHERE id = %(id)s
+
+-- name: stale_workers
+-- Workers silent since the cutoff.
+-- expects: last heartbeat before %(cutoff)s
+SELECT id FROM taskmill_worker WHERE last_heartbeat < %(cutoff)s
+
+-- name: expire_worker
+-- Declare one silent worker dead; a heartbeat that landed since keeps it alive.
+-- expects: last heartbeat still before %(cutoff)s
+DELETE FROM taskmill_worker WHERE id = %(id)s AND last_heartbeat < %(cutoff)s
+
+-- name: orphans
+-- Running jobs whose worker is gone.
+-- expects: RUNNING, lease owner without a worker row
+SELECT j.id, j.attempts, j.max_attempts, j.lease_owner, j.queue_name, j.cancel_requested_at,
+       j.batch_id
+FROM taskmill_job j
+WHERE j.status = 'RUNNING'
+  AND NOT EXISTS (SELECT 1 FROM taskmill_worker w WHERE w.id = j.lease_owner)
+
+-- name: orphans_of_worker
+-- Running jobs of one worker known to be dead (its supervisor saw it die).
+-- expects: RUNNING, leased to %(owner)s, which has no worker row
+SELECT j.id, j.attempts, j.max_attempts, j.lease_owner, j.queue_name, j.cancel_requested_at,
+       j.batch_id
+FROM taskmill_job j
+WHERE j.status = 'RUNNING' AND j.lease_owner = %(owner)s
+  AND NOT EXISTS (SELECT 1 FROM taskmill_worker w WHERE w.id = j.lease_owner)
+
+-- name: recover_orphan
+-- Re-queue (READY) or end (FAILED) one job of a dead worker.
+-- expects: RUNNING, still leased to %(owner)s for attempt %(attempt)s
+UPDATE taskmill_job SET status = %(status)s, lease_owner = NULL, finished_at = %(finished_at)s
+WHERE id = %(id)s AND status = 'RUNNING' AND lease_owner = %(owner)s AND attempts = %(attempt)s
+
+-- name: leased_jobs
+-- Jobs leased to a worker whose attempt started before the cutoff (reconciliation).
+-- expects: RUNNING, leased to %(worker)s
+SELECT ${claim_columns} FROM taskmill_job
+WHERE status = 'RUNNING' AND lease_owner = %(worker)s AND last_attempted_at < %(before)s
+
+
+-- ---------------------------------------------------------------------------------
+-- Batches
+-- ---------------------------------------------------------------------------------
+
+-- name: insert_batch
+-- A new batch; its children are inserted in the same transaction.
+-- expects: a new batch id
+INSERT INTO taskmill_batch (id, task_path, total, then_task_path, then_job, created_at)
+VALUES (%(id)s, %(task_path)s, %(total)s, %(then_task_path)s, %(then_job)s, %(created_at)s)
+
+-- name: lock_batch
+-- Lock a batch row, so that completions of its children queue up here.
+-- expects: any batch (a finished one has finished_at set)
+SELECT then_task_path, then_job, finished_at FROM taskmill_batch WHERE id = %(id)s FOR UPDATE
+
+-- name: batch_has_active_children
+-- Whether any child of a locked batch is still waiting or running.
+-- expects: READY or RUNNING children
+SELECT 1 FROM taskmill_job WHERE batch_id = %(id)s AND status IN ('READY', 'RUNNING') LIMIT 1
+
+-- name: finish_batch
+-- Mark a batch finished; only the transaction that does it enqueues its then job.
+-- expects: batch not finished yet
+UPDATE taskmill_batch SET finished_at = %(now)s, then_job_id = %(then_job_id)s
+WHERE id = %(id)s AND finished_at IS NULL
+
+
+-- ---------------------------------------------------------------------------------
+-- Operations: cancel, retry, purge
+-- ---------------------------------------------------------------------------------
+
+-- name: job_state
+-- A job's state, before an operation decides what to do with it.
+-- expects: any state
+SELECT status, attempts, batch_id, queue_name FROM taskmill_job WHERE id = %(id)s
+
+-- name: cancel_waiting_job
+-- Cancel a waiting job: it ends FAILED (Cancelled) and never runs.
+-- expects: READY
+UPDATE taskmill_job SET status = 'FAILED', finished_at = %(now)s, cancel_requested_at = %(now)s,
+    cancel_force = %(force)s
+WHERE id = %(id)s AND status = 'READY'
+
+-- name: request_cancel
+-- Ask a running job to stop; its worker's heartbeat passes the request on.
+-- expects: RUNNING
+UPDATE taskmill_job SET cancel_requested_at = COALESCE(cancel_requested_at, %(now)s),
+    cancel_force = (cancel_force OR %(force)s)
+WHERE id = %(id)s AND status = 'RUNNING'
+
+-- name: retry_failed_job
+-- Run a FAILED job again, now, allowed max_attempts attempts in all.
+-- expects: FAILED
+UPDATE taskmill_job SET status = 'READY', run_after = %(now)s, finished_at = NULL,
+    lease_owner = NULL, cancel_requested_at = NULL, cancel_force = FALSE,
+    max_attempts = %(max_attempts)s
+WHERE id = %(id)s AND status = 'FAILED'
+
+-- name: purgeable_jobs
+-- A chunk of waiting jobs to purge (of one queue and/or task, or all).
+-- expects: READY, enqueued before the purge began
+SELECT id, batch_id FROM taskmill_job
+WHERE status = 'READY' AND enqueued_at <= %(before)s
+  AND (%(queue)s IS NULL OR queue_name = %(queue)s)
+  AND (%(task_path)s IS NULL OR task_path = %(task_path)s)
+LIMIT %(chunk)s
+
+-- name: delete_waiting_jobs
+-- Purge a chunk; a job claimed since it was selected stays.
+-- expects: READY
+DELETE FROM taskmill_job WHERE id ${in:ids} AND status = 'READY'
+
+
+-- ---------------------------------------------------------------------------------
+-- Retention
+-- ---------------------------------------------------------------------------------
+
+-- name: prunable_jobs
+-- A chunk of finished jobs older than the cutoff.
+-- expects: SUCCESSFUL or FAILED, finished before %(before)s
+SELECT id, batch_id FROM taskmill_job
+WHERE status IN ('SUCCESSFUL', 'FAILED') AND finished_at < %(before)s
+LIMIT %(chunk)s
+
+-- name: delete_finished_jobs
+-- Prune a chunk of finished jobs.
+-- expects: SUCCESSFUL or FAILED
+DELETE FROM taskmill_job WHERE id ${in:ids} AND status IN ('SUCCESSFUL', 'FAILED')
+
+-- name: delete_errors_of_deleted_jobs
+-- The errors of jobs just purged or pruned.
+-- expects: the job row is gone
+DELETE FROM taskmill_joberror WHERE job_id ${in:ids}
+  AND NOT EXISTS (SELECT 1 FROM taskmill_job j WHERE j.id = taskmill_joberror.job_id)
+
+-- name: prune_batches
+-- Finished batches older than the cutoff.
+-- expects: finished before %(before)s
+DELETE FROM taskmill_batch WHERE finished_at < %(before)s
+
+
+-- ---------------------------------------------------------------------------------
+-- Periodic tasks
+-- ---------------------------------------------------------------------------------
+
+-- name: advance_schedule
+-- Claim one tick of a periodic task: of all the workers that try, one moves it forward.
+-- expects: the entry's last tick before %(tick)s
+UPDATE taskmill_schedulestate SET last_tick = %(tick)s, last_job_id = %(job_id)s
+WHERE name = %(name)s AND last_tick < %(tick)s
+
+-- name: set_schedule_job
+-- Point a tick at the job that already held its unique key.
+-- expects: the entry exists
+UPDATE taskmill_schedulestate SET last_job_id = %(job_id)s WHERE name = %(name)s
+
+-- name: insert_schedule_state
+-- A new periodic task: its first tick is the next one.
+-- expects: no row for the entry yet (another worker's insert wins)
+INSERT INTO taskmill_schedulestate (name, last_tick) VALUES (%(name)s, %(tick)s)
+ON CONFLICT (name) DO NOTHING

@@ -1,0 +1,21 @@
+"""What one worker process is asked to do (built by ``taskmill worker`` and the testing helpers)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class WorkerConfig:
+    database: str
+    queues: list[str]
+    threads: int = 1
+    burst: bool = False
+    max_tasks_per_child: int | None = None
+    max_memory_per_child: int | None = None  # MB
+    shutdown_timeout: float = 30.0
+    lease_seconds: float = 30.0
+    result_ttl: float = 7 * 24 * 3600.0
+    poll_interval: float = 1.0
+    #: Run the heartbeat's maintenance services (recovery, pruning, schedule).
+    maintenance: bool = True
