@@ -1,0 +1,60 @@
+"""The rules of docs/architecture.md that a reader relies on, checked on the source."""
+
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from taskmill.store.sql import annotated
+
+PACKAGE = Path(__file__).resolve().parent.parent / "taskmill"
+
+#: Imports inside functions, each where Django's app loading requires it.
+LOCAL_IMPORTS_ALLOWED = {
+    ("apps.py", "ready"),  # checks import models: only once every app is registered
+    ("testing/pytest_plugin.py", "taskmill_run_pending"),  # loaded before django.setup()
+    ("testing/pytest_plugin.py", "taskmill_worker"),
+}
+
+
+def test_imports_point_down_the_layers():
+    lint = Path(sys.executable).with_name("lint-imports")
+    if not lint.exists():
+        pytest.skip("import-linter is installed in the Django 5.2 environment")
+    done = subprocess.run([str(lint), "--no-logo", "--no-cache"], cwd=PACKAGE.parent,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_function_local_imports_only_where_app_loading_requires_them():
+    found = set()
+    for path in PACKAGE.rglob("*.py"):
+        if "migrations" in path.parts:
+            continue
+        tree = ast.parse(path.read_text())
+        for function in ast.walk(tree):
+            if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(function):
+                if isinstance(node, (ast.Import, ast.ImportFrom)):
+                    found.add((path.relative_to(PACKAGE).as_posix(), function.name))
+    assert found == LOCAL_IMPORTS_ALLOWED
+
+
+@pytest.mark.parametrize("vendor", ["postgresql", "mysql", "sqlite"])
+def test_every_job_transition_names_the_state_it_expects(vendor):
+    """Each statement has a purpose and a guard; each write to a job checks its state."""
+    statements = annotated(vendor)
+    assert {"insert_job", "complete_job", "fail_job", "recover_orphan"} <= set(statements)
+    for statement in statements.values():
+        assert statement.purpose and statement.expects, statement.name
+        sql = " ".join(statement.sql.split())
+        writes_jobs = re.match(r"(UPDATE|DELETE FROM) taskmill_job\b", sql)
+        if writes_jobs:
+            where = sql.split(" WHERE ", 1)[1]
+            assert re.search(r"\bstatus\b", where), f"{vendor}: {statement.name} has no guard"
