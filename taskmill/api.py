@@ -7,14 +7,12 @@ from collections.abc import Iterable
 from typing import Any
 
 from django.db import IntegrityError, connections, transaction
-from django.utils import timezone
 
 from .backend import TaskmillBackend, taskmill_backends
 from .compat import AnyTask, InvalidTask, TaskResultDoesNotExist, task_backends
-from .exceptions import TaskmillError, TaskNotFound
-from .jobs import resolve_task
+from .exceptions import TaskmillError
 from .models import Job, JobStatus
-from .results import JobResult
+from .results import JobResult, loaded_task
 from .store import JobStore, get_store
 
 
@@ -47,7 +45,7 @@ def cancel(result_id: str, force: bool = False) -> JobResult:
     cancel stays SUCCESSFUL: its work was done. Finished jobs are left as they are.
     """
     backend, store, job_id = locate(result_id)
-    store.cancel(job_id, bool(force), timezone.now())
+    store.cancel(job_id, bool(force))
     return backend.get_result(str(job_id))
 
 
@@ -58,22 +56,26 @@ def retry(result_id: str) -> JobResult:
     stopped), and gets the task's ``max_attempts`` afresh; ``attempts`` goes on
     counting. Only FAILED jobs can be retried: a SUCCESSFUL job did its work (enqueue
     the task again to run it once more), and READY or RUNNING ones are still going.
-    Raises :class:`InvalidJobState` otherwise, or when the job is ``unique`` and
-    another job with its key is already waiting or running.
+    Raises :class:`InvalidJobState` otherwise, when the job is ``unique`` and another
+    job with its key is already waiting or running, or when it is a child of a batch
+    that has finished (its ``then`` job ran once, and will not again).
     """
     backend, store, job_id = locate(result_id)
-    job = Job.objects.using(store.alias).only("status", "attempts", "task_path").get(id=job_id)
+    job = (Job.objects.using(store.alias).select_related("batch")
+           .only("status", "attempts", "task_path", "batch__finished_at").get(id=job_id))
     if job.status != JobStatus.FAILED:
         raise InvalidJobState(_not_failed(job_id, job.status))
-    try:
-        task = resolve_task(job.task_path)
-        budget = getattr(task, "max_attempts", None) or backend.config.max_attempts
-    except TaskNotFound:
-        budget = backend.config.max_attempts  # It will fail again, clearly, when run.
+    if job.batch is not None and job.batch.finished_at is not None:
+        raise InvalidJobState(
+            f"Job {job_id} is a child of batch {job.batch_id}, which has finished (its then "
+            "job ran); it was not retried. Enqueue the task again to run it once more.")
+    # The task's own budget if it is loaded here; its path is never imported to find out.
+    task = loaded_task(job.task_path)
+    budget = getattr(task, "max_attempts", None) or backend.config.max_attempts
     try:
         # A savepoint: a unique-key clash must not break the caller's transaction.
         with transaction.atomic(using=store.alias):
-            retried = store.retry(job_id, job.attempts + budget, timezone.now())
+            retried = store.retry(job_id, job.attempts + budget)
     except IntegrityError:
         jobs = Job.objects.using(store.alias)
         key = jobs.values_list("unique_key", flat=True).get(id=job_id)
@@ -95,10 +97,9 @@ def purge(queue: str | None = None, task: AnyTask | str | None = None) -> int:
     is a task or its dotted path. Applies to every taskmill backend's database.
     """
     task_path = task if isinstance(task, str) or task is None else task.module_path
-    now = timezone.now()
     deleted = 0
     for database in sorted({b.database for b in taskmill_backends().values()}):
-        deleted += get_store(connections[database]).purge(queue, task_path, now)
+        deleted += get_store(connections[database]).purge(queue, task_path)
     return deleted
 
 

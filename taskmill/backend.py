@@ -10,7 +10,6 @@ from typing import Any, cast
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
-from django.utils import timezone
 
 from . import compat
 from .compat import AnyTask, BaseTaskBackend, InvalidTask, Task
@@ -112,7 +111,7 @@ class TaskmillBackend(BaseTaskBackend):
         self.validate_task(task)
         if is_unique(task):
             return [self.enqueue(task, *split_item(item)) for item in items]
-        make_job = job_factory(task, self, timezone.now())
+        make_job = job_factory(task, self)
         jobs: list[NewJob] = []
         calls: list[tuple[Sequence[Any], dict[str, Any]]] = []
         for index, item in enumerate(items):

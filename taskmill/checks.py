@@ -12,6 +12,7 @@ from django.db import connections
 # Imported with the app (ready() imports this module): from then on every connection is
 # tracked (taskmill.db), so a fork never closes another thread's connection on the
 # parent's socket.
+from .capabilities import database_problems
 from .conf import BackendOptions
 from .db import describe_database, explain_connection_error
 from .services.scheduler import check_entry, parse_schedule
@@ -37,6 +38,43 @@ def check_backends(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                 )
             )
     return errors
+
+
+@checks.register(checks.Tags.compatibility)
+def check_time_zone_support(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """The store compares times with the database's clock, in UTC: Django must store UTC."""
+    if not _taskmill_databases() or getattr(settings, "USE_TZ", True):
+        return []
+    return [checks.Error(
+        "taskmill compares the times of jobs with the database's own clock, in UTC, and "
+        "needs Django to store times in UTC.", hint="Set USE_TZ = True in settings.",
+        id="taskmill.E003")]
+
+
+@checks.register(checks.Tags.database)
+def check_job_database_capabilities(app_configs: Any = None, databases: Any = None,
+                                    **kwargs: Any) -> list[checks.CheckMessage]:
+    """What each database must offer (when checks run against databases: ``migrate``,
+    ``check --database``, and ``taskmill worker`` for its own)."""
+    messages: list[checks.CheckMessage] = []
+    for alias in _taskmill_databases():
+        if databases is not None and alias not in databases:
+            continue
+        try:
+            messages += database_problems(alias)
+        except Exception:  # Unreachable: check_job_database_reachable says so.
+            continue
+    return messages
+
+
+def _taskmill_databases() -> list[str]:
+    found: list[str] = []
+    for params in getattr(settings, "TASKS", {}).values():
+        if str(params.get("BACKEND", "")).startswith("taskmill."):
+            database = params.get("OPTIONS", {}).get("DATABASE", "default")
+            if database in settings.DATABASES and database not in found:
+                found.append(database)
+    return found
 
 
 @checks.register(checks.Tags.database)

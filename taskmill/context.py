@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from django.utils.functional import Promise
 
 from .compat import AnyTaskContext
 from .exceptions import Cancelled
@@ -21,14 +25,21 @@ class JobRuntime:
     transaction open.
     """
 
-    def __init__(self, job: ClaimedJob, worker_id: str, store: JobStore | None) -> None:
+    def __init__(self, job: ClaimedJob, worker_id: str, store: JobStore | None,
+                 on_body_done: Callable[[], None] | None = None) -> None:
         self.job = job
         self.worker_id = worker_id
         self.store = store
+        self._on_body_done = on_body_done
         self.checkpoint: Any = job.checkpoint
         self.cancel_event = threading.Event()
         #: Set once a forced cancel armed the watchdog for this attempt.
         self.cancel_forced = False
+
+    def body_done(self) -> None:
+        """The task body returned or raised: stop its timeout and forced cancel here."""
+        if self._on_body_done is not None:
+            self._on_body_done()
 
     def write(self, **values: Any) -> None:
         if self.store is not None:
@@ -42,7 +53,13 @@ class JobContext(AnyTaskContext):  # type: ignore[misc]  # frozen in Django, not
     runtime: JobRuntime = field(repr=False, compare=False)
 
     def set_progress(self, current: float, total: float | None = None, message: str = "") -> None:
-        """Record how far the job is; ``get_result``, the admin and the dashboard see it at once."""
+        """Record how far the job is; ``get_result``, the admin and the dashboard see it at once.
+
+        ``current`` is a number from 0, ``total`` a number above 0 (or None: unknown),
+        ``message`` text. Anything else raises here, in the task, and nothing is stored:
+        the dashboard and the admin show what a task reports to everyone.
+        """
+        _check_progress(current, total, message)
         progress = Progress(current=current, total=total, message=str(message))
         self.runtime.write(progress=_json(progress.as_json()))
 
@@ -71,6 +88,22 @@ class JobContext(AnyTaskContext):  # type: ignore[misc]  # frozen in Django, not
         """Stop here (the job ends FAILED with ``Cancelled``) if a cancel was requested."""
         if self.cancel_requested:
             raise Cancelled(f"Job {self.runtime.job.id} was cancelled.")
+
+
+def _check_progress(current: Any, total: Any, message: Any) -> None:
+    for name, value in (("current", current), ("total", total)):
+        if value is None and name == "total":
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"set_progress: {name} must be a number, not {value!r}.")
+        if not math.isfinite(value):
+            raise ValueError(f"set_progress: {name} must be finite, not {value!r}.")
+    if current < 0:
+        raise ValueError(f"set_progress: current must be 0 or more, not {current!r}.")
+    if total is not None and total <= 0:
+        raise ValueError(f"set_progress: total must be above 0 (or None), not {total!r}.")
+    if not isinstance(message, (str, Promise)):
+        raise TypeError(f"set_progress: message must be text, not {message!r}.")
 
 
 def _json(value: Any) -> str:

@@ -38,7 +38,7 @@ from django.db.backends.signals import connection_created
 from django.db.utils import load_backend
 
 __all__ = ["close_inherited_connections", "describe_database", "explain_connection_error",
-           "try_connect", "wait_for_database"]
+           "pool_size", "private_connection", "try_connect", "wait_for_database"]
 
 #: Every connection this process opened, in any thread (weakly held).
 _live: weakref.WeakSet[BaseDatabaseWrapper] = weakref.WeakSet()
@@ -158,6 +158,45 @@ def _socket_fd(raw: Any) -> int | None:
     return None
 
 
+# -- connections of the worker's own --------------------------------------------------
+
+
+def private_connection(alias: str) -> BaseDatabaseWrapper:
+    """A connection of its own to ``alias``: outside Django's per-thread connections (not
+    closed with a task's, not joined to its transaction), and never taken from a
+    connection pool. A worker holds a few for as long as it lives (its producer, heartbeat,
+    maintenance, listener); taken from ``OPTIONS["pool"]`` they would leave the tasks'
+    threads waiting for a free one. Nothing connects until first use.
+
+    On MySQL/MariaDB it reads at READ COMMITTED whatever the project chose: the store's
+    checks made under a lock (a concurrency key's running jobs, a batch's unfinished
+    children) must see what committed before the lock was theirs, not a REPEATABLE READ
+    snapshot taken earlier in the transaction.
+    """
+    settings = copy.deepcopy(connections.settings[alias])
+    options = settings.setdefault("OPTIONS", {})
+    options.pop("pool", None)
+    if settings["ENGINE"].endswith("mysql"):
+        options["isolation_level"] = "read committed"
+    wrapper: BaseDatabaseWrapper = load_backend(settings["ENGINE"]).DatabaseWrapper(settings,
+                                                                                     alias)
+    return wrapper
+
+
+def pool_size(alias: str) -> int | None:
+    """How many connections ``alias``'s pool (Django's psycopg pool) holds at most; None
+    when it has none."""
+    options = connections.settings[alias].get("OPTIONS", {}).get("pool")
+    if not options:
+        return None
+    if options is True:
+        options = {}
+    # psycopg_pool's defaults: min_size 4, max_size = min_size.
+    min_size = int(options.get("min_size", 4))
+    max_size = options.get("max_size")
+    return int(max_size) if max_size is not None else min_size
+
+
 # -- errors in plain words -----------------------------------------------------------
 
 
@@ -195,6 +234,9 @@ _EXPLANATIONS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("too many connections", "remaining connection slots", "too many clients"),
      "the server has no free connection slots; fewer worker threads, a lower "
      "CONN_MAX_AGE, or a connection pool will help"),
+    (("handshake: reading initial communication packet", "reading authorization packet"),
+     "the server accepted the connection but did not answer the handshake in time: it is "
+     "overloaded or starting, or what listens there is not a MySQL/MariaDB server"),
     (("server closed the connection unexpectedly", "lost connection", "has gone away",
       "connection already closed", "ssl syscall error", "eof detected",
       "terminating connection", "consuming input failed", "connection is lost"),

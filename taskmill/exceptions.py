@@ -23,5 +23,13 @@ class Cancelled(TaskmillError):
     """The job was cancelled with ``taskmill.cancel()``."""
 
 
+class Interrupted(TaskmillError):
+    """The worker stopped (its shutdown timeout ran out) while the attempt ran."""
+
+
+class ResultNotStored(TaskmillError):
+    """The database refused the attempt's outcome (a return value it cannot store, say)."""
+
+
 class WorkerLost(TaskmillError):
     """The worker running the attempt stopped heartbeating (killed, out of memory, hung)."""

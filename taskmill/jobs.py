@@ -8,7 +8,6 @@ names the culprit (SPEC, Promises).
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import math
@@ -16,7 +15,6 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from .compat import AnyTask, InvalidTask, is_task
@@ -39,11 +37,14 @@ class JobBackend(Protocol):
     config: BackendOptions
 
 
-def job_factory(task: AnyTask, backend: JobBackend, now: dt.datetime | None = None,
+def job_factory(task: AnyTask, backend: JobBackend,
                 batch_id: uuid.UUID | None = None) -> JobFactory:
     """A function building rows for ``task``; what does not depend on the arguments is
-    worked out once (``enqueue_many`` builds tens of thousands of rows)."""
-    now = now or timezone.now()
+    worked out once (``enqueue_many`` builds tens of thousands of rows).
+
+    A job not deferred (``run_after``) is due when the database's clock says it was
+    enqueued: a host whose clock runs ahead does not make its jobs wait.
+    """
     config = backend.config
     unique = is_unique(task)
     concurrency_limit = getattr(task, "concurrency_limit", None)
@@ -52,8 +53,7 @@ def job_factory(task: AnyTask, backend: JobBackend, now: dt.datetime | None = No
         "task_path": task.module_path,
         "queue_name": task.queue_name,
         "priority": task.priority,
-        "enqueued_at": now,
-        "run_after": task.run_after or now,
+        "run_after": task.run_after,
         "max_attempts": _option(task, "max_attempts", config.max_attempts),
         "retry_backoff": float(_option(task, "retry_backoff", config.retry_backoff)),
         "timeout": getattr(task, "timeout", None),

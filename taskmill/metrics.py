@@ -24,11 +24,10 @@ from typing import Any
 from django.conf import settings
 from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
-from django.utils import timezone
 
 from .backend import taskmill_backend
 from .models import Job, JobStatus
-from .reporting import live_workers, queue_depths
+from .reporting import database_now, live_workers, queue_depths
 
 try:  # The optional "prometheus" extra; without it the view says how to install it.
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -65,7 +64,7 @@ class TaskmillCollector:
         return []
 
     def collect(self) -> Iterator[Any]:
-        now = timezone.now()
+        now = database_now(self.database)
         since = now - dt.timedelta(seconds=self.window)
         yield GaugeMetricFamily("taskmill_window_seconds",
                                 "Seconds of history the taskmill_recent_* figures cover.",

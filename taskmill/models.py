@@ -166,6 +166,8 @@ class Batch(models.Model):
         verbose_name = _("batch")
         verbose_name_plural = _("batches")
         ordering = ["-created_at"]
+        # Pruning deletes finished batches by age.
+        indexes = [models.Index(fields=["finished_at"], name="taskmill_batch_finished")]
 
     def __str__(self) -> str:
         return f"{self.task_path} ×{self.total} ({self.id})"
@@ -183,3 +185,21 @@ class ScheduleState(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} @ {self.last_tick.isoformat()}"
+
+
+class Service(models.Model):
+    """A maintenance service (recovery, pruning, ...) and the worker running it until when.
+
+    One worker at a time runs each service, across every host; another takes it over once
+    ``expires_at`` (by the database's clock) has passed. See :mod:`taskmill.services`.
+    """
+
+    name = models.CharField(max_length=100, primary_key=True)
+    holder = models.CharField(max_length=100, blank=True, default="")
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name = _("maintenance service")
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.holder or 'nobody'} until {self.expires_at.isoformat()})"

@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from .models import Job, JobStatus, Worker
 from .results import Progress
+from .store import get_store
 
 
 @dataclass
@@ -37,8 +38,14 @@ class WorkerInfo:
     heartbeat_age: float
 
 
+def database_now(database: str) -> dt.datetime:
+    """The job database's clock: ages are measured on the clock their times were written
+    with (a host's clock may be off)."""
+    return get_store(database).database_now()
+
+
 def queue_stats(database: str, now: dt.datetime | None = None) -> list[QueueStats]:
-    now = now or timezone.now()
+    now = now or database_now(database)
     stats: dict[str, QueueStats] = {}
     rows = (Job.objects.using(database).order_by().values("queue_name", "status")
             .annotate(n=Count("id")))
@@ -55,7 +62,7 @@ def queue_stats(database: str, now: dt.datetime | None = None) -> list[QueueStat
 
 
 def live_workers(database: str, now: dt.datetime | None = None) -> list[WorkerInfo]:
-    now = now or timezone.now()
+    now = now or database_now(database)
     return [
         WorkerInfo(id=w.id, hostname=w.hostname, pid=w.pid, queues=w.queues, threads=w.threads,
                    started_at=w.started_at, last_heartbeat=w.last_heartbeat,
@@ -66,7 +73,7 @@ def live_workers(database: str, now: dt.datetime | None = None) -> list[WorkerIn
 
 def status_report(database: str) -> dict[str, Any]:
     """Everything ``taskmill status --json`` prints, as plain data."""
-    now = timezone.now()
+    now = database_now(database)
     return {
         "database": database,
         "time": now.isoformat(),
@@ -250,7 +257,7 @@ def running_jobs(database: str, now: dt.datetime, limit: int = 50) -> list[dict[
 def dashboard_snapshot(database: str, lease_seconds: float, now: dt.datetime | None = None,
                        window_minutes: int = 60) -> dict[str, Any]:
     """Everything the dashboard shows, as JSON-ready data (its first paint and each poll)."""
-    now = now or timezone.now()
+    now = now or database_now(database)
     since = now - dt.timedelta(minutes=window_minutes)
     depths = queue_depths(database, now, since)
     succeeded = sum(d.succeeded for d in depths)

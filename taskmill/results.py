@@ -6,14 +6,26 @@ built for an enqueue (the result an enqueue returns).
 
 from __future__ import annotations
 
+import copy
+import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import MISSING, dataclass, fields
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.utils import timezone
 
-from .compat import AnyTask, AnyTaskResult, TaskError, TaskResultStatus, normalize_json
-from .jobs import resolve_task
+from .compat import (
+    DEFAULT_TASK_QUEUE_NAME,
+    AnyTask,
+    AnyTaskResult,
+    Task,
+    TaskError,
+    TaskResultStatus,
+    is_task,
+    normalize_json,
+)
+from .exceptions import TaskNotFound
 from .models import Job, JobError
 from .store import NewJob
 
@@ -72,10 +84,16 @@ _SLOT_SETTERS = {
 
 
 def result_from_job(job: Job, errors: Sequence[JobError] | None = None) -> JobResult:
-    """The result of a ``Job`` row (``errors``: its JobError rows, if prefetched)."""
-    task = resolve_task(job.task_path)
+    """The result of a ``Job`` row (``errors``: its JobError rows, if prefetched).
+
+    Readable whatever became of the task, and without importing anything: its ``task``
+    is the task itself when its module is loaded in this process (``task.get_result()``
+    always is), else a stand-in that names it (renamed, removed, or simply not imported
+    by a web process: a row's path is never imported here).
+    """
+    task = loaded_task(job.task_path) or _stand_in(job.task_path, job.backend)
     if task.queue_name != job.queue_name or task.priority != job.priority:
-        task = replace(task, queue_name=job.queue_name, priority=job.priority)
+        task = _with(task, queue_name=job.queue_name, priority=job.priority)
     if errors is None:
         errors = list(job.errors.all())
     result = JobResult(
@@ -99,14 +117,57 @@ def result_from_job(job: Job, errors: Sequence[JobError] | None = None) -> JobRe
     return result
 
 
+def loaded_task(task_path: str) -> AnyTask | None:
+    """The task at ``task_path`` if its module is already imported here, else None."""
+    module_name, _, name = task_path.rpartition(".")
+    module = sys.modules.get(module_name)
+    task = getattr(module, name, None) if module is not None else None
+    return task if is_task(task) else None
+
+
+def _stand_in(task_path: str, backend: str) -> AnyTask:
+    """A Task that names ``task_path`` and cannot run (built without Django's checks,
+    which would ask for a queue the task may no longer have)."""
+    module_name, _, name = task_path.rpartition(".")
+
+    def unavailable(*args: Any, **kwargs: Any) -> None:
+        raise TaskNotFound(f"{task_path!r} is not loaded in this process; the job's result "
+                           "can be read, not run.")
+
+    unavailable.__module__, unavailable.__name__, unavailable.__qualname__ = (
+        module_name, name, name)
+    values: dict[str, Any] = {}
+    for field in fields(Task):
+        if field.default is not MISSING:
+            values[field.name] = field.default
+        elif field.default_factory is not MISSING:
+            values[field.name] = field.default_factory()
+    values.update(func=unavailable, backend=backend, priority=0,
+                  queue_name=DEFAULT_TASK_QUEUE_NAME, run_after=None, takes_context=False)
+    task = object.__new__(Task)
+    for key, value in values.items():
+        object.__setattr__(task, key, value)
+    return task
+
+
+def _with(task: AnyTask, **changes: Any) -> AnyTask:
+    """A copy of ``task`` with these fields changed, without Django's checks (the row's
+    queue may no longer be configured: it must still be readable)."""
+    clone = copy.copy(task)
+    for key, value in changes.items():
+        object.__setattr__(clone, key, value)
+    return clone
+
+
 def result_for_new_job(task: AnyTask, job: NewJob, args: Sequence[Any],
                        kwargs: dict[str, Any]) -> JobResult:
-    """The READY result an enqueue returns."""
+    """The READY result an enqueue returns. Its ``enqueued_at`` is this host's clock; the
+    row keeps the database's (``get_result`` returns that one)."""
     return JobResult(
         task=task,
         id=str(job.id),
         status=TaskResultStatus.READY,
-        enqueued_at=job.enqueued_at,
+        enqueued_at=timezone.now(),
         started_at=None,
         finished_at=None,
         last_attempted_at=None,

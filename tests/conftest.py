@@ -79,11 +79,12 @@ class WorkerHandle:
 
 @pytest.fixture
 def start_worker() -> Iterator[Callable[..., WorkerHandle]]:
-    """``start_worker("--processes", "2")`` → a running worker, killed after the test."""
+    """``start_worker("--processes", "2")`` → a running worker, killed after the test.
+    ``env={...}`` adds to its environment."""
     handles: list[WorkerHandle] = []
 
-    def start(*args: str) -> WorkerHandle:
-        handle = WorkerHandle(list(args), database_env())
+    def start(*args: str, env: dict[str, str] | None = None) -> WorkerHandle:
+        handle = WorkerHandle(list(args), {**database_env(), **(env or {})})
         handles.append(handle)
         return handle
 

@@ -143,6 +143,13 @@ def db_label_slow(label: str) -> int:
     return os.getpid()
 
 
+@task()
+def holds_a_connection(label: str, seconds: float) -> None:
+    """Queries, then keeps its (pooled) connection while it works on."""
+    Execution.objects.create(label=label, pid=os.getpid(), started=time.time())
+    time.sleep(seconds)
+
+
 def pool_initializer() -> None:
     """The documented way to use taskmill with your own multiprocessing.Pool."""
     from taskmill.db import close_inherited_connections

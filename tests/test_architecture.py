@@ -50,7 +50,7 @@ def test_function_local_imports_only_where_app_loading_requires_them():
 def test_every_job_transition_names_the_state_it_expects(vendor):
     """Each statement has a purpose and a guard; each write to a job checks its state."""
     statements = annotated(vendor)
-    assert {"insert_job", "complete_job", "fail_job", "recover_orphan"} <= set(statements)
+    assert {"insert_job", "complete_job", "fail_job", "requeue_orphan"} <= set(statements)
     for statement in statements.values():
         assert statement.purpose and statement.expects, statement.name
         sql = " ".join(statement.sql.split())
@@ -58,3 +58,9 @@ def test_every_job_transition_names_the_state_it_expects(vendor):
         if writes_jobs:
             where = sql.split(" WHERE ", 1)[1]
             assert re.search(r"\bstatus\b", where), f"{vendor}: {statement.name} has no guard"
+
+
+def test_no_module_is_longer_than_one_reader_can_hold():
+    lengths = {path.relative_to(PACKAGE).as_posix(): len(path.read_text().splitlines())
+               for path in PACKAGE.rglob("*.py") if "migrations" not in path.parts}
+    assert {name: n for name, n in lengths.items() if n > 400} == {}

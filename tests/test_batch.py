@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import threading
 
 import pytest
@@ -35,7 +34,7 @@ def test_children_are_stored_in_item_order_with_progress_counts():
     assert [Job.objects.get(id=rid).args for rid in status.result_ids] == [[10], [11], [12], [13]]
     assert helpers.batch_child.get_result(status.result_ids[2]).args == [12]
     store = get_store("default")
-    store.claim(["default"], 1, "host:1:progress", timezone.now())
+    store.claim(["default"], 1, "host:1:progress")
     status = get_batch(batch.id)
     assert (status.running, status.waiting, status.finished) == (1, 3, False)
 
@@ -90,7 +89,7 @@ def test_then_is_enqueued_exactly_once_when_the_last_two_children_finish_at_once
     claimed = {}
     for batch in batches:
         for host in ("host-a:1:x", "host-b:2:y"):
-            (job,) = store.claim(["default"], 1, host, timezone.now())
+            (job,) = store.claim(["default"], 1, host)
             assert str(job.batch_id) == batch.id
             claimed.setdefault(batch.id, []).append((host, job))
     errors: list[BaseException] = []
@@ -125,9 +124,9 @@ def test_then_is_enqueued_exactly_once_when_the_last_two_children_finish_at_once
 def test_a_lost_child_that_ends_failed_still_completes_the_batch():
     batch = enqueue_batch(helpers.batch_child_slow, [5.0], then=helpers.batch_done)
     store = get_store("default")
-    (job,) = store.claim(["default"], 1, "gone-host:99:dead", timezone.now())
+    (job,) = store.claim(["default"], 1, "gone-host:99:dead")
     # That worker never registered a heartbeat: recovery treats it as dead.
-    assert store.recover_orphans(timezone.now() + dt.timedelta(seconds=1)) == 1
+    assert store.recover_orphans() == 1
     status = get_batch(batch.id)
     assert (status.failed, status.finished) == (1, True)
     assert JobError.objects.get(job_id=job.id).exception_class_path.endswith("WorkerLost")
@@ -140,7 +139,7 @@ def test_purging_the_waiting_children_still_runs_then_once():
 
     batch = enqueue_batch(helpers.batch_child, [1, 2, 3], then=helpers.batch_done)
     store = get_store("default")
-    (running,) = store.claim(["default"], 1, "host:1:purge", timezone.now())
+    (running,) = store.claim(["default"], 1, "host:1:purge")
     assert taskmill.purge(task=helpers.batch_child) == 2  # the running child goes on
     assert then_jobs(batch.id) == []
     done = Outcome(job=running, finished_at=timezone.now(), succeeded=True, return_json="null")
@@ -165,9 +164,37 @@ def test_then_keeps_the_options_it_was_given_with_using():
     then = helpers.batch_done.using(queue_name="other", priority=7, max_attempts=5, timeout=9.5)
     batch = enqueue_batch(helpers.batch_child, [1], then=then)
     store = get_store("default")
-    (child,) = store.claim(["default"], 1, "host:1:then", timezone.now())
+    (child,) = store.claim(["default"], 1, "host:1:then")
     store.complete([Outcome(job=child, finished_at=timezone.now(), succeeded=True)],
                    "host:1:then")
     (job,) = then_jobs(batch.id)
     assert (job.queue_name, job.priority, job.max_attempts, job.timeout) == ("other", 7, 5, 9.5)
     assert str(job.id) == get_batch(batch.id).then_result_id
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_last_child_cancelled_while_its_worker_held_it_still_finishes_the_batch():
+    import taskmill
+
+    batch = enqueue_batch(helpers.batch_child, [1], then=helpers.batch_done)
+    store = get_store("default")
+    store.register_worker("host:1:held", "host", 1, ["default"], 1)
+    held = store.claim(["default"], 1, "host:1:held")
+    taskmill.cancel(batch.result_ids[0])  # RUNNING: the cancel is only requested...
+    store.hand_back(held, "host:1:held", started=False)  # ...and ends it when handed back.
+    assert Job.objects.get(id=batch.result_ids[0]).status == JobStatus.FAILED
+    assert get_batch(batch.id).finished
+    assert len(then_jobs(batch.id)) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failed_child_of_a_finished_batch_is_not_retried():
+    import taskmill
+    from taskmill.api import InvalidJobState
+
+    batch = enqueue_batch(helpers.batch_child, [1], then=helpers.batch_done)
+    taskmill.cancel(batch.result_ids[0])  # FAILED, and the batch finished: then is queued
+    with pytest.raises(InvalidJobState, match="which has finished"):
+        taskmill.retry(batch.result_ids[0])
+    assert Job.objects.get(id=batch.result_ids[0]).status == JobStatus.FAILED
+    assert len(then_jobs(batch.id)) == 1

@@ -2,6 +2,7 @@
 
 import pytest
 
+from taskmill import task
 from taskmill.models import Job, JobStatus
 from tests.conftest import wait_until
 from tests.project.coordination_tasks import progress_then_wait, resumable
@@ -43,3 +44,31 @@ def test_progress_is_visible_from_another_process_while_the_task_runs(tmp_path, 
     release.write_text("go")
     wait_until(lambda: Job.objects.get(id=result.id).status == JobStatus.SUCCESSFUL, timeout=30,
                message="the job finished")
+
+
+BAD_PROGRESS = [("3/10", 10, ""), (3, "10", ""), (True, 10, ""), (float("nan"), 10, ""),
+                (-1, 10, ""), (3, 0, ""), (3, -5, ""), (3, 10, 123)]
+
+
+@task(takes_context=True)
+def reports_badly(context) -> list:
+    context.set_progress(1, 10, "fine")
+    refused = []
+    for current, total, message in BAD_PROGRESS:
+        try:
+            context.set_progress(current, total, message)
+        except (TypeError, ValueError) as exc:
+            refused.append(type(exc).__name__)
+    return refused
+
+
+@pytest.mark.django_db
+def test_bad_progress_is_an_error_at_the_call_and_changes_nothing():
+    from taskmill.testing import run_pending
+
+    result = reports_badly.enqueue()
+    run_pending()
+    done = reports_badly.get_result(result.id)
+    assert done.return_value == ["TypeError", "TypeError", "TypeError", "ValueError",
+                                 "ValueError", "ValueError", "ValueError", "TypeError"]
+    assert (done.progress.current, done.progress.total, done.progress.message) == (1, 10, "fine")

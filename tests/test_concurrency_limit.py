@@ -66,7 +66,6 @@ def test_racing_claims_keep_the_limit_and_give_the_rest_back_unburned():
     import threading
 
     from django.db import connection
-    from django.utils import timezone
 
     from taskmill.store import get_store
 
@@ -79,7 +78,7 @@ def test_racing_claims_keep_the_limit_and_give_the_rest_back_unburned():
             store = get_store(connection)
             barrier.wait()
             for _ in range(3):
-                kept.extend(str(j.id) for j in store.claim(["default"], 5, f"w{n}", timezone.now()))
+                kept.extend(str(j.id) for j in store.claim(["default"], 5, f"w{n}"))
         finally:
             connection.close()
 

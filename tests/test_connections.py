@@ -276,6 +276,39 @@ def test_parallel_map_and_workers_with_djangos_psycopg_pool():
     check_variant_outcome(stdout)
 
 
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_workers_with_djangos_pool_at_its_defaults_and_as_many_threads():
+    """The pool holds four connections by default: four threads' tasks have one each,
+    and the worker's own connections (producer, heartbeat, maintenance, listener,
+    progress writes) never come from it."""
+    if connection.vendor != "postgresql":
+        pytest.skip("the connection pool is PostgreSQL's")
+    from taskmill import enqueue_many
+
+    env = {**database_env(), "TASKMILL_PG_POOL": "defaults"}
+    # Four jobs at once, each holding its thread's pooled connection for three seconds.
+    enqueue_many(helpers.holds_a_connection.using(max_attempts=1), [("pooled", 3.0)] * 4)
+    run_variant(env, "taskmill", "worker", "--burst", "--processes", "1", "--threads", "4")
+    assert set(Job.objects.values_list("status", flat=True)) == {JobStatus.SUCCESSFUL}
+    assert Execution.objects.filter(label="pooled").count() == 4
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_pool_smaller_than_the_threads_is_refused_at_start_with_the_fix():
+    if connection.vendor != "postgresql":
+        pytest.skip("the connection pool is PostgreSQL's")
+    env = {**database_env(), "TASKMILL_PG_POOL": "defaults",
+           "DJANGO_SETTINGS_MODULE": "tests.project.settings_pg_variants"}
+    refused = subprocess.run([sys.executable, "-m", "django", "taskmill", "worker",
+                              "--processes", "1", "--threads", "6"], env=env, cwd=ROOT,
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0
+    assert "--threads 6 needs up to 6 connections from the pool of DATABASES['default']" \
+        in refused.stderr
+    assert '"pool": {"max_size": 6}' in refused.stderr
+
+
 @pytest.fixture
 def pgbouncer():
     reason = servers.can_run()
@@ -315,9 +348,21 @@ print(json.dumps({"batch": batch.id, "pids": pids}))
 JOBS_DB_REPORT = """
 import json, sys, django
 django.setup()
+from django.contrib.auth.models import User
+from django.test import Client
+from django.test.utils import setup_test_environment
 from taskmill import get_batch
+setup_test_environment()  # the test client's host is allowed
 status = get_batch(sys.argv[1])
-print(json.dumps({"succeeded": status.succeeded, "then": status.then_result_id}))
+# The admin reads the job tables where they are (alias "jobs"), not from "default".
+admin = User.objects.create_superuser("jobs-admin", "", "x")
+client = Client()
+client.force_login(admin)
+page = client.get("/admin/taskmill/job/?status__exact=SUCCESSFUL").content.decode()
+shown = sum(rid.replace("-", "")[-12:] in page for rid in status.result_ids)
+User.objects.filter(username="jobs-admin").delete()
+print(json.dumps({"succeeded": status.succeeded, "then": status.then_result_id,
+                  "in_admin": shown}))
 """
 
 
@@ -345,8 +390,38 @@ def test_jobs_in_another_database_than_the_data_tasks_touch():
         with psycopg.connect(**dsn) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     assert status["succeeded"] == 6 and status["then"]
+    assert status["in_admin"] == 6
     # The tasks wrote their rows to "default"; no job row ever landed there.
     assert Execution.objects.filter(label__startswith="batch-child-").count() == 6
     assert Execution.objects.filter(label=f"then-{started['batch']}").count() == 1
     assert Execution.objects.filter(label="jobs-db-child").count() == 4
     assert Job.objects.count() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_workers_asynchronous_commit_never_outlives_its_transaction():
+    """Behind PgBouncer in transaction mode the next client gets the same server session:
+    a session-level setting would make its commits asynchronous too (enqueues included)."""
+    if connection.vendor != "postgresql":
+        pytest.skip("synchronous_commit is PostgreSQL's")
+    from taskmill.store import private_store
+    from tests.project.tasks import add
+
+    add.enqueue(1, 1)
+    add.enqueue(2, 2)
+    store = private_store("default")
+
+    def setting() -> str:
+        with store.cursor() as cursor:
+            cursor.execute("SHOW synchronous_commit")
+            return cursor.fetchone()[0]
+
+    try:
+        with store.atomic():  # A worker's round: outcomes and the next claim, one commit.
+            assert len(store.claim(["default"], 1, "host:1:commit")) == 1
+            assert setting() == "off"
+        assert setting() == "on"
+        assert len(store.claim(["default"], 1, "host:1:commit")) == 1  # A claim alone.
+        assert setting() == "on"
+    finally:
+        store.connection.close()

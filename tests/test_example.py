@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import wait_until
 from tests.example_site import (
     ROOT,
     example_database,
@@ -138,8 +139,12 @@ def test_demo_stops_everything_on_ctrl_c(tmp_path):
             break
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as response:
         assert "Rebuild the search index" in response.read().decode()
-    started = _descendants(demo.pid)
-    assert len(started) >= 3, (started, "".join(lines))  # Server, worker supervisor, child.
+    # Server, worker supervisor, child (the worker forks its child once it has started).
+    def all_started() -> list[int] | None:
+        found = _descendants(demo.pid)
+        return found if len(found) >= 3 else None
+
+    started = wait_until(all_started, timeout=60, message="the worker's child to start")
 
     os.killpg(demo.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the whole group.
     out, _ = demo.communicate(timeout=60)

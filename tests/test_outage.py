@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -137,6 +138,19 @@ def test_wait_for_db_gives_up_with_one_line_naming_host_port_and_failure(vendor,
     assert time.monotonic() - started < 15
 
 
+@pytest.mark.parametrize("vendor, failure", [("postgresql", "no answer before the timeout"),
+                                             ("mysql", "did not answer the handshake")])
+def test_wait_for_db_names_a_server_that_accepts_but_never_answers(vendor, failure):
+    with socket.socket() as silent:  # Accepts connections (the kernel does), says nothing.
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        out = manage(base_env(port, vendor), "wait_for_db", "--timeout", "2")
+    assert out.returncode == 1
+    (line,) = out.stderr.strip().splitlines()
+    assert f"127.0.0.1:{port}" in line and failure in line, line
+
+
 def test_wait_for_db_returns_0_once_a_stopped_server_is_back(pg):
     pg.stop()
     waiting = subprocess.Popen([sys.executable, "-m", "django", "wait_for_db", "--timeout", "40"],
@@ -230,3 +244,32 @@ def test_worker_rides_out_a_database_restart_without_losing_or_repeating_a_job(p
                      "AND attempts = 1 AND args::text LIKE '%progress-after%'") == [(4,)]
     assert "unavailable" in output and "is back" in output
     assert output.count("unavailable") <= 6, output  # One line per outage and thread.
+
+
+@pytest.mark.slow
+def test_a_restart_is_said_once_back_only_when_it_is_and_work_resumes_at_once(pg):
+    worker = Worker(pg, "--processes", "1", "--threads", "1")
+    try:
+        enqueue(pg, ["before"])
+        wait_until(lambda: try_query(pg, "SELECT count(*) FROM taskmill_job WHERE status = "
+                                         "'SUCCESSFUL'") == [(1,)], timeout=30,
+                   message="the first job")
+        pg.stop()
+        time.sleep(4.0)  # Long enough for every thread of the worker to notice.
+        down = worker.output()
+        pg.start()
+        back_at = time.monotonic()
+        # The worker may claim before anything else: a job enqueued now starts at once.
+        enqueue(pg, ["after"])
+        wait_until(lambda: try_query(pg, "SELECT count(*) FROM taskmill_job WHERE status = "
+                                         "'SUCCESSFUL'") == [(2,)], timeout=30,
+                   message="the job enqueued after the restart")
+        resumed_in = time.monotonic() - back_at
+        output = worker.output()
+    finally:
+        assert worker.stop() == 0
+    assert "is back after" not in down, down  # Never said while the server was down.
+    said = [line for line in down.splitlines() if "unavailable" in line]
+    assert len(said) == 2, down  # Once for the process, once for its notifications.
+    assert output.count("is back after") == 1, output
+    assert resumed_in < 3.0, (resumed_in, output)  # starting a process for enqueue() included

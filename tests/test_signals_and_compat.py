@@ -13,7 +13,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def test_enqueued_started_and_finished_signals_are_sent():
-    from django.utils import timezone
 
     seen = []
 
@@ -29,7 +28,7 @@ def test_enqueued_started_and_finished_signals_are_sent():
     try:
         add.enqueue(2, 2)
         store = get_store("default")
-        (job,) = store.claim(["default"], 1, "host:1:sig", timezone.now())
+        (job,) = store.claim(["default"], 1, "host:1:sig")
         outcome, result = execute(job, JobRuntime(job, "host:1:sig", None))
         store.complete([outcome], "host:1:sig")
         announce_finished(result, outcome)

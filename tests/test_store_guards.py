@@ -12,16 +12,16 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def test_a_worker_that_lost_its_lease_cannot_overwrite_the_job():
     store = get_store("default")
-    now = timezone.now()
+    timezone.now()
     result = add.enqueue(1, 2)
-    store.register_worker("host:1:old", "host", 1, ["default"], 1, now)
-    (claimed,) = store.claim(["default"], 10, "host:1:old", timezone.now())
+    store.register_worker("host:1:old", "host", 1, ["default"], 1)
+    (claimed,) = store.claim(["default"], 10, "host:1:old")
     # The old worker goes silent; it is declared dead and its job recovered...
-    assert store.expire_workers(timezone.now() + timezone.timedelta(seconds=1)) == ["host:1:old"]
-    assert store.recover_orphans(timezone.now()) == 1
+    assert store.expire_workers(lease_seconds=-1) == ["host:1:old"]
+    assert store.recover_orphans() == 1
     # ...and claimed again by a new worker.
-    store.register_worker("host:2:new", "host", 2, ["default"], 1, timezone.now())
-    (reclaimed,) = store.claim(["default"], 10, "host:2:new", timezone.now())
+    store.register_worker("host:2:new", "host", 2, ["default"], 1)
+    (reclaimed,) = store.claim(["default"], 10, "host:2:new")
     assert reclaimed.id == claimed.id and reclaimed.attempts == 2
     late = Outcome(job=claimed, finished_at=timezone.now(), succeeded=True, return_json="999")
     store.complete([late], "host:1:old")
@@ -38,22 +38,22 @@ def test_a_worker_that_lost_its_lease_cannot_overwrite_the_job():
 
 def test_a_late_heartbeat_cannot_resurrect_recovered_jobs():
     store = get_store("default")
-    now = timezone.now()
+    timezone.now()
     add.enqueue(1, 1)
-    store.register_worker("host:3:w", "host", 3, ["default"], 1, now)
-    store.claim(["default"], 10, "host:3:w", timezone.now())
-    store.expire_workers(now + timezone.timedelta(seconds=1))
-    assert store.heartbeat("host:3:w", timezone.now()) is False  # told it was declared dead
-    store.recover_orphans(timezone.now())
+    store.register_worker("host:3:w", "host", 3, ["default"], 1)
+    store.claim(["default"], 10, "host:3:w")
+    store.expire_workers(lease_seconds=-1)
+    assert store.heartbeat("host:3:w") is False  # told it was declared dead
+    store.recover_orphans()
     assert Job.objects.get().status == JobStatus.READY
 
 
 def test_unstarted_jobs_handed_back_get_their_attempt_refunded():
     store = get_store("default")
-    now = timezone.now()
+    timezone.now()
     add.enqueue(1, 1)
-    store.register_worker("host:4:w", "host", 4, ["default"], 1, now)
-    (job,) = store.claim(["default"], 10, "host:4:w", timezone.now())
+    store.register_worker("host:4:w", "host", 4, ["default"], 1)
+    (job,) = store.claim(["default"], 10, "host:4:w")
     assert store.hand_back([job], "host:4:w", started=False) == 1
     row = Job.objects.get()
     assert (row.status, row.attempts, row.worker_ids, row.started_at) == (
@@ -62,12 +62,12 @@ def test_unstarted_jobs_handed_back_get_their_attempt_refunded():
 
 def test_recovery_fails_a_job_that_used_its_last_attempt():
     store = get_store("default")
-    now = timezone.now()
+    timezone.now()
     add.using(max_attempts=1).enqueue(1, 1)
-    store.register_worker("host:5:w", "host", 5, ["default"], 1, now)
-    store.claim(["default"], 10, "host:5:w", timezone.now())
+    store.register_worker("host:5:w", "host", 5, ["default"], 1)
+    store.claim(["default"], 10, "host:5:w")
     store.unregister_worker("host:5:w")
-    assert store.recover_orphans(timezone.now(), worker_id="host:5:w") == 1
+    assert store.recover_orphans(worker_id="host:5:w") == 1
     job = Job.objects.get()
     assert job.status == JobStatus.FAILED and job.finished_at is not None
     assert job.errors.get().exception_class_path == "taskmill.exceptions.WorkerLost"
@@ -78,8 +78,8 @@ def test_claims_never_overlap_between_workers():
     from taskmill import enqueue_many
 
     enqueue_many(add, [(i, i) for i in range(30)])
-    now = timezone.now()  # after the enqueue: every job is due
-    first = store.claim(["default"], 20, "host:a:1", now)
-    second = store.claim(["default"], 20, "host:b:2", now)
+    timezone.now()  # after the enqueue: every job is due
+    first = store.claim(["default"], 20, "host:a:1")
+    second = store.claim(["default"], 20, "host:b:2")
     assert len(first) == 20 and len(second) == 10
     assert not {j.id for j in first} & {j.id for j in second}

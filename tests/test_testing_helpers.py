@@ -153,12 +153,29 @@ class WorkerInsideTransactionTestCase(TransactionTestCase):
             running.drain()
         assert add.get_result(skipped.id).status == TaskResultStatus.READY
 
-    def test_a_job_that_crashes_the_worker_fails_the_test(self):
-        with pytest.raises(WorkerCrashed, match="KeyboardInterrupt"):  # noqa: SIM117
-            with worker(shutdown_timeout=0.5) as running:
-                interrupts.enqueue()
-                ok = add.enqueue(1, 2)
-                running.wait(ok, timeout=3)
+    def test_a_job_that_raises_what_tasks_should_not_leaves_the_worker_running(self):
+        with worker(shutdown_timeout=0.5) as running:
+            poison = interrupts.using(max_attempts=1).enqueue()
+            ok = add.enqueue(1, 2)
+            running.wait(poison, ok, timeout=5)
+        assert add.get_result(ok.id).return_value == 3
+        failed = interrupts.get_result(poison.id)
+        assert failed.status == TaskResultStatus.FAILED
+        assert [e.exception_class_path for e in failed.errors] == ["builtins.KeyboardInterrupt"]
+        assert taskmill_threads() == []
+
+    def test_a_worker_that_crashes_fails_the_test(self):
+        """No job can crash a worker; a database it cannot work with does (no table)."""
+        with connection.cursor() as cursor:
+            cursor.execute("ALTER TABLE taskmill_worker RENAME TO taskmill_worker_gone")
+        try:
+            with pytest.raises(WorkerCrashed, match="crashed"):  # noqa: SIM117
+                with worker(shutdown_timeout=0.5) as running:
+                    ok = add.enqueue(1, 2)
+                    running.wait(ok, timeout=5)
+        finally:
+            with connection.cursor() as cursor:
+                cursor.execute("ALTER TABLE taskmill_worker_gone RENAME TO taskmill_worker")
         assert taskmill_threads() == []
 
 

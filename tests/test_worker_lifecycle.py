@@ -2,6 +2,8 @@
 
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -10,7 +12,7 @@ from django.db import connection
 import taskmill
 from taskmill.compat import TaskResultStatus
 from taskmill.models import Job, JobStatus, Worker
-from tests.conftest import wait_until
+from tests.conftest import ROOT, database_env, wait_until
 from tests.project.models import Execution
 from tests.project.tasks import record, slow
 
@@ -149,3 +151,39 @@ def test_a_dropped_idle_connection_is_replaced(start_worker):
     second = record.enqueue("after")
     wait_until(lambda: Job.objects.filter(id=second.id, status=JobStatus.SUCCESSFUL).exists(),
                timeout=30, message="the job after the connections were cut")
+
+
+STOP_DURING_FORK = """
+import os, signal, sys, time, django
+django.setup()
+from taskmill.worker.config import WorkerConfig
+from taskmill.worker.supervisor import Supervisor
+
+class StoppedDuringFork(Supervisor):
+    def _spawn(self, worker_id):
+        process = super()._spawn(worker_id)
+        if len(self.children) == 1:  # the second child: SIGTERM lands as it is forked
+            os.kill(os.getpid(), signal.SIGTERM)
+        return process
+
+exits = []
+class Recording(StoppedDuringFork):
+    def _on_child_exit(self, child):
+        super()._on_child_exit(child)
+        exits.append(child.process.exitcode)
+
+started = time.monotonic()
+Recording(WorkerConfig(database="default", queues=["default"], shutdown_timeout=10,
+                       lease_seconds=3), processes=2).run()
+print("EXITS", sorted(exits), round(time.monotonic() - started, 1))
+"""
+
+
+def test_a_child_forked_as_sigterm_arrives_is_stopped_too():
+    done = subprocess.run([sys.executable, "-c", STOP_DURING_FORK], cwd=ROOT,
+                          env=database_env(), capture_output=True, text=True, timeout=60)
+    line = [x for x in done.stdout.splitlines() if x.startswith("EXITS")][-1]
+    codes, seconds = line.removeprefix("EXITS ").rsplit(" ", 1)
+    # Both children stopped when told, none was left to be killed at the deadline.
+    assert codes == "[0, 0]", done.stdout + done.stderr
+    assert float(seconds) < 8, done.stdout + done.stderr

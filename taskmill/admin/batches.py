@@ -11,7 +11,7 @@ from django.utils.translation import gettext_lazy as _
 
 from ..models import Batch, Job, JobStatus
 from .paginator import CappedPaginator
-from .readonly import ReadOnlyAdmin
+from .readonly import ReadOnlyAdmin, jobs_of
 from .rendering import change_link
 
 
@@ -35,7 +35,7 @@ class BatchAdmin(ReadOnlyAdmin):
     @admin.display(description=_("children by state"))
     def children(self, batch: Batch) -> SafeString:
         """One grouped query on the (batch, status) index."""
-        counts = dict(Job.objects.filter(batch=batch).order_by().values_list("status")
+        counts = dict(jobs_of(Job).filter(batch=batch).order_by().values_list("status")
                       .annotate(n=Count("id")))
         url = reverse("admin:taskmill_job_changelist")
         parts = [format_html('<a href="{}?batch__id__exact={}&status__exact={}">{}: {}</a>',

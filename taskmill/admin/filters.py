@@ -11,6 +11,7 @@ from django.utils.translation import gettext_lazy as _
 
 from ..backend import taskmill_backends
 from ..models import Job
+from .readonly import jobs_of
 
 #: Rows the filters sample (newest first) to offer queues and tasks to pick from.
 FILTER_SAMPLE = 500
@@ -22,7 +23,7 @@ def _sampled_values(request: HttpRequest, field: str) -> set[str]:
     if cache is None:
         # Newest first by the primary key: job ids are UUIDv7, so the PK index is
         # already in enqueue order and this reads FILTER_SAMPLE index entries.
-        cache = list(Job.objects.order_by("-id").values_list("queue_name", "task_path")
+        cache = list(jobs_of(Job).order_by("-id").values_list("queue_name", "task_path")
                      [:FILTER_SAMPLE])
         request._taskmill_filter_sample = cache  # type: ignore[attr-defined]
     index = 0 if field == "queue_name" else 1

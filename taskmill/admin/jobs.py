@@ -21,7 +21,7 @@ from ..exceptions import TaskmillError
 from ..models import Job, JobError, JobStatus
 from .filters import QueueFilter, TaskFilter
 from .paginator import CappedPaginator
-from .readonly import ReadOnlyAdmin
+from .readonly import ReadOnlyAdmin, job_database, jobs_of
 from .rendering import change_link, json_block, progress_bar
 
 #: Most jobs one action touches; "select all" over a million rows stops here.
@@ -43,6 +43,9 @@ class JobErrorInline(admin.StackedInline):
     @admin.display(description=_("traceback"))
     def traceback_text(self, error: JobError) -> SafeString:
         return format_html('<pre class="taskmill-traceback">{}</pre>', error.traceback)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return super().get_queryset(request).using(job_database())
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -202,7 +205,7 @@ class JobAdmin(ReadOnlyAdmin):
 
     def _cancel(self, request: HttpRequest, queryset: QuerySet, force: bool) -> None:
         ids = self._selected_ids(request, queryset)
-        statuses = dict(Job.objects.filter(id__in=ids).values_list("id", "status"))
+        statuses = dict(jobs_of(Job).filter(id__in=ids).values_list("id", "status"))
         waiting = running = 0
         failures = []
         for job_id in ids:
@@ -245,7 +248,7 @@ class JobAdmin(ReadOnlyAdmin):
     def purge_waiting_jobs(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
         """Purge is broad (every READY job of a queue and task), so it asks first."""
         ids = self._selected_ids(request, queryset)
-        pairs = sorted(set(Job.objects.filter(id__in=ids).order_by()
+        pairs = sorted(set(jobs_of(Job).filter(id__in=ids).order_by()
                            .values_list("queue_name", "task_path")))
         if request.POST.get("post") == "yes":
             removed = sum(purge(queue=queue, task=task) for queue, task in pairs)
@@ -257,7 +260,7 @@ class JobAdmin(ReadOnlyAdmin):
             return None
         rows: list[dict[str, Any]] = []
         for queue, task in pairs:
-            waiting = Job.objects.filter(status=JobStatus.READY, queue_name=queue,
+            waiting = jobs_of(Job).filter(status=JobStatus.READY, queue_name=queue,
                                          task_path=task).count()
             rows.append({"queue": queue, "task": task, "waiting": waiting})
         context = {

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from ..models import Worker
-from .readonly import ReadOnlyAdmin
+from ..store import get_store
+from .readonly import ReadOnlyAdmin, job_database
 
 
 @admin.register(Worker)
@@ -23,4 +23,6 @@ class WorkerAdmin(ReadOnlyAdmin):
 
     @admin.display(description=_("heartbeat age"))
     def heartbeat_age(self, worker: Worker) -> str:
-        return f"{(timezone.now() - worker.last_heartbeat).total_seconds():.1f}s"
+        # On the clock the heartbeat was written with (a host's may be off).
+        now = get_store(job_database()).database_now()
+        return f"{(now - worker.last_heartbeat).total_seconds():.1f}s"

@@ -13,7 +13,6 @@ from typing import Any
 
 from django.core.management.base import CommandError
 from django.db.models import Min
-from django.utils import timezone
 
 from ..models import Job, JobStatus
 from ..store import get_store
@@ -41,8 +40,8 @@ def handle(command: Any, options: dict[str, Any]) -> None:
         older_than = backend.config.result_ttl
     if older_than < 0:
         raise CommandError("--older-than must not be negative.")
-    cutoff = timezone.now() - timedelta(seconds=older_than)
     store = get_store(backend.database)
+    cutoff = store.database_now() - timedelta(seconds=older_than)
     finished = Job.objects.using(backend.database).filter(
         status__in=[JobStatus.SUCCESSFUL, JobStatus.FAILED], finished_at__lt=cutoff)
     # Both read the finished index: a range count and its first entry.

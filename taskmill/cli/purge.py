@@ -6,7 +6,6 @@ from argparse import ArgumentParser
 from typing import Any
 
 from django.db.models import Min
-from django.utils import timezone
 
 from ..api import purge
 from ..backend import taskmill_backends
@@ -60,15 +59,17 @@ def _waiting(queue: str | None, task: str | None) -> int:
 
 def _purge_with_progress(command: Any, queue: str | None, task: str | None, total: int) -> int:
     """``taskmill.purge`` in slices of enqueue time, saying how far it is after each."""
-    now = timezone.now()
-    databases = _databases()
-    oldest = min((_matching(db, queue, task).aggregate(m=Min("enqueued_at"))["m"] or now
-                  for db in databases), default=now)
+    spans = []
+    for database in _databases():
+        store = get_store(database)
+        now = store.database_now()  # Enqueue times are the database's.
+        oldest = _matching(database, queue, task).aggregate(m=Min("enqueued_at"))["m"] or now
+        spans.append((store, oldest, now))
     deleted = 0
     for i in range(1, SLICES + 1):
-        before = oldest + (now - oldest) * i / SLICES if i < SLICES else now
-        for database in databases:
-            deleted += get_store(database).purge(queue, task, before)
+        for store, oldest, now in spans:
+            deleted += store.purge(queue, task, oldest + (now - oldest) * i / SLICES
+                                   if i < SLICES else now)
         command.stderr.write(f"Purging: {deleted:,} of {total:,} "
                              f"({min(100.0, 100 * deleted / total):.0f}%)")
     return deleted

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from argparse import ArgumentParser
 from typing import Any
@@ -9,6 +10,8 @@ from typing import Any
 from django.core.management.base import CommandError
 from django.db import connections
 
+from ..capabilities import database_problems
+from ..db import pool_size
 from ..worker.config import WorkerConfig
 from ..worker.supervisor import run_worker
 from .common import configure_logging, get_backend
@@ -54,6 +57,8 @@ def build_config(options: dict[str, Any]) -> tuple[WorkerConfig, int]:
             raise CommandError(f"--{name.replace('_', '-')} must be at least 1.")
     if options["shutdown_timeout"] < 0:
         raise CommandError("--shutdown-timeout must not be negative.")
+    _check_pools(options["threads"])
+    _check_database(backend.database)
     vendor = connections[backend.database].vendor
     poll = options.get("poll_interval") or DEFAULT_POLL_INTERVAL.get(vendor, 1.0)
     config = WorkerConfig(
@@ -69,6 +74,29 @@ def build_config(options: dict[str, Any]) -> tuple[WorkerConfig, int]:
         poll_interval=poll,
     )
     return config, options.get("processes") or os.cpu_count() or 1
+
+
+def _check_pools(threads: int) -> None:
+    """Each executor thread may hold a pooled connection of every database its tasks use
+    (the worker's own connections never come from a pool): a smaller pool would leave
+    threads waiting for one, and tasks failing with "couldn't get a connection"."""
+    for alias in connections.settings:
+        size = pool_size(alias)
+        if size is not None and size < threads:
+            raise CommandError(
+                f"--threads {threads} needs up to {threads} connections from the pool of "
+                f"DATABASES[{alias!r}], which holds at most {size}. Give it more, e.g. "
+                f'"OPTIONS": {{"pool": {{"max_size": {threads}}}}}, or run fewer threads.')
+
+
+def _check_database(alias: str) -> None:
+    """The database checks of ``check --database`` for the job database: a worker on a
+    database that cannot hold its promises refuses to start, and says why."""
+    for message in database_problems(alias):
+        if message.is_serious():
+            raise CommandError(f"{message.msg} {message.hint or ''} ({message.id})".strip())
+        logging.getLogger("taskmill.worker").warning("%s %s (%s)", message.msg,
+                                                     message.hint or "", message.id)
 
 
 def handle(command: Any, options: dict[str, Any]) -> None:

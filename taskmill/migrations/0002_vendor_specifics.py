@@ -40,9 +40,6 @@ PARTIAL_INDEXES = [
 ]
 DROP_PARTIAL_INDEXES = [
     "DROP INDEX taskmill_job_unique_active",
-    # One READY or RUNNING job per unique key; rows without a key are not indexed at all.
-    "CREATE UNIQUE INDEX taskmill_job_unique_active ON taskmill_job (active_unique_key) "
-    "WHERE active_unique_key IS NOT NULL",
     "DROP INDEX taskmill_job_claim",
     "DROP INDEX taskmill_job_lease",
     "DROP INDEX taskmill_job_conc",

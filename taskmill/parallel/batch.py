@@ -102,11 +102,10 @@ def enqueue_batch(task: AnyTask, items: Iterable[Any], *, then: AnyTask | None =
             )
         then_job = job_factory(then, then_backend)([str(batch_id)], {})
     items = list(items)
-    now = timezone.now()
-    make_child = job_factory(task, backend, now, batch_id)
+    make_child = job_factory(task, backend, batch_id)
     jobs = [make_child([item], {}) for item in items]
     get_store(connections[backend.database]).create_batch(
-        batch_id, task.module_path, jobs, then_job, now)
+        batch_id, task.module_path, jobs, then_job)
     if compat.task_enqueued.has_listeners():
         for job, item in zip(jobs, items, strict=True):
             compat.send_signal("enqueued", type(backend),
@@ -115,7 +114,7 @@ def enqueue_batch(task: AnyTask, items: Iterable[Any], *, then: AnyTask | None =
         id=str(batch_id), task_path=task.module_path, total=len(jobs), succeeded=0, failed=0,
         running=0, waiting=len(jobs), result_ids=[str(job.id) for job in jobs],
         then_task_path=then.module_path if then is not None else None, then_result_id=None,
-        created_at=now, finished_at=None,
+        created_at=timezone.now(), finished_at=None,
     )
 
 

@@ -1,4 +1,4 @@
-"""The periodic scheduler (``TASKMILL_SCHEDULE``); runs in every worker's heartbeat.
+"""The periodic scheduler (``TASKMILL_SCHEDULE``); runs in every worker's maintenance thread.
 
 Ticks are fixed instants every worker computes alike: for ``every: N``, the multiples
 of N seconds since the Unix epoch; for ``cron``, the cron expression's instants in
@@ -11,8 +11,9 @@ one by one: the latest runs once. A new entry starts with the next tick after it
 first seen (a nightly job added at 14:00 first runs that night, not at once).
 
 Cheap when nothing is due: each process computes the next tick of each entry and does
-not touch the database until then. A clock running behind cannot enqueue an old tick
-again (the guard only moves forward).
+not touch the database until then. Ticks are computed on the database's clock, so a
+host whose clock runs ahead does not enqueue a tick early; and a clock running behind
+cannot enqueue an old tick again (the guard only moves forward).
 """
 
 from __future__ import annotations
@@ -163,9 +164,12 @@ class Scheduler:
         self.entries = entries
         self.next_check: dict[str, dt.datetime] = {}
 
-    def run_due(self, store: JobStore, now: dt.datetime | None = None) -> int:
-        """Enqueue the due ticks this store's database is responsible for; how many."""
-        now = now or timezone.now()
+    def run_due(self, store: JobStore, now: dt.datetime) -> int:
+        """Enqueue the due ticks this store's database is responsible for; how many.
+
+        ``now`` is the database's time (:class:`taskmill.store.clock.DatabaseClock`), so
+        that workers whose clocks disagree agree on which tick is due.
+        """
         enqueued = 0
         for entry in self.entries:
             due = self.next_check.get(entry.name)
@@ -215,12 +219,13 @@ def get_scheduler() -> Scheduler | None:
     return _scheduler
 
 
-def run_due(store: JobStore) -> int:
-    """Enqueue every schedule tick that is due; returns how many were enqueued."""
+def run_due(store: JobStore, now: dt.datetime) -> int:
+    """Enqueue every schedule tick that is due at ``now`` (the database's time); returns
+    how many were enqueued."""
     scheduler = get_scheduler()
     if scheduler is None:
         return 0
-    return scheduler.run_due(store)
+    return scheduler.run_due(store, now)
 
 
 __all__ = ["Entry", "Scheduler", "check_entry", "parse_schedule", "run_due"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 
+from ..db import private_connection
 from .base import JobStore
 from .mysql import MySQLJobStore
 from .postgresql import PostgreSQLJobStore
@@ -35,12 +36,12 @@ def get_store(connection: BaseDatabaseWrapper | str) -> JobStore:
 
 
 def private_store(database: str) -> JobStore:
-    """A store on a connection of its own, outside Django's per-thread connections.
+    """A store on a connection of its own (:func:`taskmill.db.private_connection`).
 
     For the worker's bookkeeping and for progress writes: they must not join (or be
-    closed with) the connection a task uses. Nothing connects until first use.
+    closed with) the connection a task uses, nor take one from its pool.
     """
-    return get_store(connections.create_connection(database))
+    return get_store(private_connection(database))
 
 
 def close_store(store: JobStore | None) -> None:

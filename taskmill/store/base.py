@@ -29,8 +29,5 @@ from .operations import Operations
 class JobStore(Leases, Operations):
     """The job tables seen through one connection. Not thread-safe: one per thread."""
 
-    def tune_for_worker(self) -> None:
-        """Adjust a worker's own bookkeeping connection (called before each round)."""
-
     def prepare_for_worker(self) -> None:
         """What a worker process needs of the database once, when it starts."""

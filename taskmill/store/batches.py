@@ -22,13 +22,10 @@ keep Django's default isolation level for the job database.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
-
-from django.utils import timezone
 
 from ..compat import DEFAULT_TASK_BACKEND_ALIAS, DEFAULT_TASK_QUEUE_NAME
 from ..ids import new_job_id
@@ -38,14 +35,13 @@ from .rows import NewJob
 
 class Batches(Enqueueing):
     def create_batch(self, batch_id: uuid.UUID, task_path: str, children: Sequence[NewJob],
-                     then: NewJob | None, created_at: dt.datetime) -> None:
+                     then: NewJob | None) -> None:
         """Store the batch and all its children in one transaction: all exist, or none."""
         with self.atomic():
             self.run("insert_batch", {
                 "id": self.id_param(batch_id), "task_path": task_path, "total": len(children),
                 "then_task_path": then.task_path if then is not None else None,
                 "then_job": json.dumps(then.as_template()) if then is not None else None,
-                "created_at": self.dt_param(created_at),
             })
             self.insert(children)
             if not children:
@@ -69,8 +65,7 @@ class Batches(Enqueueing):
                     continue
                 then = _then_job(row[0], self.json_from_db(row[1]), batch_id)
                 finished = self.execute(cursor, "finish_batch", {
-                    **key, "now": self.dt_param(timezone.now()),
-                    "then_job_id": self.optional_id_param(then.id if then else None),
+                    **key, "then_job_id": self.optional_id_param(then.id if then else None),
                 })
                 # Guarded: only the transaction that finished the batch enqueues ``then``.
                 if then is not None and finished == 1:
@@ -81,13 +76,12 @@ def _then_job(task_path: str | None, template: dict[str, Any] | None,
               batch_id: uuid.UUID) -> NewJob | None:
     if task_path is None:
         return None
-    now = timezone.now()
     if template is not None:
-        return NewJob.from_template(template, id=new_job_id(), now=now)
+        return NewJob.from_template(template, id=new_job_id())
     # A batch stored before ``then_job`` existed (migration 0005): the task's path only.
     return NewJob(
         id=new_job_id(), backend=DEFAULT_TASK_BACKEND_ALIAS, task_path=task_path,
         queue_name=DEFAULT_TASK_QUEUE_NAME, priority=0, args_json=json.dumps([str(batch_id)]),
-        kwargs_json="{}", enqueued_at=now, run_after=now, max_attempts=1, retry_backoff=0.0,
+        kwargs_json="{}", run_after=None, max_attempts=1, retry_backoff=0.0,
         timeout=None,
     )

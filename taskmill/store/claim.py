@@ -6,7 +6,6 @@ what follows it (claim order, concurrency limits) is the same everywhere.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -16,11 +15,10 @@ from .rows import ClaimedJob
 
 
 class Claiming(ConcurrencyLimits):
-    def claim(self, queues: Sequence[str], limit: int, worker_id: str,
-              now: dt.datetime) -> list[ClaimedJob]:
+    def claim(self, queues: Sequence[str], limit: int, worker_id: str) -> list[ClaimedJob]:
         """Take up to ``limit`` due READY jobs of ``queues``, best first, for ``worker_id``."""
         with self.claim_transaction():
-            rows = self.claim_rows(queues, limit, worker_id, now)
+            rows = self.claim_rows(queues, limit, worker_id)
             jobs = [self.row_to_claimed(row) for row in rows]
             jobs.sort(key=lambda j: (-j.priority, j.run_after, j.id))
             return self.enforce_limits(jobs, worker_id)
@@ -31,15 +29,16 @@ class Claiming(ConcurrencyLimits):
         trips); MySQL's three statements need a transaction (see :mod:`.mysql`)."""
         yield
 
-    def claim_rows(self, queues: Sequence[str], limit: int, worker_id: str,
-                   now: dt.datetime) -> list[Sequence[Any]]:
+    def claim_rows(self, queues: Sequence[str], limit: int,
+                   worker_id: str) -> list[Sequence[Any]]:
         """The claimed rows, ``${claim_columns}`` each: one ``claim`` statement."""
         with self.cursor() as cursor:
-            self.execute(cursor, "claim", {"worker": worker_id, "now": self.dt_param(now),
-                                           "queues": self.list_param(queues), "limit": limit})
+            self.execute(cursor, "claim", {"worker": worker_id, "limit": limit,
+                                           "queues": self.list_param(queues)})
             return list(cursor.fetchall())
 
-    def next_due(self, queues: Sequence[str]) -> dt.datetime | None:
-        """When the earliest READY job of ``queues`` becomes due (None: nothing waits)."""
+    def next_due(self, queues: Sequence[str]) -> float | None:
+        """In how many seconds the earliest waiting job of ``queues`` is due, by the
+        database's clock (None: nothing waits; 0 or less: one is due now)."""
         row = self.fetchone("next_due", {"queues": self.list_param(queues)})
-        return self.dt_from_db(row[0]) if row else None
+        return None if row is None or row[0] is None else float(row[0])

@@ -183,8 +183,8 @@ class StoreConnection:
         return {
             "id": self.id_param(job.id), "backend": job.backend, "task_path": job.task_path,
             "queue_name": job.queue_name, "priority": job.priority, "args": job.args_json,
-            "kwargs": job.kwargs_json, "enqueued_at": self.dt_param(job.enqueued_at),
-            "run_after": self.dt_param(job.run_after), "max_attempts": job.max_attempts,
+            "kwargs": job.kwargs_json, "run_after": self.dt_param(job.run_after),
+            "max_attempts": job.max_attempts,
             "retry_backoff": job.retry_backoff, "timeout": job.timeout,
             "transactional": job.transactional, "unique_key": job.unique_key,
             "concurrency_key": job.concurrency_key, "concurrency_limit": job.concurrency_limit,
@@ -194,3 +194,10 @@ class StoreConnection:
     def lease_params(self, job: ClaimedJob, worker_id: str) -> dict[str, Any]:
         """The guard of every write to a held job: its id, lease owner and attempt."""
         return {"id": self.id_param(job.id), "worker": worker_id, "attempt": job.attempts}
+
+    def database_now(self) -> dt.datetime:
+        """The database's clock: the one every time the store writes or compares is on."""
+        row = self.fetchone("database_now")
+        now = self.dt_from_db(row[0] if row else None)
+        assert now is not None
+        return now

@@ -9,7 +9,6 @@ recorded (``WorkerLost``), or FAILED when that was their last attempt.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import uuid
 from collections.abc import Sequence
@@ -25,34 +24,36 @@ _CANCELLED_AND_LOST = "cancelled, and worker {} stopped heartbeating while runni
 
 class Leases(Outcomes):
     def register_worker(self, worker_id: str, hostname: str, pid: int, queues: Sequence[str],
-                        threads: int, now: dt.datetime) -> None:
+                        threads: int) -> None:
         self.run("register_worker", {
             "id": worker_id, "hostname": hostname, "pid": pid, "queues": json.dumps(list(queues)),
-            "threads": threads, "now": self.dt_param(now)})
+            "threads": threads})
 
-    def heartbeat(self, worker_id: str, now: dt.datetime) -> bool:
+    def heartbeat(self, worker_id: str) -> bool:
         """Renew the lease. False: this worker was declared dead and its jobs recovered."""
-        return self.run("renew_lease", {"id": worker_id, "now": self.dt_param(now)}) == 1
+        return self.run("renew_lease", {"id": worker_id}) == 1
 
     def unregister_worker(self, worker_id: str) -> None:
         self.run("unregister_worker", {"id": worker_id})
 
-    def expire_workers(self, cutoff: dt.datetime) -> list[str]:
-        """Delete workers silent since ``cutoff``; their jobs become orphans to recover."""
-        cutoff_param = {"cutoff": self.dt_param(cutoff)}
+    def expire_workers(self, lease_seconds: float) -> list[str]:
+        """Delete workers silent for longer than ``lease_seconds``, by the database's
+        clock; their jobs become orphans to recover."""
+        lease = {"lease": lease_seconds}
         expired = []
         with self.cursor() as cursor:
-            self.execute(cursor, "stale_workers", cutoff_param)
+            self.execute(cursor, "stale_workers", lease)
             for (worker_id,) in cursor.fetchall():
-                if self.execute(cursor, "expire_worker", {**cutoff_param, "id": worker_id}):
+                if self.execute(cursor, "expire_worker", {**lease, "id": worker_id}):
                     expired.append(worker_id)
         return expired
 
-    def recover_orphans(self, now: dt.datetime, worker_id: str | None = None) -> int:
+    def recover_orphans(self, worker_id: str | None = None) -> int:
         """Re-queue RUNNING jobs whose worker is gone; each lost attempt is recorded.
 
-        A job that has used all its attempts ends FAILED with ``WorkerLost`` instead.
-        ``worker_id`` narrows it to one dead worker (the supervisor knows its child died).
+        A job that has used all its attempts ends FAILED with ``WorkerLost`` instead, and
+        one someone cancelled ends FAILED with ``Cancelled``. ``worker_id`` narrows it to
+        one dead worker (the supervisor knows its child died).
         """
         recovered = 0
         queues: set[str] = set()
@@ -62,21 +63,24 @@ class Leases(Outcomes):
                 self.execute(cursor, "orphans")
             else:
                 self.execute(cursor, "orphans_of_worker", {"owner": worker_id})
-            for (job_id, attempts, max_attempts, owner, queue_name, cancelled,
+            for (job_id, attempts, _max_attempts, owner, queue_name, cancelled,
                  batch_id) in cursor.fetchall():
-                # A job someone cancelled is not run again.
-                final = attempts >= max_attempts or cancelled is not None
-                if not self.execute(cursor, "recover_orphan", {
-                        "id": job_id, "owner": owner, "attempt": attempts,
-                        "status": "FAILED" if final else "READY",
-                        "finished_at": self.dt_param(now) if final else None}):
-                    continue
+                lease = {"id": job_id, "worker": owner, "attempt": attempts}
+                if cancelled is not None:
+                    final = self.execute(cursor, "fail_cancelled_job", lease) == 1
+                    if not final:
+                        continue
+                    exception, why = CANCELLED, _CANCELLED_AND_LOST
+                elif self.execute(cursor, "requeue_orphan", lease) == 1:
+                    final, exception, why = False, WORKER_LOST, _LOST
+                elif self.execute(cursor, "fail_job", lease) == 1:
+                    final, exception, why = True, WORKER_LOST, _LOST
+                else:
+                    continue  # No longer RUNNING under that lease: someone else settled it.
                 recovered += 1
                 queues.add(queue_name)
-                exception, why = ((CANCELLED, _CANCELLED_AND_LOST) if cancelled is not None
-                                  else (WORKER_LOST, _LOST))
                 self.insert_error(cursor, self.id_from_db(job_id), attempts, owner, exception,
-                                  f"{exception}: {why.format(owner)}\n", now)
+                                  f"{exception}: {why.format(owner)}\n")
                 if final and batch_id is not None:
                     finished_batches.add(self.id_from_db(batch_id))
             if finished_batches:  # A lost child that ends FAILED counts toward its batch.
@@ -85,13 +89,22 @@ class Leases(Outcomes):
             self.notify(queues)
         return recovered
 
-    def leased_jobs(self, worker_id: str, claimed_before: dt.datetime) -> list[ClaimedJob]:
-        """RUNNING jobs leased to ``worker_id`` whose attempt started before the cutoff."""
-        rows = self.fetchall("leased_jobs", {"worker": worker_id,
-                                             "before": self.dt_param(claimed_before)})
+    def leased_jobs(self, worker_id: str, older_than: float) -> list[ClaimedJob]:
+        """RUNNING jobs leased to ``worker_id`` whose attempt started more than
+        ``older_than`` seconds ago."""
+        rows = self.fetchall("leased_jobs", {"worker": worker_id, "age": older_than})
         return [self.row_to_claimed(row) for row in rows]
 
     def cancel_requests(self, worker_id: str) -> dict[uuid.UUID, bool]:
         """The running jobs of ``worker_id`` someone asked to cancel, with their force flag."""
         rows = self.fetchall("cancel_requests", {"worker": worker_id})
         return {self.id_from_db(job_id): bool(force) for job_id, force in rows}
+
+    def take_service(self, name: str, worker_id: str, seconds: float) -> bool:
+        """Whether ``worker_id`` may run the maintenance service ``name`` for the next
+        ``seconds``: one worker at a time across every host, passed on as it expires."""
+        params = {"name": name, "worker": worker_id, "ttl": seconds}
+        if self.run("take_service", params) == 1:
+            return True
+        self.run("add_service", params)  # First sight of it: the next look may take it.
+        return False

@@ -2,16 +2,16 @@
 
 Neither has UPDATE ... RETURNING, so a claim takes three statements; the row locks
 taken by the SELECT keep other workers off these jobs until the commit.
-Needs MySQL 8.0.1+ or MariaDB 10.6+ (SKIP LOCKED).
+Needs MySQL 8.0.1+ or MariaDB 10.8+ (SKIP LOCKED, DESC indexes): see taskmill.capabilities.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from django.db import IntegrityError
 from django.db.backends.utils import CursorWrapper
 
 from .base import JobStore
@@ -31,10 +31,9 @@ class MySQLJobStore(JobStore):
         with self.atomic():
             yield
 
-    def claim_rows(self, queues: Sequence[str], limit: int, worker_id: str,
-                   now: dt.datetime) -> list[Sequence[Any]]:
-        params = {"worker": worker_id, "now": self.dt_param(now), "limit": limit,
-                  "queues": self.list_param(queues)}
+    def claim_rows(self, queues: Sequence[str], limit: int,
+                   worker_id: str) -> list[Sequence[Any]]:
+        params = {"worker": worker_id, "limit": limit, "queues": self.list_param(queues)}
         with self.cursor() as cursor:
             self.execute(cursor, "claimable_jobs", params)
             ids = [row[0] for row in cursor.fetchall()]
@@ -47,8 +46,18 @@ class MySQLJobStore(JobStore):
             self.execute(cursor, "claimed_jobs", params)
             return list(cursor.fetchall())
 
+    def prune_concurrency_locks(self) -> int:
+        return self.run("prune_concurrency_locks")
+
     def _insert_if_key_free(self, cursor: CursorWrapper, params: Params) -> bool:
-        # No RETURNING, and the affected-rows count is 1 either way (FOUND_ROWS): the
-        # caller reads back who holds the key and compares ids.
-        self.execute(cursor, "insert_unique_job", params)
-        return False
+        """Read first: an insert that meets the key, even one that does nothing on the
+        conflict (``ON DUPLICATE KEY UPDATE``), locks the holder's index record until the
+        enqueuer commits, holding up its completion and its whole batch."""
+        self.execute(cursor, "unique_key_holder", {"key": params["unique_key"]})
+        if cursor.fetchone() is not None:
+            return False  # The caller reads the holder back.
+        try:
+            self.execute(cursor, "insert_unique_job", params)
+        except IntegrityError:  # Another enqueue took the key since we read.
+            return False
+        return True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 import uuid
 from typing import Any
 
@@ -14,7 +15,7 @@ CANCEL_ROUNDS = 20
 
 
 class Operations(Outcomes):
-    def cancel(self, job_id: uuid.UUID, force: bool, now: dt.datetime) -> str | None:
+    def cancel(self, job_id: uuid.UUID, force: bool) -> str | None:
         """Cancel a job; returns the status it had when cancelled (None: no such job).
 
         READY: it becomes FAILED with ``Cancelled`` at once and never runs. RUNNING: the
@@ -22,7 +23,7 @@ class Operations(Outcomes):
         heartbeat passes it to the running attempt. Finished jobs are left alone. A job
         that changes state under our feet (claimed as we cancel it) is looked at again.
         """
-        key = {"id": self.id_param(job_id), "now": self.dt_param(now), "force": force}
+        key = {"id": self.id_param(job_id), "force": force}
         for _ in range(CANCEL_ROUNDS):
             with self.atomic(), self.cursor() as cursor:
                 self.execute(cursor, "job_state", key)
@@ -33,7 +34,7 @@ class Operations(Outcomes):
                 if status == JobStatus.READY:
                     if self.execute(cursor, "cancel_waiting_job", key) == 1:
                         self.insert_error(cursor, job_id, attempts, "", CANCELLED,
-                                          f"{CANCELLED}: cancelled before it ran.\n", now)
+                                          f"{CANCELLED}: cancelled before it ran.\n")
                         if batch_id is not None:
                             self.finish_batches({self.id_from_db(batch_id)})
                         return str(status)
@@ -44,7 +45,7 @@ class Operations(Outcomes):
                     return str(status)
         raise RuntimeError(f"Job {job_id} kept changing state; cancel it again.")
 
-    def retry(self, job_id: uuid.UUID, max_attempts: int, now: dt.datetime) -> bool:
+    def retry(self, job_id: uuid.UUID, max_attempts: int) -> bool:
         """FAILED → READY, due now, allowed ``max_attempts`` in all; False if not FAILED.
 
         Attempts and errors so far are kept (``attempts`` counts every attempt ever
@@ -53,39 +54,51 @@ class Operations(Outcomes):
         already waiting or running.
         """
         key = {"id": self.id_param(job_id)}
-        retried = self.run("retry_failed_job", {**key, "now": self.dt_param(now),
-                                                "max_attempts": max_attempts}) == 1
+        retried = self.run("retry_failed_job", {**key, "max_attempts": max_attempts}) == 1
         if retried:
             row = self.fetchone("job_state", key)
             if row is not None:
                 self.notify([row[3]])
         return retried
 
-    def purge(self, queue: str | None, task_path: str | None, enqueued_before: dt.datetime,
-              chunk: int = 1000) -> int:
+    def purge(self, queue: str | None, task_path: str | None,
+              enqueued_before: dt.datetime | None = None, chunk: int = 1000) -> int:
         """Delete READY jobs (and their errors), a chunk at a time; RUNNING ones go on.
 
-        Only jobs enqueued before the call started, so a steady stream of enqueues
-        cannot keep it going forever. A purged child counts toward its batch, whose
-        ``then`` still runs. Returns how many were deleted.
+        Only jobs enqueued before ``enqueued_before`` (by default, the moment the call
+        started, by the database's clock), so a steady stream of enqueues cannot keep it
+        going forever. A purged child counts toward its batch, whose ``then`` still runs.
+        Returns how many were deleted.
         """
+        if enqueued_before is None:
+            enqueued_before = self.database_now()
         return self._delete_in_chunks(
             "purgeable_jobs", "delete_waiting_jobs",
             {"before": self.dt_param(enqueued_before), "queue": queue, "task_path": task_path,
              "chunk": chunk},
             completes_batches=True)
 
-    def prune(self, finished_before: dt.datetime, chunk: int = 1000) -> int:
+    def prune(self, finished_before: dt.datetime, chunk: int = 1000,
+              deadline: float | None = None) -> int:
         """Delete finished jobs (and their errors, and finished batches) older than the
-        cutoff, a chunk at a time."""
+        cutoff (a time by the database's clock: see ``database_now``), a chunk at a time.
+
+        With a ``deadline`` (``time.monotonic()``), it stops after the chunk that passes
+        it; the next prune goes on where this one stopped.
+        """
         before = self.dt_param(finished_before)
         deleted = self._delete_in_chunks("prunable_jobs", "delete_finished_jobs",
-                                         {"before": before, "chunk": chunk})
+                                         {"before": before, "chunk": chunk}, deadline=deadline)
         self.run("prune_batches", {"before": before})
         return deleted
 
+    def prune_concurrency_locks(self) -> int:
+        """Forget the lock rows of concurrency keys no job waits for or runs (MySQL keeps
+        one per key: :mod:`.limits`); other databases have none."""
+        return 0
+
     def _delete_in_chunks(self, select: str, delete: str, params: dict[str, Any], *,
-                          completes_batches: bool = False) -> int:
+                          completes_batches: bool = False, deadline: float | None = None) -> int:
         """Delete the jobs ``select`` finds, and their errors, in short transactions.
 
         ``delete`` re-checks the state itself: a job that changed state since it was
@@ -106,3 +119,5 @@ class Operations(Outcomes):
                 batch_ids = {self.id_from_db(row[1]) for row in rows if row[1] is not None}
                 if completes_batches and batch_ids:
                     self.finish_batches(batch_ids)
+            if deadline is not None and time.monotonic() > deadline:
+                return deleted

@@ -8,20 +8,20 @@ elsewhere; its late writes change nothing, and the outcome says so (``recorded``
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from django.db import transaction
 from django.db.backends.utils import CursorWrapper
-from django.utils import timezone
 
 from .batches import Batches
 from .claim import Claiming
 from .rows import ClaimedJob, Outcome
 
 CANCELLED = "taskmill.exceptions.Cancelled"
+INTERRUPTED = "taskmill.exceptions.Interrupted"
+_INTERRUPTED_WHY = (INTERRUPTED + ": worker {} stopped (shutdown timeout) while this attempt "
+                    "ran; {}.\n")
 
 
 class Outcomes(Batches, Claiming):
@@ -33,7 +33,7 @@ class Outcomes(Batches, Claiming):
         """
         if not outcomes:
             return
-        with transaction.atomic(using=self.alias):
+        with self.atomic():
             self.record_outcomes(outcomes, worker_id)
         for outcome in outcomes:  # Only once the commit went through.
             outcome.needs_recording = False
@@ -58,63 +58,82 @@ class Outcomes(Batches, Claiming):
         """Mark jobs SUCCESSFUL: one guarded UPDATE per job (PostgreSQL: one in all)."""
         with self.cursor() as cursor:
             for o in outcomes:
-                o.recorded = self.execute(cursor, "complete_job", {
-                    **self.lease_params(o.job, worker_id), "return_value": o.return_json,
-                    "finished_at": self.dt_param(o.finished_at)}) == 1
+                o.recorded = o.ended = self.execute(cursor, "complete_job", {
+                    **self.lease_params(o.job, worker_id), "return_value": o.return_json}) == 1
 
     def record_failure(self, outcome: Outcome, worker_id: str) -> None:
-        """Fail one attempt: back to READY at ``retry_at``, or FAILED; keep the error.
+        """Fail one attempt: back to READY in ``retry_delay`` seconds if it has attempts
+        left and was not cancelled, else FAILED; keep the error.
 
         In one transaction, so nobody sees the job FAILED without its error.
         """
         job = outcome.job
-        lease = self.lease_params(job, worker_id)
         with self.atomic(), self.cursor() as cursor:
-            # A job someone cancelled is not retried (it falls through to FAILED).
-            retried = outcome.retry_at is not None and self.execute(
-                cursor, "retry_job", {**lease, "run_after": self.dt_param(outcome.retry_at)}) == 1
-            outcome.recorded = retried or self.execute(
-                cursor, "fail_job", {**lease, "finished_at": self.dt_param(outcome.finished_at)}
-            ) == 1
-            if outcome.recorded:
-                self.insert_error(cursor, job.id, job.attempts, worker_id,
-                                  outcome.exception_class_path, outcome.traceback,
-                                  outcome.finished_at)
+            state = self._end_attempt(
+                cursor, job, worker_id, outcome.exception_class_path, outcome.traceback,
+                retry_delay=outcome.retry_delay)
+        outcome.recorded = state is not None
+        outcome.ended = state == "FAILED"
+
+    def _end_attempt(self, cursor: CursorWrapper, job: ClaimedJob, worker_id: str,
+                     exception: str, traceback: str, *, retry_delay: float | None) -> str | None:
+        """A failed attempt: READY again in ``retry_delay`` seconds (None: no retry), or
+        FAILED when it has no attempts left; its error kept. Returns the job's new state
+        (None: the job is not ours any more)."""
+        lease = self.lease_params(job, worker_id)
+        if retry_delay is not None and self.execute(
+                cursor, "retry_job", {**lease, "delay": max(0.0, retry_delay)}) == 1:
+            state = "READY"
+        elif self.execute(cursor, "fail_job", lease) == 1:
+            state = "FAILED"
+        else:
+            return None
+        self.insert_error(cursor, job.id, job.attempts, worker_id, exception, traceback)
+        return state
 
     def insert_error(self, cursor: CursorWrapper, job_id: uuid.UUID, attempt: int,
-                     worker_id: str, exception_class_path: str, traceback: str,
-                     at: dt.datetime) -> None:
+                     worker_id: str, exception_class_path: str, traceback: str) -> None:
         self.execute(cursor, "insert_error", {
             "job_id": self.id_param(job_id), "attempt": attempt, "worker": worker_id,
-            "exception": exception_class_path, "traceback": traceback,
-            "created_at": self.dt_param(at)})
+            "exception": exception_class_path, "traceback": traceback})
 
     def hand_back(self, jobs: Sequence[ClaimedJob], worker_id: str, *, started: bool) -> int:
-        """Return held jobs to READY (shutdown). Unstarted ones get their attempt back."""
+        """Give back held jobs at shutdown; returns how many are READY again.
+
+        Unstarted ones get their attempt refunded. A started one keeps its attempt and an
+        ``Interrupted`` error, and ends FAILED if that was its last; one someone cancelled
+        ends FAILED (``Cancelled``) rather than run again.
+        """
         if not jobs:
             return 0
-        count = 0
-        now = timezone.now()
+        ready = 0
+        ended: set[uuid.UUID] = set()
         with self.atomic(), self.cursor() as cursor:
             for job in jobs:
-                if self._fail_cancelled(cursor, job, worker_id, now):
-                    continue  # Cancelled while held: it ends here rather than run again.
-                if started:
-                    count += self.execute(cursor, "hand_back_job",
-                                          self.lease_params(job, worker_id))
-                else:
-                    count += self.refund_claims([job], worker_id)
+                if self._fail_cancelled(cursor, job, worker_id):
+                    if job.batch_id is not None:
+                        ended.add(job.batch_id)
+                elif not started:
+                    ready += self.refund_claims([job], worker_id)
+                elif self.execute(cursor, "hand_back_job", self.lease_params(job, worker_id)):
+                    ready += 1
+                    self.insert_error(cursor, job.id, job.attempts, worker_id, INTERRUPTED,
+                                      _INTERRUPTED_WHY.format(worker_id, "handed back"))
+                elif self._end_attempt(cursor, job, worker_id, INTERRUPTED,
+                                       _INTERRUPTED_WHY.format(worker_id, "its last attempt"),
+                                       retry_delay=None) and job.batch_id is not None:
+                    ended.add(job.batch_id)
+            if ended:  # Every path that ends a child finishes its batch.
+                self.finish_batches(ended)
         self.notify({job.queue_name for job in jobs})
-        return count
+        return ready
 
-    def _fail_cancelled(self, cursor: CursorWrapper, job: ClaimedJob, worker_id: str,
-                        now: dt.datetime) -> bool:
+    def _fail_cancelled(self, cursor: CursorWrapper, job: ClaimedJob, worker_id: str) -> bool:
         """End a held job that someone cancelled (FAILED, ``Cancelled``); False if not cancelled."""
-        if self.execute(cursor, "fail_cancelled_job", {
-                **self.lease_params(job, worker_id), "finished_at": self.dt_param(now)}) != 1:
+        if self.execute(cursor, "fail_cancelled_job", self.lease_params(job, worker_id)) != 1:
             return False
         self.insert_error(cursor, job.id, job.attempts, worker_id, CANCELLED,
-                          f"{CANCELLED}: cancelled while its worker held it.\n", now)
+                          f"{CANCELLED}: cancelled while its worker held it.\n")
         return True
 
     def update_running(self, job: ClaimedJob, worker_id: str, *, progress: str | None = None,

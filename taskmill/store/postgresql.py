@@ -24,7 +24,8 @@ def _copy_text(value: object) -> str:
 
 
 def _copy_lines(jobs: Sequence[NewJob]) -> str:
-    """Rows of ``copy_jobs`` (COPY text format), columns in INSERT_COLUMNS order.
+    """Rows of ``copy_jobs`` / ``copy_deferred_jobs`` (COPY text format), in their
+    column order; ``run_after`` last, for deferred jobs only.
 
     Jobs of one enqueue_many share everything but id, arguments, unique key and batch,
     so the shared columns are formatted once per distinct combination.
@@ -32,59 +33,60 @@ def _copy_lines(jobs: Sequence[NewJob]) -> str:
     cache: dict[tuple[Any, ...], tuple[str, str, str]] = {}
     lines = []
     for job in jobs:
-        key = (job.backend, job.task_path, job.queue_name, job.priority, job.enqueued_at,
-               job.run_after, job.max_attempts, job.retry_backoff, job.timeout,
-               job.transactional, job.concurrency_key, job.concurrency_limit)
+        key = (job.backend, job.task_path, job.queue_name, job.priority, job.run_after,
+               job.max_attempts, job.retry_backoff, job.timeout, job.transactional,
+               job.concurrency_key, job.concurrency_limit)
         parts = cache.get(key)
         if parts is None:
             head = "\t".join((_copy_text(job.backend), _copy_text(job.task_path),
                               _copy_text(job.queue_name), str(job.priority), "READY"))
             middle = "\t".join((
-                job.enqueued_at.isoformat(), job.run_after.isoformat(), "0",
-                str(job.max_attempts), repr(float(job.retry_backoff)), _copy_text(job.timeout),
-                "t" if job.transactional else "f", "", "f"))
+                "0", str(job.max_attempts), repr(float(job.retry_backoff)),
+                _copy_text(job.timeout), "t" if job.transactional else "f", "", "f"))
             tail = "\t".join((_copy_text(job.concurrency_key), _copy_text(job.concurrency_limit)))
+            if job.run_after is not None:
+                tail = f"{tail}\t{{}}\t{job.run_after.isoformat()}"
+            else:
+                tail = f"{tail}\t{{}}"
             parts = cache[key] = (head, middle, tail)
         head, middle, tail = parts
         lines.append(
             f"{job.id.hex}\t{head}\t{job.args_json.translate(_COPY_ESCAPES)}\t"
             f"{job.kwargs_json.translate(_COPY_ESCAPES)}\t{middle}\t"
-            f"{_copy_text(job.unique_key)}\t{tail}\t{_copy_text(job.batch_id)}\n"
+            f"{_copy_text(job.unique_key)}\t" + tail.format(_copy_text(job.batch_id)) + "\n"
         )
     return "".join(lines)
 
 
 class PostgreSQLJobStore(JobStore):
+    """The claim's transaction commits without waiting for the WAL flush (``claim`` in
+    postgresql.sql). Enqueues, checkpoints, progress, completions recorded on their own
+    and the body of a ``transactional`` task keep synchronous commits. The hazard: if the
+    PostgreSQL *server* crashes, the last fraction of a second of claims (and of the
+    completions recorded with them) can be lost, and those jobs run again: exactly what
+    at-least-once execution already allows; nothing enqueued is ever lost. What it buys:
+    a claim does not wait for a disk flush, so an idle worker starts a job sooner and a
+    busy one commits more rounds per second.
+    """
+
     vendor = "postgresql"
-    _tuned: object = None
-
-    def tune_for_worker(self) -> None:
-        """Commit the worker's claims and completions without waiting for the WAL flush.
-
-        Only the worker's own bookkeeping connection is tuned: enqueues, checkpoints,
-        progress and the body of a ``transactional`` task keep synchronous commits. The
-        hazard: if the PostgreSQL *server* crashes, the last fraction of a second of
-        claims and completions can be lost, and those jobs run again (exactly what
-        at-least-once execution already allows); nothing enqueued is ever lost. What it
-        buys: a claim does not wait for a disk flush, so an idle worker starts a job
-        sooner and a busy one commits more rounds per second.
-        """
-        self.connection.ensure_connection()
-        raw = self.connection.connection
-        if raw is not self._tuned:
-            self.run("worker_commit_mode")
-            self._tuned = raw
 
     def insert(self, jobs: Sequence[NewJob],
                while_sending: Callable[[], None] | None = None) -> None:
         # The statement-level trigger sends the NOTIFY; it is delivered on commit.
         if len(jobs) <= 1:
             return super().insert(jobs, while_sending)
-        with self.cursor() as cursor, cursor.copy(self.sql["copy_jobs"]) as copy:
-            for start in range(0, len(jobs), 5000):
-                copy.write(_copy_lines(jobs[start:start + 5000]))
-            if while_sending is not None:
-                while_sending()  # The server works through the rows meanwhile.
+        groups = [(statement, rows) for statement, rows in (
+            ("copy_jobs", [job for job in jobs if job.run_after is None]),
+            ("copy_deferred_jobs", [job for job in jobs if job.run_after is not None]),
+        ) if rows]
+        with self.atomic(), self.cursor() as cursor:
+            for number, (statement, rows) in enumerate(groups, 1):
+                with cursor.copy(self.sql[statement]) as copy:
+                    for start in range(0, len(rows), 5000):
+                        copy.write(_copy_lines(rows[start:start + 5000]))
+                    if while_sending is not None and number == len(groups):
+                        while_sending()  # The server works through the rows meanwhile.
 
     def notify(self, queues: Iterable[str]) -> None:
         with self.cursor() as cursor:
@@ -99,8 +101,7 @@ class PostgreSQLJobStore(JobStore):
                 "ids": [o.job.id for o in outcomes],
                 "attempts": [o.job.attempts for o in outcomes],
                 "return_values": [o.return_json for o in outcomes],
-                "finished_ats": [o.finished_at for o in outcomes],
             })
             done = {row[0] for row in cursor.fetchall()}
         for o in outcomes:
-            o.recorded = o.job.id in done
+            o.recorded = o.ended = o.job.id in done

@@ -35,8 +35,9 @@ class NewJob:
     priority: int
     args_json: str
     kwargs_json: str
-    enqueued_at: dt.datetime
-    run_after: dt.datetime
+    #: When the job is due: None for at once, by the database's clock (a host's clock
+    #: may be off; a deferred job's time is the caller's to choose).
+    run_after: dt.datetime | None
     max_attempts: int
     retry_backoff: float
     timeout: float | None
@@ -53,13 +54,13 @@ class NewJob:
                 if f.name not in _NOT_IN_TEMPLATE}
 
     @classmethod
-    def from_template(cls, template: dict[str, Any], *, id: uuid.UUID,
-                      now: dt.datetime) -> NewJob:
+    def from_template(cls, template: dict[str, Any], *, id: uuid.UUID) -> NewJob:
+        """The job of a template, due at once."""
         values = {key: template[key] for key in _TEMPLATE_KEYS if key in template}
-        return cls(id=id, enqueued_at=now, run_after=now, **values)
+        return cls(id=id, run_after=None, **values)
 
 
-_NOT_IN_TEMPLATE = {"id", "enqueued_at", "run_after", "batch_id"}
+_NOT_IN_TEMPLATE = {"id", "run_after", "batch_id"}
 _TEMPLATE_KEYS = [f.name for f in fields(NewJob) if f.name not in _NOT_IN_TEMPLATE]
 
 
@@ -93,15 +94,21 @@ class Outcome:
     """How one attempt ended, to be recorded by :meth:`JobStore.complete`."""
 
     job: ClaimedJob
+    #: By this host's clock: for the result ``task_finished`` carries, never stored.
     finished_at: dt.datetime
     succeeded: bool
     return_json: str = "null"
-    #: For failures: the exception and, when the job will be retried, when.
+    #: For failures: the exception and, when the job is to be retried, in how many
+    #: seconds (the store retries it only if it has attempts left).
     exception_class_path: str = ""
     traceback: str = ""
-    retry_at: dt.datetime | None = None
-    #: Filled in by the store: False when the guard rejected the write (lease lost).
-    recorded: bool = field(default=True)
+    retry_delay: float | None = None
+    #: Filled in by the store: True once written; False while not yet, or when the guard
+    #: rejected the write (the lease was lost and the job recovered).
+    recorded: bool = field(default=False)
+    #: Filled in by the store: whether the job ended (SUCCESSFUL, or FAILED for good)
+    #: rather than going back in line for another attempt.
+    ended: bool = field(default=False)
     #: False once written (a ``transactional`` job records itself inside its transaction).
     needs_recording: bool = field(default=True)
     #: The exception itself (not stored), so ``task_finished`` can be sent while it is

@@ -8,7 +8,6 @@ from collections.abc import Iterable
 from typing import Any
 
 from django.db import DatabaseError, connections, transaction
-from django.utils import timezone
 
 from ..context import JobRuntime
 from ..store import ClaimedJob, JobStore, get_store
@@ -34,11 +33,10 @@ def run_pending(queues: Iterable[str] | None = None, *, limit: int = RUN_PENDING
     targets = queues_by_database(queues)
     worker_id = worker_id_for("run_pending")
     stores = {database: get_store(connections[database]) for database in targets}
-    now = timezone.now()
     for database, store in stores.items():
         # Registered like any worker, so a real worker's recovery never takes these jobs.
         store.register_worker(worker_id, socket.gethostname(), os.getpid(), targets[database],
-                              1, now)
+                              1)
     ran = 0
     try:
         while True:
@@ -46,7 +44,7 @@ def run_pending(queues: Iterable[str] | None = None, *, limit: int = RUN_PENDING
             for database, names in targets.items():
                 store = stores[database]
                 while True:
-                    claimed = store.claim(names, 1, worker_id, timezone.now())
+                    claimed = store.claim(names, 1, worker_id)
                     if not claimed:
                         break
                     if ran >= limit:

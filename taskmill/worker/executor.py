@@ -1,6 +1,13 @@
 """Run one claimed job and say how it ended. No scheduling, no bookkeeping of its own.
 
 Used by the worker's executor threads and by ``taskmill.testing.run_pending``.
+
+Every attempt ends in an outcome, whatever raised and wherever: the task body, a
+``task_started`` receiver, the task's own transaction (a ``transactional`` task that
+broke it and returned), its completion inside that transaction, or a timeout that lands
+as the body returns. An attempt that failed outside the task body counts like any
+other: retried while attempts are left, then FAILED with its error. A poison job cannot
+take a worker down with it, nor loop forever.
 """
 
 from __future__ import annotations
@@ -8,9 +15,9 @@ from __future__ import annotations
 import json
 import logging
 import random
+import threading
 import traceback
 from collections.abc import Callable
-from datetime import timedelta
 from typing import Any
 
 from django.db import close_old_connections, transaction
@@ -49,79 +56,100 @@ def execute(job: ClaimedJob, runtime: JobRuntime, *,
     ``manage_connections`` closes stale connections before and after, as Django does
     around a request (skipped by ``run_pending``, which runs inside the test's transaction).
     """
-    now = timezone.now()
     try:
         task = resolve_task(job.task_path)
     except TaskNotFound as exc:
         logger.error("Job %s: %s", job.id, exc)
         return failure_outcome(job, exc, final=True), None
 
+    now = timezone.now()
     result = JobResult(
         task=task, id=str(job.id), status=TaskResultStatus.RUNNING,
         enqueued_at=job.enqueued_at, started_at=job.started_at or now, finished_at=None,
         last_attempted_at=now, args=job.args, kwargs=job.kwargs, backend=job.backend,
         errors=[], worker_ids=job.worker_ids, progress=None,
     )
-    compat.send_signal("started", TaskmillBackend, result)
+    try:
+        compat.send_signal("started", TaskmillBackend, result)
+    except Exception as exc:  # A receiver's failure fails the attempt it was told of.
+        outcome = failure_outcome(job, exc, final=False)
+        return outcome, _finished_result(result, outcome)
     if manage_connections:
         close_old_connections()
     try:
         if job.transactional and record is not None:
-            database = _job_database(job)
-            with transaction.atomic(using=database):
-                outcome = _call(task, job, result, runtime)
-                if outcome.succeeded:
-                    # Same connection, same transaction: effects and completion are one commit.
-                    record(outcome)
-                if not (outcome.succeeded and outcome.recorded):
-                    # A failed attempt leaves no writes behind (the caller records the
-                    # failure); a lost lease means another attempt owns the effects.
-                    transaction.set_rollback(True, using=database)
-            if outcome.succeeded:
-                outcome.needs_recording = False
+            outcome = _call_in_transaction(task, job, result, runtime, record)
         else:
             outcome = _call(task, job, result, runtime)
     finally:
         if manage_connections:
-            close_old_connections()
+            try:
+                close_old_connections()
+            except Exception:  # A connection that cannot even be closed is gone anyway.
+                logger.exception("Job %s: closing the task's connections failed.", job.id)
     return outcome, _finished_result(result, outcome)
+
+
+def _call_in_transaction(task: Any, job: ClaimedJob, result: JobResult, runtime: JobRuntime,
+                         record: Callable[[Outcome], None]) -> Outcome:
+    """The task body and its completion in one transaction on the job database."""
+    database = _job_database(job)
+    try:
+        with transaction.atomic(using=database):
+            outcome = _call(task, job, result, runtime)
+            if outcome.succeeded:
+                # Same connection, same transaction: effects and completion are one commit.
+                record(outcome)
+            if not (outcome.succeeded and outcome.recorded):
+                # A failed attempt leaves no writes behind (the caller records the
+                # failure); a lost lease means another attempt owns the effects.
+                transaction.set_rollback(True, using=database)
+    except Exception as exc:
+        # The task broke its transaction (caught a database error and returned), or the
+        # completion or the commit failed: nothing of the attempt was kept.
+        return failure_outcome(job, exc, final=False)
+    if outcome.succeeded:
+        outcome.needs_recording = False
+    return outcome
 
 
 def _call(task: Any, job: ClaimedJob, result: JobResult, runtime: JobRuntime) -> Outcome:
     try:
-        if task.takes_context:
-            value = task.call(JobContext(task_result=result, runtime=runtime), *job.args, **job.kwargs)
-        else:
-            value = task.call(*job.args, **job.kwargs)
+        try:
+            if task.takes_context:
+                value = task.call(JobContext(task_result=result, runtime=runtime), *job.args,
+                                  **job.kwargs)
+            else:
+                value = task.call(*job.args, **job.kwargs)
+        finally:
+            # From here on no timeout or forced cancel is raised in this thread.
+            runtime.body_done()
         return_json = json.dumps(value, allow_nan=False, separators=(",", ":"))
     except Exception as exc:
         return failure_outcome(job, exc, final=isinstance(exc, FINAL_ERRORS))
     except BaseException as exc:  # JobTimeout injected into the thread, SystemExit in a task...
-        if isinstance(exc, KeyboardInterrupt):
-            raise
+        if isinstance(exc, KeyboardInterrupt) and threading.current_thread() is \
+                threading.main_thread():
+            raise  # Ctrl-C during run_pending(); in a worker's thread only a task raises it.
         return failure_outcome(job, exc, final=isinstance(exc, FINAL_ERRORS))
     return Outcome(job=job, finished_at=timezone.now(), succeeded=True, return_json=return_json)
 
 
 def failure_outcome(job: ClaimedJob, exc: BaseException, *, final: bool) -> Outcome:
-    now = timezone.now()
+    """The outcome of an attempt that raised ``exc``: retried (if attempts are left, which
+    the store decides) unless ``final``."""
     exc_type = type(exc)
-    retry_at = None
-    if not final and job.attempts < job.max_attempts:
-        retry_at = now + timedelta(seconds=retry_delay(job.retry_backoff, job.attempts))
     return Outcome(
-        job=job, finished_at=now, succeeded=False,
+        job=job, finished_at=timezone.now(), succeeded=False,
         exception_class_path=f"{exc_type.__module__}.{exc_type.__qualname__}",
         traceback="".join(traceback.format_exception(exc)),
-        retry_at=retry_at,
+        retry_delay=None if final else retry_delay(job.retry_backoff, job.attempts),
         exception=exc,
     )
 
 
-def _finished_result(result: JobResult, outcome: Outcome) -> JobResult | None:
-    """The result for ``task_finished``: only when the job reached a final state."""
-    if not outcome.succeeded and outcome.retry_at is not None:
-        return None
+def _finished_result(result: JobResult, outcome: Outcome) -> JobResult:
+    """The result ``task_finished`` carries if the outcome ends the job."""
     status = TaskResultStatus.SUCCESSFUL if outcome.succeeded else TaskResultStatus.FAILED
     errors = [] if outcome.succeeded else [
         TaskError(exception_class_path=outcome.exception_class_path, traceback=outcome.traceback)
@@ -139,16 +167,24 @@ def _finished_result(result: JobResult, outcome: Outcome) -> JobResult | None:
 
 
 def announce_finished(result: JobResult | None, outcome: Outcome) -> None:
-    """Send ``task_finished`` once the outcome is committed (and was ours to record)."""
-    if result is None or not outcome.recorded:
-        return
-    if outcome.exception is None:
-        compat.send_signal("finished", TaskmillBackend, result)
+    """Send ``task_finished`` once the outcome is committed, if it ended the job (and was
+    ours to record).
+
+    The job's state is settled by then: a receiver that raises is logged, not propagated.
+    """
+    if result is None or not (outcome.recorded and outcome.ended):
+        outcome.exception = None
         return
     try:
-        raise outcome.exception
-    except BaseException:  # noqa: B036 - only to give receivers the exception context
-        compat.send_signal("finished", TaskmillBackend, result)
+        if outcome.exception is None:
+            compat.send_signal("finished", TaskmillBackend, result)
+            return
+        try:
+            raise outcome.exception
+        except BaseException:  # noqa: B036 - only to give receivers the exception context
+            compat.send_signal("finished", TaskmillBackend, result)
+    except Exception:
+        logger.exception("Job %s: a task_finished receiver raised.", result.id)
     finally:
         outcome.exception = None  # drop the traceback's frames
 

@@ -12,11 +12,15 @@ import logging
 import threading
 from collections.abc import Collection
 
-from django.db import connections
-
+from ..db import private_connection
 from ..store.postgresql import CHANNEL
 
 logger = logging.getLogger("taskmill.worker")
+
+#: Seconds between tries to listen again after the connection was lost, growing to the
+#: most: jobs enqueued once the database is back are heard within about that long.
+RETRY_FIRST = 0.2
+RETRY_MAX = 1.0
 
 
 class Listener(threading.Thread):
@@ -34,16 +38,19 @@ class Listener(threading.Thread):
         self._stopped.set()
 
     def run(self) -> None:
-        delay = 0.5
+        delay = RETRY_FIRST
+        said = False  # One line per outage, not one per retry.
         while not self._stopped.is_set():
-            wrapper = connections.create_connection(self.database)
+            wrapper = private_connection(self.database)
             try:
                 wrapper.ensure_connection()
                 conn = wrapper.connection
                 conn.autocommit = True
                 conn.execute(f"LISTEN {CHANNEL}")
                 self.listening.set()
-                delay = 0.5
+                if said:  # Back after an outage: what was enqueued meanwhile was not heard.
+                    self.wake.set()
+                delay, said = RETRY_FIRST, False
                 while not self._stopped.is_set():
                     for notify in conn.notifies(timeout=0.25):
                         if notify.payload in self.queues:
@@ -51,11 +58,13 @@ class Listener(threading.Thread):
             except Exception as exc:  # The database went away: poll until it is back.
                 self.listening.clear()
                 if not self._stopped.is_set():
-                    logger.warning("Job notifications unavailable (%s); polling meanwhile.",
-                                   str(exc).strip().splitlines()[0] if str(exc) else exc)
+                    if not said:
+                        logger.warning("Job notifications unavailable (%s); polling meanwhile.",
+                                       str(exc).strip().splitlines()[0] if str(exc) else exc)
+                        said = True
                     self.wake.set()
                     self._stopped.wait(delay)
-                    delay = min(delay * 2, 10.0)
+                    delay = min(delay * 2, RETRY_MAX)
             finally:
                 try:
                     wrapper.close()

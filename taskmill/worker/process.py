@@ -5,11 +5,12 @@ Threads of a worker process and what each holds:
 * main (the *producer*): claims due jobs and records finished ones, on a connection of
   its own. It completes the last round's jobs and claims the next round in a single
   transaction, so a busy worker commits once per batch, not once per job.
-* ``--threads`` executors: run jobs. Each has Django's ordinary per-thread connections
-  for the task's own queries (closed when stale, as between requests) plus a private
-  connection for progress and checkpoints, and closes them all when it ends.
-* heartbeat: renews this process's lease, passes cancel requests to running jobs, and
-  runs the maintenance services (recovery of dead workers' jobs, pruning, scheduling).
+* ``--threads`` executors (:mod:`.executors`): run jobs.
+* heartbeat (:mod:`.heartbeat`): renews this process's lease and passes cancel requests
+  to running jobs, on a connection of its own and nothing else. The producer claims only
+  while the lease is fresh.
+* maintenance (:mod:`.maintenance`): recovery of dead workers' jobs, pruning, the
+  periodic scheduler.
 * watchdog: enforces ``timeout`` and forced cancels (see :mod:`.watchdog`).
 * listener (PostgreSQL): LISTEN for new jobs, so an idle worker starts within a
   millisecond or two of the enqueue's commit.
@@ -25,27 +26,26 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import signal
 import socket
 import threading
 import time
-from collections import deque
+import uuid
+from collections.abc import Collection
 from functools import partial
 from typing import Any
 
-from django.db import connections
-from django.utils import timezone
+from django.db import DatabaseError, InterfaceError, OperationalError
 
-from ..context import JobRuntime
-from ..exceptions import Cancelled, JobTimeout
-from ..store import ClaimedJob, JobStore, Outcome, close_store, get_store, private_store
+from ..exceptions import ResultNotStored
+from ..store import ClaimedJob, JobStore, Outcome, close_store, private_store
 from .config import WorkerConfig
-from .executor import announce_finished, execute, failure_outcome
+from .executor import announce_finished, failure_outcome
+from .executors import Done, ExecutorPool
 from .heartbeat import Heartbeat
+from .maintenance import Maintenance
 from .notifier import Listener
-from .outage import DatabaseGate
-from .watchdog import Watchdog
+from .outage import DatabaseGate, DatabaseHealth
 
 logger = logging.getLogger("taskmill.worker")
 
@@ -69,22 +69,32 @@ class WorkerProcess:
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self.exit_code = EXIT_OK
-        self.gate = DatabaseGate(config.database, reset=self._reset_store)
-        self.ready: queue.SimpleQueue[ClaimedJob | None] = queue.SimpleQueue()
-        self.buffered = 0  # claimed, not yet started
-        self.running: dict[Any, tuple[ClaimedJob, JobRuntime, int]] = {}
-        self.done: deque[tuple[Outcome, Any]] = deque()
-        #: Ids of every job this process holds a lease on, from claim to recorded outcome.
-        self.held: set[Any] = set()
-        self.lock = threading.Lock()
-        self.processed = 0
-        self.avg_duration = 0.05  # seconds; an exponential moving average
-        self.threads: list[threading.Thread] = []
-        self.watchdog = Watchdog(self._on_stuck)
-        self.failure: BaseException | None = None
+        self.health = DatabaseHealth(config.database)
+        self.gate = DatabaseGate(self.health, lambda: self.store.connection)
+        self.pool = ExecutorPool(config.database, worker_id, config.threads, wake=self.wake,
+                                 recycle=partial(self.stop, EXIT_RECYCLE))
+        self.heartbeat = Heartbeat(self, self.health)
+        self.maintenance = (Maintenance(config, worker_id, self.health)
+                            if config.maintenance else None)
         self._store: JobStore | None = None
         self._registered = False
-        self.heartbeat: Heartbeat | None = None
+        self._holding_back = False
+
+    # -- what the heartbeat sees of this process -----------------------------------------
+
+    @property
+    def running(self) -> Collection[Any]:
+        return self.pool.running
+
+    def held_job_ids(self) -> set[uuid.UUID]:
+        return self.pool.held_job_ids()
+
+    def request_cancel(self, job_id: uuid.UUID, force: bool) -> None:
+        self.pool.request_cancel(job_id, force)
+
+    @property
+    def processed(self) -> int:
+        return self.pool.processed
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -111,67 +121,86 @@ class WorkerProcess:
         return self._store
 
     def run(self) -> int:
+        try:
+            self.gate.call(self._prepare_database, "register worker", self.stopping)
+            if self._registered:  # Else stopped while waiting for the database.
+                self._serve()
+        finally:
+            close_store(self._store)
+        return self.exit_code
+
+    def _serve(self) -> None:
         config = self.config
-        self.gate.call(self._prepare_database, "register worker", self.stopping)
-        if not self._registered:  # Stopped while waiting for the database.
-            return self.exit_code
-        self.watchdog.start()
-        heartbeat = self.heartbeat = Heartbeat(self)
-        heartbeat.start()
+        self.heartbeat.renewed_at = time.monotonic()  # Registering was the first beat.
+        self.pool.start()
+        self.heartbeat.start()
+        if self.maintenance is not None:
+            self.maintenance.start()
         listener = None
         if self.store.vendor == "postgresql":
             listener = Listener(config.database, config.queues, self.wake)
             listener.start()
-        for index in range(config.threads):
-            thread = threading.Thread(target=self._executor_loop, name=f"taskmill-executor-{index}",
-                                      daemon=True)
-            thread.start()
-            self.threads.append(thread)
         logger.info("Worker %s started: queues %s, %d thread(s).", self.worker_id,
                     ",".join(config.queues), config.threads)
         try:
             self._produce()
         finally:
             self._shutdown()
-            if listener is not None:
-                listener.stop()
-            self.watchdog.stop()
-            self.watchdog.join(timeout=5)  # quick: it only waits on a condition
-            if listener is not None:
-                # Its connection is closed when it ends; wait, so none outlives run()
-                # (an in-process test worker must leave the test database droppable).
-                listener.join(timeout=5)
-            close_store(self._store)
-        return self.exit_code
+            for thread in (listener, self.maintenance):
+                if thread is not None:
+                    thread.stop()
+                    # Its connection is closed when it ends; wait, so none outlives run()
+                    # (an in-process test worker must leave the test database droppable).
+                    thread.join(timeout=5)
 
     def _prepare_database(self) -> None:
-        if self.store.vendor == "sqlite":
-            with self.store.connection.cursor() as cursor:
-                cursor.execute("PRAGMA journal_mode=WAL")
+        self.store.prepare_for_worker()
         self.store.register_worker(self.worker_id, self.hostname, os.getpid(),
-                                   self.config.queues, self.config.threads, timezone.now())
+                                   self.config.queues, self.config.threads)
         self._registered = True
 
     # -- the producer --------------------------------------------------------------------
 
     def _capacity(self) -> int:
         """How many more jobs to claim now."""
+        if not self._lease_allows_claims():
+            return 0
+        pool = self.pool
         threads = self.config.threads
-        busy = len(self.running) + self.buffered
-        if self.avg_duration * 4 > CLAIM_HORIZON:
+        if pool.avg_duration * 4 > CLAIM_HORIZON:
             # Long jobs: one per free thread, so none waits here while another worker idles.
             target = threads
         else:  # Short jobs: about CLAIM_HORIZON seconds of work per round.
-            target = max(threads, min(MAX_BATCH, int(CLAIM_HORIZON / max(self.avg_duration, 1e-6))))
+            target = max(threads, min(MAX_BATCH, int(CLAIM_HORIZON / max(pool.avg_duration,
+                                                                           1e-6))))
         if self.config.max_tasks_per_child:
-            target = min(target, self.config.max_tasks_per_child - self.processed)
-        return max(0, target - busy)
+            target = min(target, self.config.max_tasks_per_child - pool.processed)
+        return max(0, target - pool.busy())
+
+    def _lease_allows_claims(self) -> bool:
+        """Claim only under a lease the heartbeat keeps renewing: a worker whose lease is
+        going stale is about to be declared dead, and its jobs handed to others."""
+        if self.heartbeat.lease_is_fresh():
+            if self._holding_back:
+                self._holding_back = False
+                logger.warning("Worker %s: lease renewed; claiming again.", self.worker_id)
+            return True
+        if not self.heartbeat.is_alive():
+            logger.error("Worker %s: the heartbeat thread is gone; stopping so that the "
+                         "supervisor starts a fresh process.", self.worker_id)
+            self.stop(EXIT_RECYCLE)
+        elif not self._holding_back:
+            self._holding_back = True
+            logger.warning("Worker %s: lease not renewed for %.1fs; claiming nothing until "
+                           "it is.", self.worker_id,
+                           time.monotonic() - self.heartbeat.renewed_at)
+        return False
 
     def _produce(self) -> None:
         config = self.config
         while True:
             self.wake.clear()
-            outcomes = self._take_done()
+            outcomes = self.pool.take_done()
             claim = 0 if self.stopping.is_set() else self._capacity()
             claimed: list[ClaimedJob] = []
             if outcomes or claim:
@@ -180,30 +209,24 @@ class WorkerProcess:
                     self.stopping,
                 )
                 if taken is None:  # Stopped while the database was away: record later.
-                    self.done.extendleft(reversed(outcomes))
+                    self.pool.put_back(outcomes)
                     outcomes = []
                 else:
                     claimed = taken
                 for outcome, result in outcomes:
                     announce_finished(result, outcome)
             if claimed:
-                with self.lock:
-                    self.buffered += len(claimed)
-                    self.held.update(job.id for job in claimed)
-                for job in claimed:
-                    self.ready.put(job)
+                self.pool.hand_out(claimed)
             if self.stopping.is_set():
-                # _shutdown() waits for running jobs, up to the shutdown timeout (a crashed
-                # executor, see ``self.failure``, never empties ``running``: no wait there).
-                return
+                return  # _shutdown() waits for running jobs, up to the shutdown timeout.
             if self._memory_exceeded():
                 logger.info("Worker %s is over --max-memory-per-child; recycling.", self.worker_id)
                 self.stop(EXIT_RECYCLE)
                 continue
-            if config.max_tasks_per_child and self.processed >= config.max_tasks_per_child:
+            if config.max_tasks_per_child and self.pool.processed >= config.max_tasks_per_child:
                 self.stop(EXIT_RECYCLE)
                 continue
-            idle = not self.running and not self.buffered and not self.done
+            idle = not self.pool.busy() and not self.pool.done
             if claim and len(claimed) == claim:
                 continue  # Probably more waiting: claim again right away.
             if config.burst and idle and not claimed:
@@ -211,28 +234,35 @@ class WorkerProcess:
                     logger.info("Worker %s: nothing due, burst done.", self.worker_id)
                     self.stop(EXIT_BURST_DONE)
                 continue
-            if self.done:
+            if self.pool.done:
                 self.wake.wait(FLUSH_AFTER)
             elif idle and not claimed:
                 self.wake.wait(self._idle_wait())
             else:
                 self.wake.wait(config.poll_interval)
 
-    def _complete_and_claim(self, outcomes: list[tuple[Outcome, Any]],
-                            limit: int) -> list[ClaimedJob]:
+    def _complete_and_claim(self, outcomes: list[Done], limit: int) -> list[ClaimedJob]:
         store = self.store
-        store.tune_for_worker()
         pending = [o for o, _ in outcomes if o.needs_recording]
-        if pending:  # One commit for the round's outcomes and the next claim.
-            with store.atomic():
-                store.record_outcomes(pending, self.worker_id)
-                jobs = store.claim(self.config.queues, limit, self.worker_id,
-                                   timezone.now()) if limit else []
-        else:  # A claim alone is one statement: autocommit saves two round trips.
-            jobs = store.claim(self.config.queues, limit, self.worker_id,
-                               timezone.now()) if limit else []
-        with self.lock:
-            self.held.difference_update(o.job.id for o, _ in outcomes)
+        try:
+            if pending:  # One commit for the round's outcomes and the next claim.
+                with store.atomic():
+                    store.record_outcomes(pending, self.worker_id)
+                    jobs = store.claim(self.config.queues, limit, self.worker_id) if limit else []
+            else:  # A claim alone is one statement: autocommit saves two round trips.
+                jobs = store.claim(self.config.queues, limit, self.worker_id) if limit else []
+        except (OperationalError, InterfaceError):
+            raise  # The gate's to judge: an outage, or a conflict to retry.
+        except DatabaseError:
+            if not pending:
+                raise
+            # The database refused an outcome (a return value it cannot store, say): it
+            # must not hold up the others, nor come back forever.
+            self._record_one_by_one(outcomes)
+            held = {o.job.id for o in pending}
+            pending = [o for o, _ in outcomes if o.job.id in held]
+            jobs = []
+        self.pool.recorded(outcomes)
         for outcome in pending:
             outcome.needs_recording = False
             if not outcome.recorded:
@@ -242,6 +272,26 @@ class WorkerProcess:
             self._log_outcome(outcome)
         return jobs
 
+    def _record_one_by_one(self, outcomes: list[Done]) -> None:
+        """Record each outcome on its own; one the database refuses is recorded as the
+        failure of its attempt instead (in place in ``outcomes``)."""
+        for index, (outcome, _result) in enumerate(outcomes):
+            if not outcome.needs_recording:
+                continue
+            try:
+                self.store.complete([outcome], self.worker_id)
+                continue
+            except (OperationalError, InterfaceError):
+                raise
+            except DatabaseError as exc:
+                refused = failure_outcome(outcome.job, ResultNotStored(
+                    f"The database refused the outcome of job {outcome.job.id} "
+                    f"({type(exc).__name__}: {exc})."), final=False)
+            self.store.complete([refused], self.worker_id)
+            outcomes[index] = (refused, None)
+            logger.error("Job %s: the database refused its outcome; recorded as a failure.",
+                         outcome.job.id)
+
     def _log_outcome(self, outcome: Outcome) -> None:
         job = outcome.job
         # Structured fields for log systems (taskmill.logging.JSONFormatter shows them).
@@ -250,10 +300,10 @@ class WorkerProcess:
         if outcome.succeeded:
             logger.debug("Job %s %s succeeded (attempt %d).", job.id, job.task_path, job.attempts,
                          extra={**fields, "event": "job_succeeded"})
-        elif outcome.retry_at is not None:
-            logger.warning("Job %s %s failed (attempt %d of %d, %s); retrying at %s.", job.id,
-                           job.task_path, job.attempts, job.max_attempts,
-                           outcome.exception_class_path, outcome.retry_at.isoformat(),
+        elif not outcome.ended:
+            logger.warning("Job %s %s failed (attempt %d of %d, %s); retrying in %.1fs.",
+                           job.id, job.task_path, job.attempts, job.max_attempts,
+                           outcome.exception_class_path, outcome.retry_delay or 0.0,
                            extra={**fields, "event": "job_retrying",
                                   "exception": outcome.exception_class_path})
         else:
@@ -264,168 +314,62 @@ class WorkerProcess:
                          extra={**fields, "event": "job_failed",
                                 "exception": outcome.exception_class_path})
 
-    def _take_done(self) -> list[tuple[Outcome, Any]]:
-        items = []
-        while self.done:
-            items.append(self.done.popleft())
-        return items
+    def _next_due(self) -> float | None:
+        return self.gate.call(lambda: self.store.next_due(self.config.queues),
+                              "check due jobs", self.stopping)
 
     def _due_soon(self) -> bool:
-        due = self.gate.call(lambda: self.store.next_due(self.config.queues), "check due jobs",
-                             self.stopping)
-        return due is not None and due <= timezone.now()
+        due_in = self._next_due()
+        return due_in is not None and due_in <= 0
 
     def _idle_wait(self) -> float:
-        due = self.gate.call(lambda: self.store.next_due(self.config.queues), "check due jobs",
-                             self.stopping)
-        if due is None:
+        due_in = self._next_due()
+        if due_in is None:
             return self.config.poll_interval
-        return max(0.0, min(self.config.poll_interval, (due - timezone.now()).total_seconds()))
+        return max(0.0, min(self.config.poll_interval, due_in))
 
     def _memory_exceeded(self) -> bool:
         limit = self.config.max_memory_per_child
-        if not limit or not self.processed:
+        if not limit or not self.pool.processed:
             return False  # Judge after a job: a fresh process over the limit would loop.
         return resident_memory_mb() > limit
-
-    # -- executors -----------------------------------------------------------------------
-
-    def _executor_loop(self) -> None:
-        store = private_store(self.config.database)
-        try:
-            while True:
-                job = self.ready.get()
-                if job is None:
-                    return
-                with self.lock:
-                    self.buffered -= 1
-                # The private connection for progress and checkpoints follows Django's
-                # rules between requests too (CONN_MAX_AGE, CONN_HEALTH_CHECKS, errors).
-                store.connection.close_if_unusable_or_obsolete()
-                self._run_one(job, store)
-        except BaseException as exc:  # pragma: no cover - a bug in the worker itself
-            logger.exception("Executor thread crashed.")
-            self.failure = exc
-            self.stop(EXIT_RECYCLE)
-        finally:
-            store.connection.close()
-            connections.close_all()
-
-    def _run_one(self, job: ClaimedJob, store: JobStore) -> None:
-        runtime = JobRuntime(job, self.worker_id, store)
-        token = runtime
-        with self.lock:
-            self.running[job.id] = (job, runtime, threading.get_ident())
-        if job.timeout:
-            self.watchdog.watch(token, threading.get_ident(), job.timeout, JobTimeout)
-        started = time.perf_counter()
-        try:
-            outcome, result = execute(
-                job, runtime,
-                record=lambda o: get_store(connections[store.alias]).record_outcomes(
-                    [o], self.worker_id),
-            )
-        finally:
-            self.watchdog.release(token)
-        duration = time.perf_counter() - started
-        with self.lock:
-            self.running.pop(job.id, None)
-            self.processed += 1
-            self.avg_duration = self.avg_duration * 0.8 + duration * 0.2
-        self.done.append((outcome, result))
-        if self.ready.empty() or len(self.done) >= MAX_BATCH // 2 or self.stopping.is_set():
-            self.wake.set()
-
-    def held_job_ids(self) -> set[Any]:
-        """Jobs this process knows it holds: running, or claimed and waiting for a thread."""
-        with self.lock:
-            return set(self.held)
-
-    def request_cancel(self, job_id: Any, force: bool) -> None:
-        """Called by the heartbeat when someone cancelled a job this process runs."""
-        with self.lock:
-            entry = self.running.get(job_id)
-        if entry is None:
-            return
-        job, runtime, thread_id = entry
-        if not runtime.cancel_event.is_set():
-            runtime.cancel_event.set()
-            logger.info("Job %s: cancel requested%s.", job_id, " (forced)" if force else "")
-        if force and not runtime.cancel_forced:  # Also when a plain cancel came first.
-            runtime.cancel_forced = True
-            self.watchdog.watch(runtime, thread_id, FORCE_CANCEL_GRACE, Cancelled)
-
-    def _on_stuck(self, token: object, exc_type: type[BaseException]) -> None:
-        """A job ignored its timeout/cancel: fail it now and recycle the process."""
-        runtime = token
-        assert isinstance(runtime, JobRuntime)
-        outcome = failure_outcome(runtime.job, exc_type(f"Job {runtime.job.id} was stopped "
-                                                  f"({exc_type.__name__})."),
-                           final=exc_type is Cancelled)
-        with self.lock:
-            self.running.pop(runtime.job.id, None)
-        self.done.append((outcome, None))
-        self.stop(EXIT_RECYCLE)
 
     # -- shutdown ------------------------------------------------------------------------
 
     def _shutdown(self) -> None:
         """Give back unstarted jobs, wait for running ones, hand back what is left."""
-        unstarted: list[ClaimedJob] = []
-        while True:
-            try:
-                job = self.ready.get_nowait()
-            except queue.Empty:
-                break
-            if job is not None:
-                unstarted.append(job)
-        with self.lock:
-            self.buffered -= len(unstarted)
+        unstarted = self.pool.take_unstarted()
         if unstarted:
             self.gate.call(lambda: self.store.hand_back(unstarted, self.worker_id, started=False),
                            "hand back jobs", None, attempts=5)
         deadline = time.monotonic() + self.config.shutdown_timeout
-        while self.running and time.monotonic() < deadline:
+        while self.pool.running and time.monotonic() < deadline:
             self._flush_done()
             time.sleep(0.05)
         self._flush_done()
-        with self.lock:
-            leftover = [job for job, _, _ in self.running.values()]
+        leftover = self.pool.still_running()
         if leftover:
             logger.warning("Worker %s: %d job(s) still running after %.0fs; handing them back.",
                            self.worker_id, len(leftover), self.config.shutdown_timeout)
             self.gate.call(lambda: self.store.hand_back(leftover, self.worker_id, started=True),
                            "hand back jobs", None, attempts=5)
-        for _ in self.threads:
-            self.ready.put(None)
-        # Idle executors exit at once; one still busy is stuck in a job (handed back or
-        # failed by the watchdog) and dies with the process.
-        deadline = time.monotonic() + 1.0
-        for thread in self.threads:
-            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        self.pool.stop(timeout=1.0)
         # The lease ends here: stop renewing it first, or a last heartbeat could find the
         # row gone and register the worker again.
-        if self.heartbeat is not None:
-            self.heartbeat.stop()
+        self.heartbeat.stop()
+        if self.heartbeat.is_alive():
             self.heartbeat.join(timeout=5)
         self.gate.call(lambda: self.store.unregister_worker(self.worker_id), "unregister worker",
                        None, attempts=3)
-        logger.info("Worker %s stopped after %d job(s).", self.worker_id, self.processed)
+        logger.info("Worker %s stopped after %d job(s).", self.worker_id, self.pool.processed)
 
     def _flush_done(self) -> None:
-        outcomes = self._take_done()
+        outcomes = self.pool.take_done()
         if outcomes:
             self.gate.call(lambda: self._complete_and_claim(outcomes, 0), "record outcomes",
                            None, attempts=10)
             for outcome, result in outcomes:
                 announce_finished(result, outcome)
-
-    def _reset_store(self) -> None:
-        """Drop the producer's connection after an error; the next call reconnects."""
-        close_store(self._store)
-
-
-FORCE_CANCEL_GRACE = 5.0
 
 
 def resident_memory_mb() -> float:

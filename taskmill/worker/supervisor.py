@@ -22,7 +22,6 @@ from multiprocessing.connection import wait
 from typing import Any
 
 from django.db import connections
-from django.utils import timezone
 
 from ..ids import new_worker_id
 from ..store import get_store
@@ -42,12 +41,18 @@ class Child:
     started: float
 
 
+#: Signals held back while a child is forked and registered (see Supervisor._start_child).
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
+
 def _child_main(config: WorkerConfig, worker_id: str) -> None:
     """Entry point of a forked worker process."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     worker = WorkerProcess(config, worker_id)
     worker.install_signal_handlers()
+    # Forked with the stop signals held back: one sent meanwhile arrives now, handled.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     code = worker.run()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -105,12 +110,23 @@ class Supervisor:
     def _start_child(self) -> None:
         close_everything()  # Never fork with a connection open.
         worker_id = new_worker_id(self.hostname, os.getpid())
+        # A stop signal that came between the fork and the registration would be passed
+        # on to every child but this one, which would run on until killed at the deadline
+        # (its job charged an attempt): hold the signals back until it is registered.
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            process = self._spawn(worker_id)
+            assert process.pid is not None  # started
+            self.children[process.pid] = Child(process, worker_id, time.monotonic())
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+    def _spawn(self, worker_id: str) -> multiprocessing.process.BaseProcess:
         process = self.context.Process(target=_child_main, args=(self.config, worker_id),
                                        name=f"taskmill-worker-{len(self.children) + 1}",
                                        daemon=False)
         process.start()
-        assert process.pid is not None  # started
-        self.children[process.pid] = Child(process, worker_id, time.monotonic())
+        return process
 
     def _on_child_exit(self, child: Child) -> None:
         process = child.process
@@ -142,7 +158,7 @@ class Supervisor:
         try:
             store = get_store(self.config.database)
             store.unregister_worker(worker_id)
-            count = store.recover_orphans(timezone.now(), worker_id=worker_id)
+            count = store.recover_orphans(worker_id=worker_id)
             if count:
                 logger.warning("Recovered %d job(s) of worker %s.", count, worker_id)
         except Exception as exc:  # The heartbeat-based recovery will get them later.

@@ -104,3 +104,9 @@ def stubborn(label: str) -> None:
 @task()
 def tick() -> None:
     Execution.objects.create(label="tick", pid=os.getpid(), started=time.time())
+
+
+@task(unique_key="tick-key")
+def unique_tick() -> None:
+    """A periodic task whose key another session can hold, to keep its enqueue waiting."""
+    Execution.objects.create(label="unique-tick", pid=os.getpid())

@@ -34,7 +34,10 @@ elif VENDOR == "mysql":
             "USER": os.environ.get("TASKMILL_MYSQL_USER", "root"),
             "HOST": os.environ.get("TASKMILL_MYSQL_HOST", "127.0.0.1"),
             "PORT": os.environ.get("TASKMILL_MYSQL_PORT", "3306"),
-            "OPTIONS": {"charset": "utf8mb4"},
+            "OPTIONS": {"charset": "utf8mb4",
+                        # MySQL's own default, which projects set: TASKMILL_MYSQL_ISOLATION.
+                        "isolation_level": os.environ.get("TASKMILL_MYSQL_ISOLATION",
+                                                          "read committed")},
             "TEST": {"NAME": os.environ.get("TASKMILL_MYSQL_TEST_NAME", "test_taskmill"),
                      "CHARSET": "utf8mb4"},
         }
@@ -113,3 +116,9 @@ LOGGING = {
 if os.environ.get("TASKMILL_TEST_LOG_FORMAT") == "json":
     LOGGING["formatters"] = {"json": {"()": "taskmill.logging.JSONFormatter"}}
     LOGGING["handlers"]["console"]["formatter"] = "json"
+
+# Tests of hosts whose clocks disagree shift a worker's or an enqueuer's wall clock.
+if os.environ.get("TASKMILL_TEST_CLOCK_SHIFT"):
+    from .clock import shift_wall_clock
+
+    shift_wall_clock(float(os.environ["TASKMILL_TEST_CLOCK_SHIFT"]))

@@ -13,12 +13,12 @@ state it expects::
 The ``expects`` line is the guard the statement's ``WHERE`` carries: a transition that
 finds the job in another state, or leased to someone else, changes nothing.
 
-Parameters are named (``%(worker)s``); a literal ``%`` is written ``%%``. ``${name}``
-is replaced when the file is loaded: ``${in:ids}`` by "is one of the list parameter
-``ids``" in this database's words, ``${claim_columns}`` by the columns a claim returns, ``${skip_locked}`` by the row
-lock of a claim,
-and the name of another statement by its SQL (a shared fragment such as
-``${room_for_key}``).
+Parameters are named (``%(worker)s``); a literal ``%`` is written ``%%``. ``${...}`` is
+replaced when the file is loaded, by what each database spells its own way: the
+database's clock (``${now}``, ``${now_plus:delay}``, ``${seconds_until:expr}``), list
+parameters (``${in:ids}``: "is one of the list ``ids``"), the row lock of a claim
+(``${skip_locked}``), the columns a claim returns (``${claim_columns}``), or the SQL of
+another statement (a shared fragment such as ``${room_for_key}``).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from ..rows import CLAIM_COLUMNS
 __all__ = ["Statement", "statements"]
 
 _HEADER = re.compile(r"^-- name: (?P<name>\w+)[ \t]*$", re.MULTILINE)
-_TOKEN = re.compile(r"\$\{(?P<token>[\w:]+)\}")
+_TOKEN = re.compile(r"\$\{(?P<token>\w+(?::[^}]+)?)\}")
 
 #: How each database says "column is one of the values of list parameter {0}"; the
 #: store passes the list as each expects (an array, a tuple, JSON text).
@@ -42,10 +42,36 @@ _IS_ONE_OF = {
     "mysql": "IN %({0})s",
     "sqlite": "IN (SELECT value FROM json_each(%({0})s))",
 }
-#: Lock the rows a claim selects, passing over those another claim holds (SQLite has
-#: one writer at a time: nothing to pass over).
-_SKIP_LOCKED = {"postgresql": "FOR UPDATE SKIP LOCKED", "mysql": "FOR UPDATE SKIP LOCKED",
-                "sqlite": ""}
+#: Words each database spells its own way. ``now``: the database's clock, the only one
+#: the store compares times with (Django stores UTC; SQLite's text keeps milliseconds).
+#: ``skip_locked``: lock the rows a claim selects, passing over those another claim holds
+#: (SQLite has one writer at a time: nothing to pass over).
+_WORDS = {
+    "postgresql": {"now": "statement_timestamp()", "skip_locked": "FOR UPDATE SKIP LOCKED"},
+    "mysql": {"now": "UTC_TIMESTAMP(6)", "skip_locked": "FOR UPDATE SKIP LOCKED"},
+    "sqlite": {"now": "strftime('%%Y-%%m-%%d %%H:%%M:%%f', 'now')", "skip_locked": ""},
+}
+#: ``now_plus:p`` / ``now_minus:p``: the database's clock moved by the seconds in
+#: parameter ``p``; ``seconds_until:expr``: seconds from now until a time, by that clock.
+_FUNCTIONS = {
+    "postgresql": {
+        "now_plus": "(statement_timestamp() + make_interval(secs => %({0})s))",
+        "now_minus": "(statement_timestamp() - make_interval(secs => %({0})s))",
+        "seconds_until": "EXTRACT(EPOCH FROM ({0}) - statement_timestamp())",
+    },
+    "mysql": {
+        "now_plus": "(UTC_TIMESTAMP(6) + INTERVAL ROUND(%({0})s * 1000000) MICROSECOND)",
+        "now_minus": "(UTC_TIMESTAMP(6) - INTERVAL ROUND(%({0})s * 1000000) MICROSECOND)",
+        "seconds_until": "(TIMESTAMPDIFF(MICROSECOND, UTC_TIMESTAMP(6), {0}) / 1000000)",
+    },
+    "sqlite": {
+        "now_plus": "strftime('%%Y-%%m-%%d %%H:%%M:%%f', 'now', "
+                    "printf('%%+.6f seconds', %({0})s))",
+        "now_minus": "strftime('%%Y-%%m-%%d %%H:%%M:%%f', 'now', "
+                     "printf('%%+.6f seconds', -(%({0})s)))",
+        "seconds_until": "((julianday({0}) - julianday('now')) * 86400.0)",
+    },
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,12 +104,15 @@ def _parse(text: str, source: str) -> dict[str, Statement]:
 def _expand(sql: str, vendor: str, known: dict[str, Statement], depth: int = 0) -> str:
     def replace(match: re.Match[str]) -> str:
         token = match["token"]
-        if token.startswith("in:"):
-            return _IS_ONE_OF[vendor].format(token[3:])
+        name, _, argument = token.partition(":")
+        if name == "in":
+            return _IS_ONE_OF[vendor].format(argument)
+        if name in _FUNCTIONS[vendor]:
+            return _FUNCTIONS[vendor][name].format(argument)
+        if token in _WORDS[vendor]:
+            return _WORDS[vendor][token]
         if token == "claim_columns":
             return ", ".join(CLAIM_COLUMNS)
-        if token == "skip_locked":
-            return _SKIP_LOCKED[vendor]
         if token in known and depth < 3:
             return _expand(known[token].sql, vendor, known, depth + 1)
         raise ValueError(f"{vendor}: unknown ${{{token}}} in the store's SQL.")

@@ -1,5 +1,8 @@
--- Statements every database runs alike; the vendor files hold the claim and what else
--- differs. ${...} is filled in when loaded (see taskmill/store/sql/__init__.py).
+-- Statements every database runs alike; the vendor files hold what differs. ${...} is
+-- filled in when loaded (see taskmill/store/sql/__init__.py).
+--
+-- One clock: every time written or compared here is the database's (${now}), never a
+-- host's, so hosts whose clocks disagree still agree on leases, due times and ages.
 
 
 -- ---------------------------------------------------------------------------------
@@ -7,7 +10,8 @@
 -- ---------------------------------------------------------------------------------
 
 -- name: insert_job
--- Enqueue one job; the caller's transaction decides when workers see it.
+-- Enqueue one job, due at %(run_after)s or (NULL) at once; the caller's transaction
+-- decides when workers see it.
 -- expects: a new id
 INSERT INTO taskmill_job (
     id, backend, task_path, queue_name, priority, status, args, kwargs,
@@ -15,18 +19,19 @@ INSERT INTO taskmill_job (
     worker_ids, cancel_force, unique_key, concurrency_key, concurrency_limit, batch_id
 ) VALUES (
     %(id)s, %(backend)s, %(task_path)s, %(queue_name)s, %(priority)s, 'READY', %(args)s, %(kwargs)s,
-    %(enqueued_at)s, %(run_after)s, 0, %(max_attempts)s, %(retry_backoff)s, %(timeout)s, %(transactional)s,
-    '', FALSE, %(unique_key)s, %(concurrency_key)s, %(concurrency_limit)s, %(batch_id)s
+    ${now}, COALESCE(%(run_after)s, ${now}), 0, %(max_attempts)s, %(retry_backoff)s, %(timeout)s,
+    %(transactional)s, '', FALSE, %(unique_key)s, %(concurrency_key)s, %(concurrency_limit)s,
+    %(batch_id)s
 )
 
 -- name: unique_key_holder
--- The job that holds a unique key (after an insert that yielded to it).
+-- The job that holds a unique key.
 -- expects: READY or RUNNING (active_unique_key is NULL otherwise)
 SELECT id FROM taskmill_job WHERE active_unique_key = %(key)s
 
 
 -- ---------------------------------------------------------------------------------
--- Claim (the vendor files hold the claim itself)
+-- Claim
 -- ---------------------------------------------------------------------------------
 
 -- name: room_for_key
@@ -45,7 +50,7 @@ SELECT id FROM taskmill_job WHERE active_unique_key = %(key)s
 -- The best due jobs of the worker's queues, in claim order (a fragment of the claims).
 -- expects: READY, due, with room under its concurrency key
 SELECT j.id FROM taskmill_job j
-WHERE j.status = 'READY' AND j.queue_name ${in:queues} AND j.run_after <= %(now)s
+WHERE j.status = 'READY' AND j.queue_name ${in:queues} AND j.run_after <= ${now}
   AND ${room_for_key}
 ORDER BY j.priority DESC, j.run_after, j.id
 LIMIT %(limit)s
@@ -56,8 +61,8 @@ LIMIT %(limit)s
 status = 'RUNNING',
 attempts = attempts + 1,
 lease_owner = %(worker)s,
-started_at = COALESCE(started_at, %(now)s),
-last_attempted_at = %(now)s,
+started_at = COALESCE(started_at, ${now}),
+last_attempted_at = ${now},
 worker_ids = CASE WHEN worker_ids = '' THEN %(worker)s ELSE worker_ids || ',' || %(worker)s END
 
 -- name: claim
@@ -69,9 +74,10 @@ WHERE id IN (${claimable} ${skip_locked})
 RETURNING ${claim_columns}
 
 -- name: next_due
--- When the earliest waiting job of these queues becomes due (NULL: none waits).
+-- In how many seconds the earliest waiting job of these queues is due (NULL: none
+-- waits; negative: already due), by the database's clock.
 -- expects: READY, with room under its concurrency key
-SELECT MIN(j.run_after) FROM taskmill_job j
+SELECT ${seconds_until:MIN(j.run_after)} FROM taskmill_job j
 WHERE j.status = 'READY' AND j.queue_name ${in:queues} AND ${room_for_key}
 
 -- name: claimed_limits
@@ -80,7 +86,8 @@ WHERE j.status = 'READY' AND j.queue_name ${in:queues} AND ${room_for_key}
 SELECT id, concurrency_limit FROM taskmill_job WHERE id ${in:ids}
 
 -- name: running_for_key
--- How many jobs of one concurrency key are running, under that key's lock.
+-- How many jobs of one concurrency key are running, under that key's lock (READ
+-- COMMITTED: a fresh read, see taskmill.db.private_connection).
 -- expects: RUNNING
 SELECT COUNT(*) FROM taskmill_job WHERE status = 'RUNNING' AND concurrency_key = %(key)s
 
@@ -103,40 +110,43 @@ WHERE id = %(id)s AND status = 'RUNNING' AND lease_owner = %(worker)s AND attemp
 -- Record a successful attempt and its return value.
 -- expects: RUNNING, leased to %(worker)s for attempt %(attempt)s
 UPDATE taskmill_job SET status = 'SUCCESSFUL', return_value = %(return_value)s,
-    finished_at = %(finished_at)s, lease_owner = NULL
+    finished_at = ${now}, lease_owner = NULL
 WHERE id = %(id)s AND status = 'RUNNING' AND lease_owner = %(worker)s AND attempts = %(attempt)s
 
 -- name: retry_job
--- Put a failed attempt's job back in line for a later attempt.
--- expects: RUNNING, leased to %(worker)s for attempt %(attempt)s, not cancelled
-UPDATE taskmill_job SET status = 'READY', run_after = %(run_after)s, lease_owner = NULL
+-- Put a failed attempt's job back in line, due in %(delay)s seconds. A job with no
+-- attempts left, or that someone cancelled, is not retried (it falls through to FAILED).
+-- expects: RUNNING, leased to %(worker)s for attempt %(attempt)s, attempts left, not cancelled
+UPDATE taskmill_job SET status = 'READY', run_after = ${now_plus:delay}, lease_owner = NULL
 WHERE id = %(id)s AND status = 'RUNNING' AND lease_owner = %(worker)s AND attempts = %(attempt)s
-  AND cancel_requested_at IS NULL
+  AND attempts < max_attempts AND cancel_requested_at IS NULL
 
 -- name: fail_job
 -- End a job whose attempt failed for good (no attempts left, a final error, cancelled).
 -- expects: RUNNING, leased to %(worker)s for attempt %(attempt)s
-UPDATE taskmill_job SET status = 'FAILED', finished_at = %(finished_at)s, lease_owner = NULL
+UPDATE taskmill_job SET status = 'FAILED', finished_at = ${now}, lease_owner = NULL
 WHERE id = %(id)s AND status = 'RUNNING' AND lease_owner = %(worker)s AND attempts = %(attempt)s
 
 -- name: fail_cancelled_job
 -- End a held job that someone cancelled, instead of handing it back to run again.
 -- expects: RUNNING, leased to %(worker)s for attempt %(attempt)s, cancel requested
-UPDATE taskmill_job SET status = 'FAILED', finished_at = %(finished_at)s, lease_owner = NULL
+UPDATE taskmill_job SET status = 'FAILED', finished_at = ${now}, lease_owner = NULL
 WHERE id = %(id)s AND status = 'RUNNING' AND lease_owner = %(worker)s AND attempts = %(attempt)s
   AND cancel_requested_at IS NOT NULL
 
 -- name: hand_back_job
--- Return a started job to READY at shutdown (its attempt stays counted).
--- expects: RUNNING, leased to %(worker)s for attempt %(attempt)s
+-- Return a started job to READY at shutdown; its attempt stays counted, so a job with
+-- no attempts left is not handed back (fail_job ends it instead).
+-- expects: RUNNING, leased to %(worker)s for attempt %(attempt)s, attempts left
 UPDATE taskmill_job SET status = 'READY', lease_owner = NULL
 WHERE id = %(id)s AND status = 'RUNNING' AND lease_owner = %(worker)s AND attempts = %(attempt)s
+  AND attempts < max_attempts
 
 -- name: insert_error
 -- Keep the exception and traceback of one failed attempt.
 -- expects: the job's row exists (same transaction as its transition)
 INSERT INTO taskmill_joberror (job_id, attempt, worker_id, exception_class_path, traceback, created_at)
-VALUES (%(job_id)s, %(attempt)s, %(worker)s, %(exception)s, %(traceback)s, %(created_at)s)
+VALUES (%(job_id)s, %(attempt)s, %(worker)s, %(exception)s, %(traceback)s, ${now})
 
 
 -- ---------------------------------------------------------------------------------
@@ -170,12 +180,12 @@ WHERE status = 'RUNNING' AND lease_owner = %(worker)s AND cancel_requested_at IS
 -- A worker process starts: its row's heartbeat is the lease on every job it claims.
 -- expects: a new worker id
 INSERT INTO taskmill_worker (id, hostname, pid, queues, threads, started_at, last_heartbeat)
-VALUES (%(id)s, %(hostname)s, %(pid)s, %(queues)s, %(threads)s, %(now)s, %(now)s)
+VALUES (%(id)s, %(hostname)s, %(pid)s, %(queues)s, %(threads)s, ${now}, ${now})
 
 -- name: renew_lease
 -- Heartbeat. No row updated: the worker was declared dead and its jobs recovered.
 -- expects: the worker's row exists
-UPDATE taskmill_worker SET last_heartbeat = %(now)s WHERE id = %(id)s
+UPDATE taskmill_worker SET last_heartbeat = ${now} WHERE id = %(id)s
 
 -- name: unregister_worker
 -- A worker process stops (after handing back what it held).
@@ -183,14 +193,14 @@ UPDATE taskmill_worker SET last_heartbeat = %(now)s WHERE id = %(id)s
 DELETE FROM taskmill_worker WHERE id = %(id)s
 
 -- name: stale_workers
--- Workers silent since the cutoff.
--- expects: last heartbeat before %(cutoff)s
-SELECT id FROM taskmill_worker WHERE last_heartbeat < %(cutoff)s
+-- Workers silent for longer than their lease.
+-- expects: last heartbeat more than %(lease)s seconds ago
+SELECT id FROM taskmill_worker WHERE last_heartbeat < ${now_minus:lease}
 
 -- name: expire_worker
 -- Declare one silent worker dead; a heartbeat that landed since keeps it alive.
--- expects: last heartbeat still before %(cutoff)s
-DELETE FROM taskmill_worker WHERE id = %(id)s AND last_heartbeat < %(cutoff)s
+-- expects: last heartbeat still more than %(lease)s seconds ago
+DELETE FROM taskmill_worker WHERE id = %(id)s AND last_heartbeat < ${now_minus:lease}
 
 -- name: orphans
 -- Running jobs whose worker is gone.
@@ -210,17 +220,31 @@ FROM taskmill_job j
 WHERE j.status = 'RUNNING' AND j.lease_owner = %(owner)s
   AND NOT EXISTS (SELECT 1 FROM taskmill_worker w WHERE w.id = j.lease_owner)
 
--- name: recover_orphan
--- Re-queue (READY) or end (FAILED) one job of a dead worker.
--- expects: RUNNING, still leased to %(owner)s for attempt %(attempt)s
-UPDATE taskmill_job SET status = %(status)s, lease_owner = NULL, finished_at = %(finished_at)s
-WHERE id = %(id)s AND status = 'RUNNING' AND lease_owner = %(owner)s AND attempts = %(attempt)s
+-- name: requeue_orphan
+-- Put a dead worker's job back in line for another attempt.
+-- expects: RUNNING, still leased to %(worker)s for attempt %(attempt)s, attempts left
+UPDATE taskmill_job SET status = 'READY', lease_owner = NULL
+WHERE id = %(id)s AND status = 'RUNNING' AND lease_owner = %(worker)s AND attempts = %(attempt)s
+  AND attempts < max_attempts
 
 -- name: leased_jobs
--- Jobs leased to a worker whose attempt started before the cutoff (reconciliation).
+-- Jobs leased to a worker whose attempt started more than %(age)s seconds ago.
 -- expects: RUNNING, leased to %(worker)s
 SELECT ${claim_columns} FROM taskmill_job
-WHERE status = 'RUNNING' AND lease_owner = %(worker)s AND last_attempted_at < %(before)s
+WHERE status = 'RUNNING' AND lease_owner = %(worker)s AND last_attempted_at < ${now_minus:age}
+
+-- name: take_service
+-- Run a maintenance service (recovery, pruning, ...) for %(ttl)s seconds: of all the
+-- workers that try, one gets it; it passes to another once it expires.
+-- expects: the service free, expired, or already held by %(worker)s
+UPDATE taskmill_service SET holder = %(worker)s, expires_at = ${now_plus:ttl}
+WHERE name = %(name)s AND (holder = %(worker)s OR expires_at < ${now})
+
+-- name: add_service
+-- A service seen for the first time, free to take.
+-- expects: no row for the service yet (another worker's insert wins)
+INSERT INTO taskmill_service (name, holder, expires_at) VALUES (%(name)s, '', ${now_minus:ttl})
+ON CONFLICT (name) DO NOTHING
 
 
 -- ---------------------------------------------------------------------------------
@@ -231,7 +255,7 @@ WHERE status = 'RUNNING' AND lease_owner = %(worker)s AND last_attempted_at < %(
 -- A new batch; its children are inserted in the same transaction.
 -- expects: a new batch id
 INSERT INTO taskmill_batch (id, task_path, total, then_task_path, then_job, created_at)
-VALUES (%(id)s, %(task_path)s, %(total)s, %(then_task_path)s, %(then_job)s, %(created_at)s)
+VALUES (%(id)s, %(task_path)s, %(total)s, %(then_task_path)s, %(then_job)s, ${now})
 
 -- name: lock_batch
 -- Lock a batch row, so that completions of its children queue up here.
@@ -239,14 +263,15 @@ VALUES (%(id)s, %(task_path)s, %(total)s, %(then_task_path)s, %(then_job)s, %(cr
 SELECT then_task_path, then_job, finished_at FROM taskmill_batch WHERE id = %(id)s FOR UPDATE
 
 -- name: batch_has_active_children
--- Whether any child of a locked batch is still waiting or running.
+-- Whether any child of a locked batch is still waiting or running (READ COMMITTED: the
+-- completion that got the batch's lock second sees the first one's commit).
 -- expects: READY or RUNNING children
 SELECT 1 FROM taskmill_job WHERE batch_id = %(id)s AND status IN ('READY', 'RUNNING') LIMIT 1
 
 -- name: finish_batch
 -- Mark a batch finished; only the transaction that does it enqueues its then job.
 -- expects: batch not finished yet
-UPDATE taskmill_batch SET finished_at = %(now)s, then_job_id = %(then_job_id)s
+UPDATE taskmill_batch SET finished_at = ${now}, then_job_id = %(then_job_id)s
 WHERE id = %(id)s AND finished_at IS NULL
 
 
@@ -262,24 +287,32 @@ SELECT status, attempts, batch_id, queue_name FROM taskmill_job WHERE id = %(id)
 -- name: cancel_waiting_job
 -- Cancel a waiting job: it ends FAILED (Cancelled) and never runs.
 -- expects: READY
-UPDATE taskmill_job SET status = 'FAILED', finished_at = %(now)s, cancel_requested_at = %(now)s,
+UPDATE taskmill_job SET status = 'FAILED', finished_at = ${now}, cancel_requested_at = ${now},
     cancel_force = %(force)s
 WHERE id = %(id)s AND status = 'READY'
 
 -- name: request_cancel
 -- Ask a running job to stop; its worker's heartbeat passes the request on.
 -- expects: RUNNING
-UPDATE taskmill_job SET cancel_requested_at = COALESCE(cancel_requested_at, %(now)s),
+UPDATE taskmill_job SET cancel_requested_at = COALESCE(cancel_requested_at, ${now}),
     cancel_force = (cancel_force OR %(force)s)
 WHERE id = %(id)s AND status = 'RUNNING'
 
 -- name: retry_failed_job
--- Run a FAILED job again, now, allowed max_attempts attempts in all.
--- expects: FAILED
-UPDATE taskmill_job SET status = 'READY', run_after = %(now)s, finished_at = NULL,
+-- Run a FAILED job again, now, allowed max_attempts attempts in all. A child of a batch
+-- that has finished is not (its then job ran: the batch cannot be unfinished).
+-- expects: FAILED, and not the child of a finished batch
+UPDATE taskmill_job SET status = 'READY', run_after = ${now}, finished_at = NULL,
     lease_owner = NULL, cancel_requested_at = NULL, cancel_force = FALSE,
     max_attempts = %(max_attempts)s
 WHERE id = %(id)s AND status = 'FAILED'
+  AND NOT EXISTS (SELECT 1 FROM taskmill_batch b
+                  WHERE b.id = taskmill_job.batch_id AND b.finished_at IS NOT NULL)
+
+-- name: database_now
+-- The database's clock (the one every comparison in the store uses).
+-- expects: nothing
+SELECT ${now}
 
 -- name: purgeable_jobs
 -- A chunk of waiting jobs to purge (of one queue and/or task, or all).
@@ -319,7 +352,7 @@ DELETE FROM taskmill_joberror WHERE job_id ${in:ids}
   AND NOT EXISTS (SELECT 1 FROM taskmill_job j WHERE j.id = taskmill_joberror.job_id)
 
 -- name: prune_batches
--- Finished batches older than the cutoff.
+-- Finished batches older than the cutoff (the finished_at index of migration 0006).
 -- expects: finished before %(before)s
 DELETE FROM taskmill_batch WHERE finished_at < %(before)s
 

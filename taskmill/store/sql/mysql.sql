@@ -1,7 +1,8 @@
 -- MySQL and MariaDB: no UPDATE ... RETURNING, so a claim is three statements in one
 -- transaction; the SELECT's row locks keep other workers off the jobs until the commit.
--- Needs MySQL 8.0.1+ or MariaDB 10.6+ (SKIP LOCKED). (common.sql's one-statement claim is
--- not used here: MySQL cannot UPDATE a table it selects from in a subquery.)
+-- Needs MySQL 8.0.1+ or MariaDB 10.8+ (SKIP LOCKED, DESC indexes). common.sql's
+-- one-statement claim is not used here: MySQL cannot UPDATE a table it selects from in
+-- a subquery.
 
 -- name: lease_to_worker
 -- The columns a claim sets (a fragment): RUNNING, one more attempt, leased to %(worker)s.
@@ -9,8 +10,8 @@
 status = 'RUNNING',
 attempts = attempts + 1,
 lease_owner = %(worker)s,
-started_at = COALESCE(started_at, %(now)s),
-last_attempted_at = %(now)s,
+started_at = COALESCE(started_at, ${now}),
+last_attempted_at = ${now},
 worker_ids = IF(worker_ids = '', %(worker)s, CONCAT(worker_ids, ',', %(worker)s))
 
 -- name: claimable_jobs
@@ -25,18 +26,17 @@ UPDATE taskmill_job SET ${lease_to_worker}
 WHERE id ${in:ids} AND status = 'READY'
 
 -- name: claimed_jobs
--- Read back what this transaction's mark_claimed took.
--- expects: RUNNING, leased to %(worker)s from %(now)s
+-- Read back what this transaction's mark_claimed took (the rows are locked by it).
+-- expects: RUNNING, leased to %(worker)s
 SELECT ${claim_columns} FROM taskmill_job
 WHERE id ${in:ids} AND status = 'RUNNING' AND lease_owner = %(worker)s
-  AND last_attempted_at = %(now)s
 
 -- name: insert_unique_job
--- Enqueue a unique job unless an active job holds its key (a no-op update rather than
--- INSERT IGNORE, which would also swallow bad data).
--- expects: no READY or RUNNING job with this unique key (else nothing is inserted)
+-- Enqueue a unique job (the store first reads whether its key is held, so that an
+-- existing holder is never locked by this insert; a duplicate-key error means another
+-- enqueue won the key meanwhile).
+-- expects: no READY or RUNNING job with this unique key (else a duplicate-key error)
 ${insert_job}
-ON DUPLICATE KEY UPDATE id = id
 
 -- name: lock_concurrency_key
 -- Hold a concurrency key's lock (a row of taskmill_concurrency_lock, migration 0004)
@@ -45,8 +45,22 @@ ON DUPLICATE KEY UPDATE id = id
 INSERT INTO taskmill_concurrency_lock (lock_key) VALUES (%(key)s)
 ON DUPLICATE KEY UPDATE lock_key = lock_key
 
+-- name: prune_concurrency_locks
+-- Forget the lock rows of keys no job waits for or runs (one row per key ever seen
+-- otherwise); a claim that needs one again inserts it.
+-- expects: no READY or RUNNING job with the key
+DELETE FROM taskmill_concurrency_lock
+WHERE NOT EXISTS (SELECT 1 FROM taskmill_job j WHERE j.concurrency_key = lock_key
+                  AND j.status IN ('READY', 'RUNNING'))
+
 -- name: insert_schedule_state
 -- A new periodic task: its first tick is the next one.
 -- expects: no row for the entry yet (another worker's insert wins)
 INSERT INTO taskmill_schedulestate (name, last_tick) VALUES (%(name)s, %(tick)s)
+ON DUPLICATE KEY UPDATE name = name
+
+-- name: add_service
+-- A service seen for the first time, free to take.
+-- expects: no row for the service yet (another worker's insert wins)
+INSERT INTO taskmill_service (name, holder, expires_at) VALUES (%(name)s, '', ${now_minus:ttl})
 ON DUPLICATE KEY UPDATE name = name

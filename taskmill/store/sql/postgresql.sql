@@ -1,13 +1,25 @@
--- PostgreSQL (the claim is common.sql's, with SKIP LOCKED): COPY for bulk enqueues,
--- one-statement batched completion, NOTIFY to wake idle workers, advisory locks for concurrency keys.
+-- PostgreSQL: COPY for bulk enqueues, one-statement batched completion, NOTIFY to wake
+-- idle workers, advisory locks for concurrency keys. The claim adds one setting to
+-- common.sql's.
+
+-- name: claim
+-- Lease up to %(limit)s due jobs of the worker's queues to %(worker)s, best first, passing
+-- over jobs another claim holds. The claim's transaction commits without waiting for the
+-- WAL flush: set_config(..., true) is this transaction's only, so nothing leaks to the
+-- next client of a pooled server connection (PgBouncer). See PostgreSQLJobStore.
+-- expects: READY, due, with room under its concurrency key
+WITH commit_mode AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true))
+UPDATE taskmill_job SET ${lease_to_worker}
+WHERE id IN (${claimable} FOR UPDATE SKIP LOCKED) AND EXISTS (SELECT FROM commit_mode)
+RETURNING ${claim_columns}
 
 -- name: complete_jobs
 -- Record a round's successful attempts in one statement (parallel arrays, one per column).
 -- expects: RUNNING, leased to %(worker)s for each job's attempt
 UPDATE taskmill_job AS j SET status = 'SUCCESSFUL', return_value = v.return_value,
-    finished_at = v.finished_at, lease_owner = NULL
-FROM unnest(%(ids)s::uuid[], %(attempts)s::integer[], %(return_values)s::jsonb[],
-            %(finished_ats)s::timestamptz[]) AS v(id, attempt, return_value, finished_at)
+    finished_at = ${now}, lease_owner = NULL
+FROM unnest(%(ids)s::uuid[], %(attempts)s::integer[], %(return_values)s::jsonb[])
+    AS v(id, attempt, return_value)
 WHERE j.id = v.id AND j.status = 'RUNNING' AND j.lease_owner = %(worker)s
   AND j.attempts = v.attempt
 RETURNING j.id
@@ -20,11 +32,21 @@ ON CONFLICT (active_unique_key) WHERE active_unique_key IS NOT NULL DO NOTHING
 RETURNING id
 
 -- name: copy_jobs
--- Bulk enqueue: rows streamed in COPY text format, in the insert's column order.
+-- Bulk enqueue of jobs due at once: rows streamed in COPY text format; enqueued_at and
+-- run_after are left to their column defaults, the database's clock (migration 0006).
 -- expects: new ids
 COPY taskmill_job (id, backend, task_path, queue_name, priority, status, args, kwargs,
-    enqueued_at, run_after, attempts, max_attempts, retry_backoff, timeout, transactional,
+    attempts, max_attempts, retry_backoff, timeout, transactional,
     worker_ids, cancel_force, unique_key, concurrency_key, concurrency_limit, batch_id)
+FROM STDIN
+
+-- name: copy_deferred_jobs
+-- Bulk enqueue of deferred jobs: as copy_jobs, with run_after given.
+-- expects: new ids
+COPY taskmill_job (id, backend, task_path, queue_name, priority, status, args, kwargs,
+    attempts, max_attempts, retry_backoff, timeout, transactional,
+    worker_ids, cancel_force, unique_key, concurrency_key, concurrency_limit, batch_id,
+    run_after)
 FROM STDIN
 
 -- name: notify
@@ -37,8 +59,3 @@ SELECT pg_notify(%(channel)s, %(queue)s)
 -- Hold a concurrency key's lock until the claiming transaction ends.
 -- expects: inside a transaction
 SELECT pg_advisory_xact_lock(%(lock_class)s, hashtext(%(key)s))
-
--- name: worker_commit_mode
--- The worker's own bookkeeping connection commits without waiting for the WAL flush.
--- expects: the worker's private connection
-SET synchronous_commit TO off

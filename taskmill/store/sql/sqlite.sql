@@ -1,6 +1,6 @@
 -- SQLite: writers are serialized by the database, so a claim is common.sql's one
--- UPDATE ... RETURNING, and a write transaction begins IMMEDIATE. Needs SQLite 3.35+ and WAL mode (set by
--- the worker) so readers never block the writer.
+-- UPDATE ... RETURNING, and a write transaction begins IMMEDIATE. Needs SQLite 3.35+ and
+-- WAL mode (set by the worker) so readers never block the writer.
 
 -- name: insert_unique_job
 -- Enqueue a unique job unless an active job holds its key; the id comes back if inserted.

@@ -1,0 +1,125 @@
+"""The maintenance thread: recovery, pruning and the periodic scheduler.
+
+Kept off the heartbeat's thread and connection: a prune of a long history or a slow
+schedule entry can take its time here without delaying a lease renewal by a
+millisecond. Recovery and pruning run on one worker at a time across every host (each
+a *service* whose turn passes to another worker once it expires, see
+``JobStore.take_service``), at offsets spread at random, and pruning stops after a
+time budget and picks up where it stopped on its next turn. A service that raises is
+logged and runs again at its next turn; it never stops the thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..services import scheduler
+from ..services.pruning import prune_finished
+from ..services.recovery import recover_dead_workers
+from ..store import JobStore, close_store, private_store
+from ..store.clock import DatabaseClock
+from .config import WorkerConfig
+from .outage import DatabaseGate, DatabaseHealth
+
+logger = logging.getLogger("taskmill.worker")
+
+TICK = 0.5  # seconds between looks at what is due
+#: Seconds between prunes when the last one caught up, and when it ran out of budget.
+PRUNE_EVERY = 60.0
+PRUNE_AGAIN = 5.0
+#: Seconds one prune may take.
+PRUNE_BUDGET = 1.0
+
+
+@dataclass
+class _Service:
+    name: str
+    every: float
+    run: Callable[[], float | None]  # returns when to run next, if not in ``every``
+    #: Whether one worker at a time runs it (else every worker does, cheaply).
+    exclusive: bool = True
+    next_at: float = 0.0
+
+
+class Maintenance(threading.Thread):
+    def __init__(self, config: WorkerConfig, worker_id: str, health: DatabaseHealth) -> None:
+        super().__init__(name="taskmill-maintenance", daemon=True)
+        self.config = config
+        self.worker_id = worker_id
+        self.health = health
+        self._stopped = threading.Event()
+        self._store: JobStore | None = None
+        self.gate = DatabaseGate(health, lambda: self.store.connection)
+        self._clock: DatabaseClock | None = None
+        lease = config.lease_seconds
+        now = time.monotonic()
+        self.services = [
+            _Service("recovery", max(1.0, lease / 2), self._recover),
+            _Service("pruning", PRUNE_EVERY, self._prune),
+            _Service("schedule", TICK, self._schedule, exclusive=False),
+        ]
+        for service in self.services:  # Spread over the processes: not all at once.
+            service.next_at = now + random.uniform(0, min(service.every, 30.0))
+
+    @property
+    def store(self) -> JobStore:
+        """This thread's connection (made on first use: Django's connections belong to
+        the thread that made them)."""
+        if self._store is None:
+            self._store = private_store(self.config.database)
+        return self._store
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def run(self) -> None:
+        try:
+            while not self._stopped.wait(TICK):
+                for service in self.services:
+                    if time.monotonic() >= service.next_at:
+                        self._turn(service)
+        finally:
+            close_store(self._store)
+
+    def _turn(self, service: _Service) -> None:
+        next_in: float | None = None
+        try:
+            next_in = self.gate.call(lambda: self._take_and_run(service),
+                                     f"run the {service.name} service", self._stopped,
+                                     attempts=1)
+        except Exception:
+            logger.exception("The %s service failed; it runs again at its next turn.",
+                             service.name)
+        every = service.every if next_in is None else next_in
+        service.next_at = time.monotonic() + every * random.uniform(0.9, 1.1)
+
+    def _take_and_run(self, service: _Service) -> float | None:
+        # Held a little longer than the interval, so the holder keeps it while alive.
+        if service.exclusive and not self.store.take_service(
+                service.name, self.worker_id, service.every * 2 + PRUNE_BUDGET):
+            return None
+        return service.run()
+
+    def _recover(self) -> float | None:
+        back_at = self.health.back_at
+        if back_at is not None and time.monotonic() - back_at < self.config.lease_seconds:
+            return None  # We were cut off ourselves: give every worker a lease to heartbeat.
+        recover_dead_workers(self.store, self.config.lease_seconds)
+        return None
+
+    def _prune(self) -> float | None:
+        started = time.monotonic()
+        prune_finished(self.store, self.config.result_ttl, PRUNE_BUDGET)
+        # Out of budget means more is left: come back soon rather than in a minute.
+        return PRUNE_AGAIN if time.monotonic() - started >= PRUNE_BUDGET else None
+
+    def _schedule(self) -> float | None:
+        if self._clock is None:
+            self._clock = DatabaseClock(self.store)
+        scheduler.run_due(self.store, self._clock.now())
+        return None

@@ -1,0 +1,43 @@
+"""SQLite, the embedded default: one writer at a time, and workers that live with it."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import pytest
+from django.db import connection, connections, transaction
+
+from taskmill.models import Job, JobStatus
+from taskmill.testing import worker
+from tests.project.models import Execution
+from tests.project.tasks import add
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def sqlite_only():
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite's single writer")
+
+
+def test_a_locked_database_is_waited_out_not_taken_for_an_outage(sqlite_only, caplog):
+    caplog.set_level(logging.INFO, logger="taskmill.worker")
+    options = connections.settings["default"].setdefault("OPTIONS", {})
+    timeout = options.get("timeout")
+    options["timeout"] = 0.05  # the worker's connections give up waiting at once
+    released = threading.Event()
+    try:
+        with worker() as running:
+            with transaction.atomic():  # This test holds the write lock for a while.
+                Execution.objects.create(label="holding the lock", pid=0)
+                result = add.enqueue(2, 3)
+                time.sleep(1.0)
+            released.set()
+            running.wait(result, timeout=20)
+    finally:
+        options["timeout"] = timeout
+    assert Job.objects.get(id=result.id).status == JobStatus.SUCCESSFUL
+    assert "unavailable" not in caplog.text
