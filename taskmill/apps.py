@@ -9,4 +9,4 @@ class TaskmillConfig(AppConfig):
     def ready(self) -> None:
         # Here, not at the top: checks import models, which Django's app loading
         # allows only once every app is registered (that is, in ready()).
-        from . import checks  # noqa: F401  (registers the system checks)
+        from . import checks, deploy  # noqa: F401  (register the system checks)

@@ -16,7 +16,8 @@ def database_problems(alias: str) -> list[checks.CheckMessage]:
     """What stands in the way of taskmill on the database ``alias`` (it connects)."""
     connection = connections[alias]
     if connection.vendor == "sqlite":
-        return sqlite_problems(alias, sqlite3.sqlite_version_info)
+        return sqlite_problems(alias, sqlite3.sqlite_version_info,
+                               connection.settings_dict.get("OPTIONS", {}).get("transaction_mode"))
     if connection.vendor == "mysql":
         connection.ensure_connection()
         isolation = str(connection.settings_dict.get("OPTIONS", {}).get(
@@ -27,13 +28,24 @@ def database_problems(alias: str) -> list[checks.CheckMessage]:
     return []
 
 
-def sqlite_problems(alias: str, version: tuple[int, ...]) -> list[checks.CheckMessage]:
+def sqlite_problems(alias: str, version: tuple[int, ...],
+                    transaction_mode: str | None = "IMMEDIATE") -> list[checks.CheckMessage]:
+    found: list[checks.CheckMessage] = []
     if version < (3, 35):
-        return [checks.Error(
+        found.append(checks.Error(
             f"DATABASES[{alias!r}] is SQLite {'.'.join(map(str, version))}; taskmill needs "
             "3.35 or later (UPDATE ... RETURNING claims a job in one statement).",
-            hint="Use a Python built against a newer SQLite, or PostgreSQL.", id="taskmill.E011")]
-    return []
+            hint="Use a Python built against a newer SQLite, or PostgreSQL.", id="taskmill.E011"))
+    if transaction_mode is None:
+        found.append(checks.Warning(
+            f"DATABASES[{alias!r}] is SQLite with deferred transactions. taskmill's workers "
+            "write to it while your site does: a transaction of the site's that reads and "
+            "then writes (ATOMIC_REQUESTS, transaction.atomic() in a view) fails at once with "
+            '"database is locked" when a worker wrote in between. (Tasks themselves are '
+            "run with BEGIN IMMEDIATE.)",
+            hint=f'Take the write lock up front: DATABASES[{alias!r}]["OPTIONS"]'
+                 '["transaction_mode"] = "IMMEDIATE"', id="taskmill.W016"))
+    return found
 
 
 def mysql_problems(alias: str, version: tuple[int, ...], mariadb: bool, isolation: str,

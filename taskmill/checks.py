@@ -58,7 +58,7 @@ def check_job_database_capabilities(app_configs: Any = None, databases: Any = No
     ``check --database``, and ``taskmill worker`` for its own)."""
     messages: list[checks.CheckMessage] = []
     for alias in _taskmill_databases():
-        if databases is not None and alias not in databases:
+        if alias not in (databases or ()):
             continue
         try:
             messages += database_problems(alias)

@@ -425,3 +425,20 @@ def test_the_workers_asynchronous_commit_never_outlives_its_transaction():
         assert setting() == "on"
     finally:
         store.connection.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_check_deploy_names_a_transaction_mode_pooler(pgbouncer):
+    if connection.vendor != "postgresql":
+        pytest.skip("PgBouncer fronts PostgreSQL")
+    direct = subprocess.run([sys.executable, "-m", "django", "check", "--deploy", "--database",
+                             "default"], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                            env={**database_env(),
+                                 "DJANGO_SETTINGS_MODULE": "tests.project.settings_pg_variants"})
+    assert "taskmill.W103" not in direct.stdout + direct.stderr
+    env = {**database_env(), "TASKMILL_PG_BOUNCER": "1", "TASKMILL_PG_PORT": str(pgbouncer.port),
+           "DJANGO_SETTINGS_MODULE": "tests.project.settings_pg_variants"}
+    pooled = subprocess.run([sys.executable, "-m", "django", "check", "--deploy", "--database",
+                             "default"], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert "taskmill.W103" in pooled.stdout + pooled.stderr, pooled.stdout + pooled.stderr

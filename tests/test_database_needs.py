@@ -39,6 +39,7 @@ def test_versions_without_what_the_claim_needs_are_errors():
     # Such servers cannot run here: the rules are checked on the versions they report.
     assert ids(sqlite_problems("default", (3, 31, 1))) == ["taskmill.E011"]
     assert ids(sqlite_problems("default", (3, 45, 1))) == []
+    assert ids(sqlite_problems("default", (3, 45, 1), None)) == ["taskmill.W016"]
     assert ids(mysql_problems("default", (10, 5, 9), True, "read committed", None)) == [
         "taskmill.E012"]
     assert ids(mysql_problems("default", (10, 6, 18), True, "read committed", None)) == [

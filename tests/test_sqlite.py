@@ -41,3 +41,19 @@ def test_a_locked_database_is_waited_out_not_taken_for_an_outage(sqlite_only, ca
         options["timeout"] = timeout
     assert Job.objects.get(id=result.id).status == JobStatus.SUCCESSFUL
     assert "unavailable" not in caplog.text
+
+
+def test_tasks_that_read_then_write_in_a_transaction_all_succeed(sqlite_only, start_worker):
+    """Several processes and threads, each job reading then writing in one transaction:
+    SQLite refuses to turn a reader into a writer while another wrote ("database is
+    locked", at once: waiting cannot help a stale snapshot). None may fail for it."""
+    from taskmill import enqueue_many
+    from tests.project.tasks import read_then_write
+
+    results = enqueue_many(read_then_write, [(f"rw-{i}",) for i in range(60)])
+    burst = start_worker("--burst", "--processes", "2", "--threads", "3")
+    assert burst.wait(timeout=120) == 0, burst.output
+    failed = Job.objects.filter(id__in=[r.id for r in results]).exclude(
+        status=JobStatus.SUCCESSFUL)
+    assert not failed.exists(), burst.output[-3000:]
+    assert Execution.objects.filter(label__startswith="rw-").count() == 60

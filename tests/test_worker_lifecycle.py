@@ -1,6 +1,7 @@
 """Worker processes: exactly-once under concurrency, crashes, signals, recycling, leases."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -160,8 +161,8 @@ from taskmill.worker.config import WorkerConfig
 from taskmill.worker.supervisor import Supervisor
 
 class StoppedDuringFork(Supervisor):
-    def _spawn(self, worker_id):
-        process = super()._spawn(worker_id)
+    def _spawn(self, worker_id, alive_at):
+        process = super()._spawn(worker_id, alive_at)
         if len(self.children) == 1:  # the second child: SIGTERM lands as it is forked
             os.kill(os.getpid(), signal.SIGTERM)
         return process
@@ -187,3 +188,21 @@ def test_a_child_forked_as_sigterm_arrives_is_stopped_too():
     # Both children stopped when told, none was left to be killed at the deadline.
     assert codes == "[0, 0]", done.stdout + done.stderr
     assert float(seconds) < 8, done.stdout + done.stderr
+
+
+def test_burst_runs_the_retries_due_shortly_and_says_what_it_left(start_worker):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from tests.project.tasks import flaky
+
+    retried = flaky.using(retry_backoff=0.5).enqueue("burst-retry", 1)  # fails once
+    later = record.using(run_after=timezone.now() + timedelta(hours=1)).enqueue("tomorrow")
+    burst = start_worker("--burst", "--processes", "1")
+    assert burst.wait(timeout=60) == 0, burst.output
+    job = Job.objects.get(id=retried.id)
+    assert (job.status, job.attempts) == (JobStatus.SUCCESSFUL, 2), burst.output
+    assert Job.objects.get(id=later.id).status == JobStatus.READY
+    assert re.search(r"burst done; 1 job\(s\) left waiting, the next due in 3[56]\d\ds",
+                     burst.output), burst.output

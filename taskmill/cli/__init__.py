@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-SUBCOMMANDS = ["worker", "status", "prune", "purge", "cancel", "retry"]
+SUBCOMMANDS = ["worker", "status", "prune", "purge", "cancel", "retry", "health"]
 
 
 def load(name: str) -> ModuleType:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from argparse import ArgumentParser
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import CommandError
 from django.db import connections
 
@@ -15,6 +17,7 @@ from ..db import pool_size
 from ..worker.config import WorkerConfig
 from ..worker.supervisor import run_worker
 from .common import configure_logging, get_backend
+from .reloading import run_reloading
 
 #: Seconds between looks for due jobs when nothing wakes the worker sooner.
 DEFAULT_POLL_INTERVAL = {"postgresql": 5.0, "mysql": 1.0, "sqlite": 0.2}
@@ -26,7 +29,7 @@ def add_arguments(parser: ArgumentParser) -> None:
     parser.add_argument("--backend", help="Alias in TASKS (default: the taskmill backend).")
     parser.add_argument("--queues", help="Comma-separated queues (default: the backend's QUEUES).")
     parser.add_argument("--processes", type=int, default=None,
-                        help="Worker processes (default: CPU count).")
+                        help="Worker processes (default: CPU count; 1 on SQLite).")
     parser.add_argument("--threads", type=int, default=1, help="Executor threads per process.")
     parser.add_argument("--burst", action="store_true", help="Exit once nothing is due.")
     parser.add_argument("--max-tasks-per-child", type=int, default=None,
@@ -35,6 +38,12 @@ def add_arguments(parser: ArgumentParser) -> None:
                         help="Replace a process once its resident memory exceeds this.")
     parser.add_argument("--shutdown-timeout", type=float, default=30.0, metavar="S",
                         help="On SIGTERM, how long running jobs may take to finish.")
+    parser.add_argument("--health-file", metavar="PATH",
+                        help="Keep touching PATH while every process heartbeats and claims "
+                             "(probe it with `taskmill health --file PATH`).")
+    parser.add_argument("--reload", action="store_true",
+                        help="Development only (DEBUG = True): restart the worker when "
+                             "project code changes.")
     parser.add_argument("--poll-interval", type=float, default=None, metavar="S",
                         help="Longest wait between looks for due jobs: 5 on PostgreSQL "
                              "(woken by NOTIFY), 1 on MySQL, 0.2 on SQLite (a local file, "
@@ -72,8 +81,15 @@ def build_config(options: dict[str, Any]) -> tuple[WorkerConfig, int]:
         lease_seconds=backend.config.lease_seconds,
         result_ttl=backend.config.result_ttl,
         poll_interval=poll,
+        health_file=options.get("health_file"),
     )
-    return config, options.get("processes") or os.cpu_count() or 1
+    return config, options.get("processes") or default_processes(vendor)
+
+
+def default_processes(vendor: str) -> int:
+    """One per CPU; one on SQLite, where writers take turns anyway (more processes only
+    wait for each other's write lock)."""
+    return 1 if vendor == "sqlite" else os.cpu_count() or 1
 
 
 def _check_pools(threads: int) -> None:
@@ -101,5 +117,10 @@ def _check_database(alias: str) -> None:
 
 def handle(command: Any, options: dict[str, Any]) -> None:
     configure_logging(options["verbosity"])
+    if options.get("reload"):
+        if not settings.DEBUG:
+            raise CommandError("--reload is for development: it restarts the worker, and its "
+                               "running jobs, whenever code changes. It needs DEBUG = True.")
+        sys.exit(run_reloading())
     config, processes = build_config(options)
     run_worker(config, processes)

@@ -37,6 +37,14 @@ class Claiming(ConcurrencyLimits):
                                            "queues": self.list_param(queues)})
             return list(cursor.fetchall())
 
+    def waiting(self, queues: Sequence[str]) -> tuple[int, float | None]:
+        """How many jobs of ``queues`` wait (due or not), and in how many seconds the
+        first is due."""
+        row = self.fetchone("waiting_jobs", {"queues": self.list_param(queues)})
+        if row is None:
+            return 0, None
+        return int(row[0]), None if row[1] is None else float(row[1])
+
     def next_due(self, queues: Sequence[str]) -> float | None:
         """In how many seconds the earliest waiting job of ``queues`` is due, by the
         database's clock (None: nothing waits; 0 or less: one is due now)."""

@@ -17,5 +17,8 @@ class WorkerConfig:
     lease_seconds: float = 30.0
     result_ttl: float = 7 * 24 * 3600.0
     poll_interval: float = 1.0
-    #: Run the heartbeat's maintenance services (recovery, pruning, schedule).
+    #: Run the maintenance services (recovery, pruning, schedule).
     maintenance: bool = True
+    #: A file the supervisor touches while every worker process heartbeats and claims
+    #: (``--health-file``): a probe's liveness signal without a database round trip.
+    health_file: str | None = None

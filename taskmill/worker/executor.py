@@ -16,11 +16,12 @@ import json
 import logging
 import random
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from typing import Any
 
-from django.db import close_old_connections, transaction
+from django.db import OperationalError, close_old_connections, transaction
 from django.utils import timezone
 
 from .. import compat
@@ -38,6 +39,8 @@ logger = logging.getLogger("taskmill.worker")
 FINAL_ERRORS: tuple[type[BaseException], ...] = (TaskNotFound, Cancelled)
 #: Longest pause between attempts, whatever the backoff says.
 MAX_RETRY_DELAY = 3600.0
+#: How often an attempt that SQLite refused a write is run again at once (see _locked_out).
+LOCKED_RETRIES = 8
 
 
 def retry_delay(base: float, attempt: int) -> float:
@@ -77,10 +80,11 @@ def execute(job: ClaimedJob, runtime: JobRuntime, *,
     if manage_connections:
         close_old_connections()
     try:
-        if job.transactional and record is not None:
-            outcome = _call_in_transaction(task, job, result, runtime, record)
-        else:
-            outcome = _call(task, job, result, runtime)
+        try:
+            outcome = _run(task, job, result, runtime, record)
+        finally:
+            # From here on no timeout or forced cancel is raised in this thread.
+            runtime.body_done()
     finally:
         if manage_connections:
             try:
@@ -88,6 +92,32 @@ def execute(job: ClaimedJob, runtime: JobRuntime, *,
             except Exception:  # A connection that cannot even be closed is gone anyway.
                 logger.exception("Job %s: closing the task's connections failed.", job.id)
     return outcome, _finished_result(result, outcome)
+
+
+def _run(task: Any, job: ClaimedJob, result: JobResult, runtime: JobRuntime,
+         record: Callable[[Outcome], None] | None) -> Outcome:
+    """The attempt, run again at once (a few times) if SQLite refused it a write."""
+    for again in range(LOCKED_RETRIES + 1):
+        if job.transactional and record is not None:
+            outcome = _call_in_transaction(task, job, result, runtime, record)
+        else:
+            outcome = _call(task, job, result, runtime)
+        if again == LOCKED_RETRIES or not _locked_out(outcome):
+            return outcome
+        logger.info("Job %s: SQLite refused it a write (database is locked); running it "
+                    "again at once (%d of %d).", job.id, again + 1, LOCKED_RETRIES)
+        close_old_connections()
+        time.sleep(random.uniform(0.5, 1.0) * min(1.0, 0.05 * 2 ** again))
+    return outcome
+
+
+def _locked_out(outcome: Outcome) -> bool:
+    """Whether the attempt failed because SQLite would not let its transaction write: a
+    reader's snapshot that another writer made stale cannot be waited out (SQLite says
+    "database is locked" at once, whatever the timeout), only run again."""
+    exc = outcome.exception
+    return (not outcome.succeeded and isinstance(exc, OperationalError)
+            and "database is locked" in str(exc))
 
 
 def _call_in_transaction(task: Any, job: ClaimedJob, result: JobResult, runtime: JobRuntime,
@@ -115,15 +145,11 @@ def _call_in_transaction(task: Any, job: ClaimedJob, result: JobResult, runtime:
 
 def _call(task: Any, job: ClaimedJob, result: JobResult, runtime: JobRuntime) -> Outcome:
     try:
-        try:
-            if task.takes_context:
-                value = task.call(JobContext(task_result=result, runtime=runtime), *job.args,
-                                  **job.kwargs)
-            else:
-                value = task.call(*job.args, **job.kwargs)
-        finally:
-            # From here on no timeout or forced cancel is raised in this thread.
-            runtime.body_done()
+        if task.takes_context:
+            value = task.call(JobContext(task_result=result, runtime=runtime), *job.args,
+                              **job.kwargs)
+        else:
+            value = task.call(*job.args, **job.kwargs)
         return_json = json.dumps(value, allow_nan=False, separators=(",", ":"))
     except Exception as exc:
         return failure_outcome(job, exc, final=isinstance(exc, FINAL_ERRORS))

@@ -148,6 +148,7 @@ class ExecutorPool:
 
     def _loop(self) -> None:
         store = private_store(self.database)
+        sqlite_writes_up_front()
         try:
             while True:
                 job = self.ready.get()
@@ -212,4 +213,23 @@ class ExecutorPool:
         self.wake.set()
 
 
-__all__ = ["FORCE_CANCEL_GRACE", "ExecutorPool"]
+def sqlite_writes_up_front() -> None:
+    """Make this thread's SQLite transactions take the write lock when they begin
+    (``BEGIN IMMEDIATE``), as taskmill's own do, unless the project chose a mode itself.
+
+    A task that reads and then writes in ``transaction.atomic()`` (most do) otherwise
+    fails at once with "database is locked" whenever another process wrote in between:
+    SQLite cannot turn a reader whose snapshot went stale into a writer, whatever the
+    timeout. Taking the lock up front makes it wait its turn instead. The cost: a
+    read-only atomic block in a task holds other writers back while it runs.
+    """
+    for alias in connections:
+        wrapper = connections[alias]
+        options = wrapper.settings_dict.get("OPTIONS", {})
+        if wrapper.vendor == "sqlite" and "transaction_mode" not in options:
+            # This thread's wrapper only: the settings dict is shared by every thread's.
+            wrapper.settings_dict = {**wrapper.settings_dict,
+                                     "OPTIONS": {**options, "transaction_mode": "IMMEDIATE"}}
+
+
+__all__ = ["FORCE_CANCEL_GRACE", "ExecutorPool", "sqlite_writes_up_front"]

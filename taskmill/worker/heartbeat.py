@@ -36,6 +36,8 @@ class LeaseHolder(Protocol):
     hostname: str
     wake: threading.Event
 
+    def report_alive(self) -> None: ...
+
     @property
     def running(self) -> Collection[Any]: ...
 
@@ -106,6 +108,7 @@ class Heartbeat(threading.Thread):
         if stale:
             worker.wake.set()  # The producer held back its claims: it may claim again.
         self._reconcile()
+        worker.report_alive()
         return True
 
     def _reconcile(self) -> None:

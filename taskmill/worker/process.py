@@ -24,6 +24,7 @@ graceful stop; if the process is killed, it is recovered like a running one.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
@@ -57,13 +58,20 @@ EXIT_RECYCLE = 75
 MAX_BATCH = 200
 CLAIM_HORIZON = 0.05  # seconds of work one claim may take on, for short jobs
 FLUSH_AFTER = 0.02  # seconds a finished job may wait to be recorded
+#: --burst also runs what becomes due this soon (the retries of a failing job, say).
+BURST_HORIZON = 10.0
 
 
 class WorkerProcess:
     """Runs until stopped, burst-done or recycled; :meth:`run` returns the exit code."""
 
-    def __init__(self, config: WorkerConfig, worker_id: str) -> None:
+    def __init__(self, config: WorkerConfig, worker_id: str,
+                 alive_at: ctypes.c_double | None = None) -> None:
         self.config = config
+        #: Shared with the supervisor: when this process last showed it works.
+        self.alive_at = alive_at
+        #: When the producer last went round its loop (it does at least every poll).
+        self.produced_at = time.monotonic()
         self.worker_id = worker_id
         self.hostname = socket.gethostname()
         self.wake = threading.Event()
@@ -91,6 +99,13 @@ class WorkerProcess:
 
     def request_cancel(self, job_id: uuid.UUID, force: bool) -> None:
         self.pool.request_cancel(job_id, force)
+
+    def report_alive(self) -> None:
+        """Called after each lease renewal: tell the supervisor this process works, if
+        its producer also went round lately (a hung producer renews no health)."""
+        quiet = time.monotonic() - self.produced_at
+        if self.alive_at is not None and quiet < max(10.0, 3 * self.config.poll_interval):
+            self.alive_at.value = time.monotonic()
 
     @property
     def processed(self) -> int:
@@ -199,6 +214,7 @@ class WorkerProcess:
     def _produce(self) -> None:
         config = self.config
         while True:
+            self.produced_at = time.monotonic()
             self.wake.clear()
             outcomes = self.pool.take_done()
             claim = 0 if self.stopping.is_set() else self._capacity()
@@ -230,9 +246,12 @@ class WorkerProcess:
             if claim and len(claimed) == claim:
                 continue  # Probably more waiting: claim again right away.
             if config.burst and idle and not claimed:
-                if not self._due_soon():
-                    logger.info("Worker %s: nothing due, burst done.", self.worker_id)
+                due_in = self._next_due()
+                if due_in is None or due_in > BURST_HORIZON:
+                    self._say_what_is_left()
                     self.stop(EXIT_BURST_DONE)
+                else:  # A retry or a deferred job due shortly: it is part of the burst.
+                    self.wake.wait(max(0.0, min(due_in, config.poll_interval)))
                 continue
             if self.pool.done:
                 self.wake.wait(FLUSH_AFTER)
@@ -318,9 +337,16 @@ class WorkerProcess:
         return self.gate.call(lambda: self.store.next_due(self.config.queues),
                               "check due jobs", self.stopping)
 
-    def _due_soon(self) -> bool:
-        due_in = self._next_due()
-        return due_in is not None and due_in <= 0
+    def _say_what_is_left(self) -> None:
+        left = self.gate.call(lambda: self.store.waiting(self.config.queues),
+                              "count waiting jobs", None, attempts=3)
+        count, due_in = left if left is not None else (0, None)
+        if not count:
+            logger.info("Worker %s: nothing due, burst done.", self.worker_id)
+        else:
+            logger.warning("Worker %s: burst done; %d job(s) left waiting, the next due in "
+                           "%.0fs (deferred, or retrying later than %.0fs from now).",
+                           self.worker_id, count, due_in or 0.0, BURST_HORIZON)
 
     def _idle_wait(self) -> float:
         due_in = self._next_due()

@@ -10,6 +10,8 @@ a child still alive after that is killed and its jobs recovered.
 
 from __future__ import annotations
 
+import ctypes
+import json
 import logging
 import multiprocessing
 import os
@@ -19,12 +21,14 @@ import sys
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import wait
+from pathlib import Path
 from typing import Any
 
 from django.db import connections
 
 from ..ids import new_worker_id
 from ..store import get_store
+from .banner import banner
 from .config import WorkerConfig
 from .process import EXIT_RECYCLE, WorkerProcess
 
@@ -39,17 +43,19 @@ class Child:
     process: multiprocessing.process.BaseProcess
     worker_id: str
     started: float
+    #: Monotonic time the child last showed it works (shared memory it writes to).
+    alive_at: ctypes.c_double
 
 
 #: Signals held back while a child is forked and registered (see Supervisor._start_child).
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
-def _child_main(config: WorkerConfig, worker_id: str) -> None:
+def _child_main(config: WorkerConfig, worker_id: str, alive_at: ctypes.c_double) -> None:
     """Entry point of a forked worker process."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-    worker = WorkerProcess(config, worker_id)
+    worker = WorkerProcess(config, worker_id, alive_at)
     worker.install_signal_handlers()
     # Forked with the stop signals held back: one sent meanwhile arrives now, handled.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
@@ -73,13 +79,13 @@ class Supervisor:
     def run(self) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
-        logger.info("taskmill supervisor %d: %d process(es) x %d thread(s), queues %s%s.",
-                    os.getpid(), self.processes, self.config.threads,
-                    ",".join(self.config.queues), ", burst" if self.config.burst else "")
+        for line in banner(self.config, self.processes):
+            logger.info("%s", line)
         for _ in range(self.processes):
             self._start_child()
         stop_deadline: float | None = None
         while self.children:
+            self._report_health()
             sentinels = {child.process.sentinel: pid for pid, child in self.children.items()}
             ready = wait(list(sentinels), timeout=1.0)
             for sentinel in ready:
@@ -115,18 +121,34 @@ class Supervisor:
         # (its job charged an attempt): hold the signals back until it is registered.
         held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:
-            process = self._spawn(worker_id)
+            alive_at = self.context.RawValue(ctypes.c_double, 0.0)
+            process = self._spawn(worker_id, alive_at)
             assert process.pid is not None  # started
-            self.children[process.pid] = Child(process, worker_id, time.monotonic())
+            self.children[process.pid] = Child(process, worker_id, time.monotonic(), alive_at)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
-    def _spawn(self, worker_id: str) -> multiprocessing.process.BaseProcess:
-        process = self.context.Process(target=_child_main, args=(self.config, worker_id),
+    def _spawn(self, worker_id: str,
+               alive_at: ctypes.c_double) -> multiprocessing.process.BaseProcess:
+        process = self.context.Process(target=_child_main,
+                                       args=(self.config, worker_id, alive_at),
                                        name=f"taskmill-worker-{len(self.children) + 1}",
                                        daemon=False)
         process.start()
         return process
+
+    def _report_health(self) -> None:
+        """Touch the health file while every child renews its lease and claims (each
+        reports after a renewal, see WorkerProcess.report_alive)."""
+        path = self.config.health_file
+        if path is None or self.stopping or not self.children:
+            return
+        stale_after = self.config.lease_seconds * 0.75
+        now = time.monotonic()
+        if all(now - child.alive_at.value < stale_after for child in self.children.values()):
+            Path(path).write_text(json.dumps({
+                "supervisor": os.getpid(), "processes": len(self.children),
+                "workers": [child.worker_id for child in self.children.values()]}))
 
     def _on_child_exit(self, child: Child) -> None:
         process = child.process

@@ -7,7 +7,7 @@ from pathlib import Path
 
 VENDOR = os.environ.get("TASKMILL_TEST_DB", "sqlite")
 SECRET_KEY = "taskmill-tests"
-DEBUG = False
+DEBUG = bool(os.environ.get("TASKMILL_TEST_DEBUG"))  # --reload is for DEBUG only
 USE_TZ = True
 TIME_ZONE = "UTC"
 ROOT_URLCONF = "tests.project.urls"

@@ -85,3 +85,16 @@ def with_context(context, label: str) -> int:
 def not_a_task() -> None:
     """A plain function: a job row naming it must fail, never run it."""
     Execution.objects.create(label="not_a_task ran", pid=os.getpid())
+
+
+@task(max_attempts=1)
+def read_then_write(label: str) -> int:
+    """What a real app's task does (Wagtail's reference index, say): read, then write, in
+    one transaction; on SQLite the write has to upgrade a reader's snapshot."""
+    from django.db import transaction
+
+    with transaction.atomic():
+        seen = Execution.objects.filter(label__startswith="rw-").count()
+        time.sleep(0.01)
+        Execution.objects.create(label=label, pid=os.getpid(), value={"seen": seen})
+    return seen

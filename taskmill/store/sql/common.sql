@@ -80,6 +80,12 @@ RETURNING ${claim_columns}
 SELECT ${seconds_until:MIN(j.run_after)} FROM taskmill_job j
 WHERE j.status = 'READY' AND j.queue_name ${in:queues} AND ${room_for_key}
 
+-- name: waiting_jobs
+-- How many jobs of these queues wait, and in how many seconds the first is due.
+-- expects: READY
+SELECT COUNT(*), ${seconds_until:MIN(run_after)} FROM taskmill_job
+WHERE status = 'READY' AND queue_name ${in:queues}
+
 -- name: claimed_limits
 -- The concurrency limit of each job a claim just took that has a key.
 -- expects: any state (the rows were just claimed by this worker)
