@@ -11,6 +11,7 @@ from django.db import connection, connections, transaction
 
 from taskmill.models import Job, JobStatus
 from taskmill.testing import worker
+from tests.conftest import wait_until
 from tests.project.models import Execution
 from tests.project.tasks import add
 
@@ -57,3 +58,19 @@ def test_tasks_that_read_then_write_in_a_transaction_all_succeed(sqlite_only, st
         status=JobStatus.SUCCESSFUL)
     assert not failed.exists(), burst.output[-3000:]
     assert Execution.objects.filter(label__startswith="rw-").count() == 60
+
+
+def test_an_idle_worker_is_woken_by_the_enqueue_not_its_poll(sqlite_only, start_worker):
+    """SQLite has no NOTIFY: the worker watches the database file instead."""
+    from tests.project.tasks import record
+
+    worker = start_worker("--processes", "1", "--poll-interval", "60")
+    warm = record.enqueue("warm-up")  # Picked up by the worker's first look.
+    wait_until(lambda: Job.objects.filter(id=warm.id, status=JobStatus.SUCCESSFUL).exists(),
+               timeout=30, message="the worker to start")
+    time.sleep(1.0)  # Idle now, waiting up to a minute for its next look.
+    enqueued = time.monotonic()
+    result = record.enqueue("woken")
+    wait_until(lambda: Job.objects.filter(id=result.id, status=JobStatus.SUCCESSFUL).exists(),
+               timeout=30, message="the job to run")
+    assert time.monotonic() - enqueued < 3, worker

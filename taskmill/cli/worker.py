@@ -20,7 +20,7 @@ from .common import configure_logging, get_backend
 from .reloading import run_reloading
 
 #: Seconds between looks for due jobs when nothing wakes the worker sooner.
-DEFAULT_POLL_INTERVAL = {"postgresql": 5.0, "mysql": 1.0, "sqlite": 0.2}
+DEFAULT_POLL_INTERVAL = {"postgresql": 5.0, "mysql": 1.0, "sqlite": 1.0}
 
 HELP = "Run workers: --processes children, each with --threads executors."
 
@@ -46,8 +46,8 @@ def add_arguments(parser: ArgumentParser) -> None:
                              "project code changes.")
     parser.add_argument("--poll-interval", type=float, default=None, metavar="S",
                         help="Longest wait between looks for due jobs: 5 on PostgreSQL "
-                             "(woken by NOTIFY), 1 on MySQL, 0.2 on SQLite (a local file, "
-                             "cheap to look at).")
+                             "(woken by NOTIFY), 1 on SQLite (woken by a watch on its "
+                             "file) and MySQL.")
 
 
 def build_config(options: dict[str, Any]) -> tuple[WorkerConfig, int]:

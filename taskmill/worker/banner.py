@@ -15,6 +15,9 @@ def banner(config: WorkerConfig, processes: int) -> list[str]:
     if vendor == "postgresql":
         wakeups = (f"on (LISTEN/NOTIFY), polling every {config.poll_interval:g}s should a "
                    "notification be missed")
+    elif vendor == "sqlite":
+        wakeups = (f"on (a watch on the database file), polling every "
+                   f"{config.poll_interval:g}s besides")
     else:
         wakeups = f"off on {vendor}: polling every {config.poll_interval:g}s"
     lines = [

@@ -1,4 +1,5 @@
-"""Wakes an idle worker the moment a job is enqueued (PostgreSQL LISTEN/NOTIFY).
+"""Wakes an idle worker the moment a job is enqueued: LISTEN/NOTIFY on PostgreSQL, a
+watch on the database file on SQLite.
 
 The job table's insert trigger sends ``NOTIFY taskmill, '<queue>'`` with the enqueue's
 commit, so a worker hears of a job exactly when it becomes visible. Polling stays as the
@@ -11,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Collection
+from pathlib import Path
 
 from ..db import private_connection
 from ..store.postgresql import CHANNEL
@@ -70,3 +72,46 @@ class Listener(threading.Thread):
                     wrapper.close()
                 except Exception:
                     pass
+
+
+class FileWatcher(threading.Thread):
+    """SQLite's stand-in for LISTEN: sets ``wake`` whenever the database's write-ahead
+    log changes, that is whenever any process committed a write (an enqueue among them).
+
+    A ``stat()`` every :data:`WATCH_EVERY` seconds is all it costs (a few microseconds,
+    no query, no lock): an idle worker starts a job within about that of its commit, and
+    burns next to nothing meanwhile. The worker's own writes wake it too, harmlessly:
+    the producer looks, finds nothing new, and waits again.
+    """
+
+    def __init__(self, database_file: str, wake: threading.Event) -> None:
+        super().__init__(name="taskmill-file-watcher", daemon=True)
+        self.paths = [Path(database_file + "-wal"), Path(database_file)]
+        self.wake = wake
+        self._stopped = threading.Event()
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def run(self) -> None:
+        seen = self._look()
+        while not self._stopped.wait(WATCH_EVERY):
+            now = self._look()
+            if now != seen:
+                seen = now
+                self.wake.set()
+
+    def _look(self) -> tuple[tuple[int, int], ...]:
+        found = []
+        for path in self.paths:
+            try:
+                status = path.stat()
+            except OSError:  # No WAL file between checkpoints, or not yet.
+                found.append((-1, -1))
+                continue
+            found.append((status.st_size, status.st_mtime_ns))
+        return tuple(found)
+
+
+#: Seconds between two looks at a SQLite database's files.
+WATCH_EVERY = 0.005

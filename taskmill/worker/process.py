@@ -45,7 +45,7 @@ from .executor import announce_finished, failure_outcome
 from .executors import Done, ExecutorPool
 from .heartbeat import Heartbeat
 from .maintenance import Maintenance
-from .notifier import Listener
+from .notifier import FileWatcher, Listener
 from .outage import DatabaseGate, DatabaseHealth
 
 logger = logging.getLogger("taskmill.worker")
@@ -151,9 +151,12 @@ class WorkerProcess:
         self.heartbeat.start()
         if self.maintenance is not None:
             self.maintenance.start()
-        listener = None
+        listener: Listener | FileWatcher | None = None
         if self.store.vendor == "postgresql":
             listener = Listener(config.database, config.queues, self.wake)
+        elif self.store.vendor == "sqlite":
+            listener = FileWatcher(str(self.store.connection.settings_dict["NAME"]), self.wake)
+        if listener is not None:
             listener.start()
         logger.info("Worker %s started: queues %s, %d thread(s).", self.worker_id,
                     ",".join(config.queues), config.threads)
