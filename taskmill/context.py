@@ -9,12 +9,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.db import connections
 from django.utils.functional import Promise
 
 from .compat import AnyTaskContext
 from .exceptions import Cancelled
 from .results import Progress
-from .store import ClaimedJob, JobStore
+from .store import ClaimedJob, JobStore, get_store
 
 
 class JobRuntime:
@@ -22,7 +23,10 @@ class JobRuntime:
 
     Writes go through ``store``, a connection of the worker's own (not the task's), so
     progress is visible to other processes at once even while the task holds a
-    transaction open.
+    transaction open. Not on SQLite: there a ``transactional`` task's transaction holds
+    the database's one write lock (it begins ``IMMEDIATE``), and a write from another
+    connection of this same thread would wait for it until it timed out. Such writes
+    join the task's transaction instead, and are seen when it commits.
     """
 
     def __init__(self, job: ClaimedJob, worker_id: str, store: JobStore | None,
@@ -42,8 +46,14 @@ class JobRuntime:
             self._on_body_done()
 
     def write(self, **values: Any) -> None:
-        if self.store is not None:
-            self.store.update_running(self.job, self.worker_id, **values)
+        store = self.store
+        if store is None:
+            return
+        if self.job.transactional and store.vendor == "sqlite":
+            own = connections[store.connection.alias]  # This thread's, the task's.
+            if own.in_atomic_block:
+                store = get_store(own)
+        store.update_running(self.job, self.worker_id, **values)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

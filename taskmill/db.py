@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import os
 import stat
 import sys
@@ -36,6 +37,8 @@ from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.signals import connection_created
 from django.db.utils import load_backend
+
+from . import forkgate
 
 __all__ = ["close_inherited_connections", "describe_database", "explain_connection_error",
            "pool_size", "private_connection", "try_connect", "wait_for_database"]
@@ -91,15 +94,23 @@ def close_inherited_connections() -> None:
     default on Linux before Python 3.14). The parent's sessions are left exactly as
     they were; the child's next query opens its own connection. Pooled connections
     (``OPTIONS: {"pool": ...}``) are dropped the same way and the child gets its own pool.
+
+    The child's connections keep the settings the forking thread's had: a worker thread
+    begins its SQLite transactions ``IMMEDIATE`` (set on its own connections only), and a
+    child of a task must too, or its read-then-write transactions are refused.
     """
     wrappers: list[BaseDatabaseWrapper] = []
+    kept_settings: dict[str, dict[str, Any]] = {}
     # Django's per-thread (asgiref Local) store of this thread's connections.
     local: Any = getattr(connections, "_connections")  # noqa: B009
     for alias in connections:
         wrapper = getattr(local, alias, None)
         if wrapper is not None:
             wrappers.append(wrapper)
+            kept_settings[alias] = wrapper.settings_dict
             delattr(local, alias)  # The next access makes a new one.
+    for alias, settings_dict in kept_settings.items():
+        connections[alias].settings_dict = settings_dict  # A new wrapper, not connected.
     with _live_lock:
         wrappers.extend(_held)
         wrappers.extend(_live)
@@ -161,7 +172,7 @@ def _socket_fd(raw: Any) -> int | None:
 # -- connections of the worker's own --------------------------------------------------
 
 
-def private_connection(alias: str) -> BaseDatabaseWrapper:
+def private_connection(alias: str, *, vanish_after: float | None = None) -> BaseDatabaseWrapper:
     """A connection of its own to ``alias``: outside Django's per-thread connections (not
     closed with a task's, not joined to its transaction), and never taken from a
     connection pool. A worker holds a few for as long as it lives (its producer, heartbeat,
@@ -172,15 +183,65 @@ def private_connection(alias: str) -> BaseDatabaseWrapper:
     checks made under a lock (a concurrency key's running jobs, a batch's unfinished
     children) must see what committed before the lock was theirs, not a REPEATABLE READ
     snapshot taken earlier in the transaction.
+
+    ``vanish_after``: seconds within which the server is to end this session once its
+    client is gone without a word (its host cut off or powered down). Without it, a
+    session left inside a transaction keeps its row locks until the operating system's
+    TCP keepalive gives up, about two hours by default, and every worker that needs one
+    of those rows waits as long (see :func:`_session_bounds`).
     """
-    settings = copy.deepcopy(connections.settings[alias])
+    settings = forkgate.gated_settings(copy.deepcopy(connections.settings[alias]))
     options = settings.setdefault("OPTIONS", {})
     options.pop("pool", None)
     if settings["ENGINE"].endswith("mysql"):
         options["isolation_level"] = "read committed"
-    wrapper: BaseDatabaseWrapper = load_backend(settings["ENGINE"]).DatabaseWrapper(settings,
-                                                                                     alias)
+    backend = load_backend(settings["ENGINE"]).DatabaseWrapper
+    if vanish_after is not None:
+        backend = _bounded(backend)
+    wrapper: BaseDatabaseWrapper = backend(settings, alias)
+    if vanish_after is not None:
+        wrapper.taskmill_vanish_after = vanish_after  # type: ignore[attr-defined]
     return wrapper
+
+
+@functools.cache
+def _bounded(backend: type[BaseDatabaseWrapper]) -> type[BaseDatabaseWrapper]:
+    """``backend`` with :func:`_session_bounds` applied on every (re)connection."""
+
+    class Bounded(backend):  # type: ignore[valid-type,misc]
+        def init_connection_state(self) -> None:
+            super().init_connection_state()
+            sql = _session_bounds(self, self.taskmill_vanish_after)
+            if sql:
+                with self.connection.cursor() as cursor:
+                    cursor.execute(sql)
+
+    return Bounded
+
+
+def _session_bounds(wrapper: BaseDatabaseWrapper, seconds: float) -> str | None:
+    """The statement that makes the server drop this session ``seconds`` after its client
+    vanished.
+
+    PostgreSQL: keepalive probes from the server's side of the socket, and a limit on how
+    long data it sent may go unacknowledged (``tcp_user_timeout``): both only ever end a
+    session whose client is unreachable, so they are harmless even where a pooler in
+    transaction mode passes them on to other clients. MariaDB: ``idle_transaction_timeout``
+    (a transaction idle that long is rolled back and its session closed; a worker never
+    leaves one idle). MySQL has no such bound per session; its ``wait_timeout`` would also
+    end healthy idle sessions.
+    """
+    whole = max(1, int(seconds))
+    if wrapper.vendor == "postgresql":
+        idle = max(1, whole // 3)
+        interval = max(1, whole // 6)
+        return (f"SELECT set_config('tcp_keepalives_idle', '{idle}', false), "
+                f"set_config('tcp_keepalives_interval', '{interval}', false), "
+                "set_config('tcp_keepalives_count', '3', false), "
+                f"set_config('tcp_user_timeout', '{whole * 1000}', false)")
+    if wrapper.vendor == "mysql" and getattr(wrapper, "mysql_is_mariadb", False):
+        return f"SET SESSION idle_transaction_timeout = {whole}"
+    return None
 
 
 def pool_size(alias: str) -> int | None:
@@ -264,7 +325,7 @@ def try_connect(alias: str, connect_timeout: float = 5.0) -> Exception | None:
     wait for the database before anything else connects (system checks on Django 6
     connect to PostgreSQL to read its version).
     """
-    settings = copy.deepcopy(connections.settings[alias])
+    settings = forkgate.gated_settings(copy.deepcopy(connections.settings[alias]))
     options = settings.setdefault("OPTIONS", {})
     options.pop("pool", None)  # Test the server itself, not a pool's wait.
     engine = settings.get("ENGINE", "")

@@ -1,6 +1,9 @@
 """Progress and checkpoints: stored on the job, visible elsewhere at once, kept across attempts."""
 
+import time
+
 import pytest
+from django.db import connection
 
 from taskmill import task
 from taskmill.models import Job, JobStatus
@@ -27,6 +30,8 @@ def test_a_crashed_job_resumes_from_its_checkpoint_without_repeating(start_worke
 
 @pytest.mark.django_db(transaction=True)
 def test_progress_is_visible_from_another_process_while_the_task_runs(tmp_path, start_worker):
+    if connection.vendor == "sqlite":
+        pytest.skip("SQLite has one writer: the transactional task holds it (next test)")
     release = tmp_path / "release"
     # transactional: the task holds a transaction open, and its progress is still seen.
     result = progress_then_wait.enqueue("progress", str(release))
@@ -44,6 +49,31 @@ def test_progress_is_visible_from_another_process_while_the_task_runs(tmp_path, 
     release.write_text("go")
     wait_until(lambda: Job.objects.get(id=result.id).status == JobStatus.SUCCESSFUL, timeout=30,
                message="the job finished")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_on_sqlite_a_transactional_task_reports_progress_in_its_own_transaction(
+        tmp_path, start_worker):
+    """Its transaction holds SQLite's one write lock: progress written from another
+    connection would wait on it until 'database is locked'. It joins the task's instead."""
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite only")
+    release = tmp_path / "release"
+    result = progress_then_wait.enqueue("progress", str(release))
+    start_worker("--processes", "1")
+    wait_until(lambda: Job.objects.get(id=result.id).status == JobStatus.RUNNING, timeout=30,
+               message="the job running")
+    time.sleep(1)  # It has reported progress by now, uncommitted.
+    result.refresh()
+    assert result.progress is None
+    release.write_text("go")
+    wait_until(lambda: Job.objects.get(id=result.id).status == JobStatus.SUCCESSFUL, timeout=30,
+               message="the job finished")
+    job = Job.objects.get(id=result.id)
+    assert job.attempts == 1  # Not a locked-out attempt run again.
+    final = progress_then_wait.get_result(result.id)
+    assert (final.progress.current, final.progress.total) == (3, 10)
+    assert Execution.objects.filter(label="progress").count() == 1
 
 
 BAD_PROGRESS = [("3/10", 10, ""), (3, "10", ""), (True, 10, ""), (float("nan"), 10, ""),

@@ -60,6 +60,40 @@ def test_tasks_that_read_then_write_in_a_transaction_all_succeed(sqlite_only, st
     assert Execution.objects.filter(label__startswith="rw-").count() == 60
 
 
+def test_parallel_map_children_of_a_task_read_then_write_without_being_locked_out(
+        sqlite_only, start_worker):
+    """A task's parallel_map children run in transactions begun as the task's are
+    (IMMEDIATE): a child whose snapshot another child made stale would be refused."""
+    from taskmill import enqueue_many
+    from tests.project.tasks import read_then_write_in_children
+
+    results = enqueue_many(read_then_write_in_children, [(f"rw-{i}", 4) for i in range(6)])
+    burst = start_worker("--burst", "--processes", "1", "--threads", "2")
+    assert burst.wait(timeout=120) == 0, burst.output
+    jobs = Job.objects.filter(id__in=[r.id for r in results])
+    assert {(job.status, job.attempts) for job in jobs} == {(JobStatus.SUCCESSFUL, 1)}, \
+        burst.output[-3000:]
+    assert "SQLite refused it a write" not in burst.output  # Not even on a first try.
+    assert Execution.objects.filter(label__startswith="rw-").count() == 24
+
+
+def test_parallel_map_never_forks_while_another_thread_of_the_worker_is_inside_sqlite(
+        sqlite_only, start_worker):
+    """A child forked while another thread held one of SQLite's mutexes waits for ever
+    on its first query (the mutex's owner is not in the child). Here the producer, the
+    heartbeat and a second task query the same file while a task forks round after round."""
+    from tests.project.tasks import fork_rounds, query_for
+
+    busy = [query_for.enqueue(15.0) for _ in range(2)]
+    forks = fork_rounds.enqueue(250)
+    burst = start_worker("--burst", "--processes", "1", "--threads", "3")
+    assert burst.wait(timeout=100) == 0, burst.output[-3000:]
+    ids = [forks.id, *(result.id for result in busy)]
+    assert {job.status for job in Job.objects.filter(id__in=ids)} == {
+        JobStatus.SUCCESSFUL}, burst.output[-3000:]
+    assert Execution.objects.filter(label="fork-round").count() == 250
+
+
 def test_an_idle_worker_is_woken_by_the_enqueue_not_its_poll(sqlite_only, start_worker):
     """SQLite has no NOTIFY: the worker watches the database file instead."""
     from tests.project.tasks import record

@@ -10,6 +10,7 @@ from typing import Any
 
 from django.db import connections
 
+from .. import forkgate
 from ..backend import taskmill_backends
 from ..compat import TaskResultStatus
 from ..models import Job, JobStatus
@@ -122,8 +123,9 @@ class TestWorker:
         deadline = time.monotonic() + timeout
         while True:
             self.check()
-            if predicate():
-                return
+            with forkgate.inside():  # A task's parallel_map may fork meanwhile.
+                if predicate():
+                    return
             if time.monotonic() > deadline:
                 raise AssertionError(f"timed out after {timeout}s waiting for {what}")
             time.sleep(0.02)

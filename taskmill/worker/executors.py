@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 from django.db import connections
 
+from .. import forkgate
 from ..context import JobRuntime
 from ..exceptions import Cancelled, JobTimeout
 from ..results import JobResult
@@ -215,7 +216,9 @@ class ExecutorPool:
 
 def sqlite_writes_up_front() -> None:
     """Make this thread's SQLite transactions take the write lock when they begin
-    (``BEGIN IMMEDIATE``), as taskmill's own do, unless the project chose a mode itself.
+    (``BEGIN IMMEDIATE``), as taskmill's own do, unless the project chose a mode itself;
+    and run its statements inside :mod:`taskmill.forkgate`, so a task of another thread
+    that forks (``parallel_map``) never does so while this one is inside SQLite.
 
     A task that reads and then writes in ``transaction.atomic()`` (most do) otherwise
     fails at once with "database is locked" whenever another process wrote in between:
@@ -225,6 +228,7 @@ def sqlite_writes_up_front() -> None:
     """
     for alias in connections:
         wrapper = connections[alias]
+        wrapper.settings_dict = forkgate.gated_settings(wrapper.settings_dict)
         options = wrapper.settings_dict.get("OPTIONS", {})
         if wrapper.vendor == "sqlite" and "transaction_mode" not in options:
             # This thread's wrapper only: the settings dict is shared by every thread's.

@@ -98,3 +98,40 @@ def read_then_write(label: str) -> int:
         time.sleep(0.01)
         Execution.objects.create(label=label, pid=os.getpid(), value={"seen": seen})
     return seen
+
+
+@task()
+def read_then_write_in_children(label: str, children: int) -> int:
+    """The same, split over child processes by ``parallel_map``: the children's
+    transactions must take SQLite's write lock up front as the worker thread's do."""
+    from taskmill import parallel_map
+
+    labels = [f"{label}-{i}" for i in range(children)]
+    return sum(parallel_map(read_then_write.func, labels, processes=children))
+
+
+def _count_executions(item: int) -> int:
+    return Execution.objects.count() + item
+
+
+@task()
+def fork_rounds(rounds: int) -> int:
+    """Round after round of parallel_map children that query SQLite at once, forked while
+    the worker's other threads query the same file."""
+    from taskmill import parallel_map
+
+    total = 0
+    for _ in range(rounds):
+        total += sum(parallel_map(_count_executions, [0, 1], processes=2))
+        Execution.objects.create(label="fork-round", pid=os.getpid())  # Wakes the producer.
+    return total
+
+
+@task()
+def query_for(seconds: float) -> int:
+    """Keeps a thread of the worker inside SQLite, statement after statement."""
+    deadline = time.monotonic() + seconds
+    count = 0
+    while time.monotonic() < deadline:
+        count += Execution.objects.filter(label="fork-round").count() >= 0
+    return count

@@ -1,0 +1,134 @@
+"""Keep ``fork()`` out of SQLite: no thread may be inside the library when a process forks.
+
+SQLite guards its process-wide state (its memory allocator, each open file's lock and
+shared-memory records) with mutexes held for microseconds inside every call. A thread
+that forks while another thread holds one of them gives the child a copy of the mutex,
+locked, whose owner does not exist there: the child's first query on the same database
+waits for ever. In a worker that is the common case, not a rare one: ``parallel_map``
+forks from a task thread while the producer, the heartbeat or another task queries the
+same SQLite file (each write wakes the producer, so it queries right when a round of
+children finished writing and the next round is forked).
+
+The gate is a shared/exclusive lock: every call a worker's SQLite connections make into
+the library (connecting, executing, fetching, committing, closing: see
+:class:`GatedConnection`) runs :func:`inside` it, many threads at once, and a before-fork
+hook takes it exclusively, waiting for those calls to return and holding new ones back
+until the fork is done, a few hundred microseconds. A thread already inside may re-enter:
+it cannot be the one forking, since forks happen outside database calls.
+
+Hazard: a fork waits for the calls in flight, so a statement that runs long, or waits
+on the busy timeout for another process's write lock, delays it as long.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+__all__ = ["GatedConnection", "gated_settings", "inside"]
+
+
+class _ForkGate:
+    def __init__(self) -> None:
+        self.condition = threading.Condition(threading.Lock())
+        self.inside = 0
+        self.forking = False
+        self.depth = threading.local()
+
+    @contextmanager
+    def enter(self) -> Iterator[None]:
+        depth = getattr(self.depth, "value", 0)
+        if depth == 0:
+            with self.condition:
+                while self.forking:
+                    self.condition.wait()
+                self.inside += 1
+        self.depth.value = depth + 1
+        try:
+            yield
+        finally:
+            self.depth.value = depth
+            if depth == 0:
+                with self.condition:
+                    self.inside -= 1
+                    if self.inside == 0:
+                        self.condition.notify_all()
+
+    def before_fork(self) -> None:
+        self.condition.acquire()
+        self.forking = True
+        mine = getattr(self.depth, "value", 0) > 0  # Never true: see the module docstring.
+        while self.inside > (1 if mine else 0):
+            self.condition.wait()
+
+    def after_fork_in_parent(self) -> None:
+        self.forking = False
+        self.condition.notify_all()
+        self.condition.release()
+
+    def after_fork_in_child(self) -> None:
+        self.__init__()  # type: ignore[misc]  # The threads inside are not in this process.
+
+
+_gate = _ForkGate()
+os.register_at_fork(before=_gate.before_fork, after_in_parent=_gate.after_fork_in_parent,
+                    after_in_child=_gate.after_fork_in_child)
+
+
+def inside() -> Any:
+    """A context for a call into SQLite that a fork in another thread must wait out."""
+    return _gate.enter()
+
+
+def _gated(method: Callable[..., Any]) -> Callable[..., Any]:
+    def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with _gate.enter():
+            return method(self, *args, **kwargs)
+    call.__name__ = method.__name__
+    return call
+
+
+_CURSOR_CALLS = ("execute", "executemany", "executescript", "fetchone", "fetchmany",
+                 "fetchall", "__next__", "close")
+
+
+@functools.cache
+def _gated_cursor(factory: type[sqlite3.Cursor]) -> type[sqlite3.Cursor]:
+    """``factory`` (Django's cursor class) with every call into SQLite inside the gate:
+    fetching steps the statement, and closing ends its read transaction, both of which
+    take the file's shared-memory lock as surely as executing does."""
+    calls = {name: _gated(getattr(factory, name)) for name in _CURSOR_CALLS}
+    return type(f"Gated{factory.__name__}", (factory,), calls)
+
+
+class GatedConnection(sqlite3.Connection):
+    """A SQLite connection whose every call into the library is inside the gate."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        with _gate.enter():
+            super().__init__(*args, **kwargs)
+
+    def cursor(self, factory: Any = sqlite3.Cursor) -> Any:
+        return super().cursor(_gated_cursor(factory))
+
+    execute = _gated(sqlite3.Connection.execute)
+    commit = _gated(sqlite3.Connection.commit)
+    rollback = _gated(sqlite3.Connection.rollback)
+    close = _gated(sqlite3.Connection.close)
+
+
+def gated_settings(settings_dict: dict[str, Any]) -> dict[str, Any]:
+    """``settings_dict`` (a ``DATABASES`` entry) with SQLite connections made as
+    :class:`GatedConnection`; other databases' settings unchanged. For the connections
+    of a worker, whose task threads may fork while its other threads query."""
+    if not settings_dict.get("ENGINE", "").endswith("sqlite3"):
+        return settings_dict
+    options = settings_dict.get("OPTIONS", {})
+    if "factory" in options:  # The project's own connection class: leave it be.
+        return settings_dict
+    return {**settings_dict, "OPTIONS": {**options, "factory": GatedConnection}}
