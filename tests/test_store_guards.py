@@ -83,3 +83,22 @@ def test_claims_never_overlap_between_workers():
     second = store.claim(["default"], 20, "host:b:2")
     assert len(first) == 20 and len(second) == 10
     assert not {j.id for j in first} & {j.id for j in second}
+
+
+def test_a_round_records_what_it_holds_and_claims_the_next_in_one_go():
+    store = get_store("default")
+    first, second, third = add.enqueue(1, 1), add.enqueue(2, 2), add.enqueue(3, 3)
+    store.register_worker("host:5:w", "host", 5, ["default"], 1)
+    mine, lost = store.claim(["default"], 2, "host:5:w")
+    Job.objects.filter(id=lost.id).update(lease_owner="host:6:other")  # recovered elsewhere
+    done = [Outcome(job=job, finished_at=timezone.now(), succeeded=True, return_json="7")
+            for job in (mine, lost)]
+    (claimed,) = store.complete_and_claim(done, ["default"], 5, "host:5:w")
+    assert [o.recorded for o in done] == [True, False]
+    rows = {row.id: (row.status, row.lease_owner) for row in Job.objects.all()}
+    assert rows == {
+        mine.id: (JobStatus.SUCCESSFUL, None),
+        lost.id: (JobStatus.RUNNING, "host:6:other"),
+        claimed.id: (JobStatus.RUNNING, "host:5:w"),
+    }
+    assert {str(j.id) for j in (mine, lost, claimed)} == {str(r.id) for r in (first, second, third)}

@@ -35,13 +35,17 @@ def get_store(connection: BaseDatabaseWrapper | str) -> JobStore:
     return store_class(connection)
 
 
-def private_store(database: str) -> JobStore:
+def private_store(database: str, *, vanish_after: float | None = None) -> JobStore:
     """A store on a connection of its own (:func:`taskmill.db.private_connection`).
 
     For the worker's bookkeeping and for progress writes: they must not join (or be
-    closed with) the connection a task uses, nor take one from its pool.
+    closed with) the connection a task uses, nor take one from its pool. ``vanish_after``:
+    see :func:`taskmill.db.private_connection` (a worker passes its lease).
     """
-    return get_store(private_connection(database))
+    connection = private_connection(database, vanish_after=vanish_after)
+    if connection.vendor == "postgresql":  # Its own connection: it may prepare statements.
+        return PostgreSQLJobStore(connection, prepare=True)
+    return get_store(connection)
 
 
 def close_store(store: JobStore | None) -> None:

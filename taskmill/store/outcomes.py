@@ -38,6 +38,14 @@ class Outcomes(Batches, Claiming):
         for outcome in outcomes:  # Only once the commit went through.
             outcome.needs_recording = False
 
+    def complete_and_claim(self, outcomes: Sequence[Outcome], queues: Sequence[str],
+                           limit: int, worker_id: str) -> list[ClaimedJob]:
+        """A worker's round: record ``outcomes`` and claim up to ``limit`` more jobs, with
+        one commit. Each outcome's ``recorded`` says whether its lease still held."""
+        with self.atomic():
+            self.record_outcomes(outcomes, worker_id)
+            return self.claim(queues, limit, worker_id) if limit else []
+
     def record_outcomes(self, outcomes: Sequence[Outcome], worker_id: str) -> None:
         """:meth:`complete` inside a transaction the caller holds (``transactional`` tasks)."""
         outcomes = [o for o in outcomes if o.needs_recording]

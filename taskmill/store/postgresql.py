@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from django.db import DatabaseError
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.utils import CursorWrapper
+
 from .base import JobStore
-from .rows import NewJob, Outcome
+from .connection import Params
+from .prepared import CUSTOM_PLANS, EXISTS, GENERIC_PLANS, HOT, MISSING, prepared_form
+from .rows import ClaimedJob, NewJob, Outcome
+
+logger = logging.getLogger("taskmill.store")
 
 #: Channel the insert trigger (migration 0002) and :meth:`notify` publish queue names on.
 CHANNEL = "taskmill"
@@ -71,6 +80,63 @@ class PostgreSQLJobStore(JobStore):
 
     vendor = "postgresql"
 
+    def __init__(self, connection: BaseDatabaseWrapper, *, prepare: bool = False) -> None:
+        super().__init__(connection)
+        options = connection.settings_dict.get("OPTIONS", {})
+        #: Whether the hot statements are prepared (:mod:`.prepared`): on a worker's own
+        #: connections, unless the project turned prepared statements off itself.
+        self.prepare = prepare and options.get("prepare_threshold", 0) is not None
+        self._forms = {name: prepared_form(name, self.sql[name]) for name in HOT}
+        self._session: object = None  # The server session they were prepared in...
+        self._ready = False  # ...and whether they were.
+
+    def prepare_for_worker(self) -> None:
+        super().prepare_for_worker()
+        if self.prepare:
+            with self.cursor() as cursor:
+                self._prepare_all(cursor)
+
+    def execute(self, cursor: CursorWrapper, name: str, params: Params | None = None) -> int:
+        form = self._forms.get(name) if self.prepare else None
+        if form is None:
+            return super().execute(cursor, name, params)
+        connection = self.connection
+        in_transaction = connection.in_atomic_block or not connection.get_autocommit()
+        if connection.connection is not self._session or not self._ready:
+            if in_transaction:  # A failed PREPARE would abort the caller's transaction.
+                return super().execute(cursor, name, params)
+            self._prepare_all(cursor)
+        try:
+            cursor.execute(form.execute, params or {})
+        except DatabaseError as exc:
+            if getattr(exc.__cause__, "sqlstate", None) != MISSING:
+                raise
+            # Not in this session, though prepared in "ours": a pooler in transaction
+            # mode. Plain statements from now on; outside a transaction nothing ran, so
+            # run it now; inside one, the caller's transaction failed and is retried.
+            self.prepare = False
+            try:
+                cursor.execute(CUSTOM_PLANS)
+            except DatabaseError:
+                pass  # Best effort: only this session's prepared statements were affected.
+            logger.warning("Prepared statements do not stay in one session on DATABASES[%r] "
+                           "(a pooler in transaction mode?); using plain statements.",
+                           self.alias)
+            if in_transaction:
+                raise
+            return super().execute(cursor, name, params)
+        return int(cursor.rowcount)
+
+    def _prepare_all(self, cursor: CursorWrapper) -> None:
+        cursor.execute(GENERIC_PLANS)
+        for form in self._forms.values():
+            try:
+                cursor.execute(form.prepare)
+            except DatabaseError as exc:
+                if getattr(exc.__cause__, "sqlstate", None) != EXISTS:
+                    raise  # (EXISTS: by its name, this very statement; fine.)
+        self._session, self._ready = self.connection.connection, True
+
     def insert(self, jobs: Sequence[NewJob],
                while_sending: Callable[[], None] | None = None) -> None:
         # The statement-level trigger sends the NOTIFY; it is delivered on commit.
@@ -93,15 +159,38 @@ class PostgreSQLJobStore(JobStore):
             for queue in sorted(set(queues)):
                 self.execute(cursor, "notify", {"channel": CHANNEL, "queue": queue})
 
+    def complete_and_claim(self, outcomes: Sequence[Outcome], queues: Sequence[str],
+                           limit: int, worker_id: str) -> list[ClaimedJob]:
+        """One statement and one round trip when the round is plain successes (the
+        common case of a busy worker); anything that needs more (errors, a concurrency
+        slot freed, a batch to finish) takes the general path."""
+        plain = all(o.succeeded and o.job.concurrency_key is None and o.job.batch_id is None
+                    for o in outcomes if o.needs_recording)
+        if not (plain and limit) or self.connection.in_atomic_block:
+            return super().complete_and_claim(outcomes, queues, limit, worker_id)
+        pending = [o for o in outcomes if o.needs_recording]
+        with self.cursor() as cursor:
+            self.execute(cursor, "complete_and_claim", {
+                **self._successes(pending, worker_id),
+                "limit": limit, "queues": self.list_param(queues)})
+            rows = cursor.fetchall()
+        done = set(rows[0][0] or ())
+        for o in pending:
+            o.recorded = o.ended = o.job.id in done
+        jobs = [self.row_to_claimed(row[1:]) for row in rows if row[1] is not None]
+        jobs.sort(key=lambda j: (-j.priority, j.run_after, j.id))
+        return self.enforce_limits(jobs, worker_id)
+
     def record_successes(self, outcomes: Sequence[Outcome], worker_id: str) -> None:
         """One guarded UPDATE for the whole round (``complete_jobs``)."""
         with self.cursor() as cursor:
-            self.execute(cursor, "complete_jobs", {
-                "worker": worker_id,
-                "ids": [o.job.id for o in outcomes],
-                "attempts": [o.job.attempts for o in outcomes],
-                "return_values": [o.return_json for o in outcomes],
-            })
+            self.execute(cursor, "complete_jobs", self._successes(outcomes, worker_id))
             done = {row[0] for row in cursor.fetchall()}
         for o in outcomes:
             o.recorded = o.ended = o.job.id in done
+
+    @staticmethod
+    def _successes(outcomes: Sequence[Outcome], worker_id: str) -> dict[str, Any]:
+        return {"worker": worker_id, "ids": [o.job.id for o in outcomes],
+                "attempts": [o.job.attempts for o in outcomes],
+                "return_values": [o.return_json for o in outcomes]}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..store import JobStore, private_store
+
 
 @dataclass
 class WorkerConfig:
@@ -22,3 +24,9 @@ class WorkerConfig:
     #: A file the supervisor touches while every worker process heartbeats and claims
     #: (``--health-file``): a probe's liveness signal without a database round trip.
     health_file: str | None = None
+
+    def private_store(self) -> JobStore:
+        """A store on a connection of its own, for one of the worker's threads (Django's
+        connections belong to the thread that made them). The server ends its session
+        within about a lease if this host vanishes (:func:`taskmill.db.private_connection`)."""
+        return private_store(self.database, vanish_after=self.lease_seconds)

@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Collection
 from typing import Any, Protocol
 
-from ..store import JobStore, close_store, private_store
+from ..store import JobStore, close_store
 from .config import WorkerConfig
 from .outage import DatabaseGate, DatabaseHealth
 
@@ -62,7 +62,7 @@ class Heartbeat(threading.Thread):
     @property
     def store(self) -> JobStore:
         if self._store is None:
-            self._store = private_store(self.config.database)
+            self._store = self.config.private_store()
         return self._store
 
     def stop(self) -> None:

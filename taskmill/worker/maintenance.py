@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from ..services import scheduler
 from ..services.pruning import prune_finished
 from ..services.recovery import recover_dead_workers
-from ..store import JobStore, close_store, private_store
+from ..store import JobStore, close_store
 from ..store.clock import DatabaseClock
 from .config import WorkerConfig
 from .outage import DatabaseGate, DatabaseHealth
@@ -71,7 +71,7 @@ class Maintenance(threading.Thread):
         """This thread's connection (made on first use: Django's connections belong to
         the thread that made them)."""
         if self._store is None:
-            self._store = private_store(self.config.database)
+            self._store = self.config.private_store()
         return self._store
 
     def stop(self) -> None:

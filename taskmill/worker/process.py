@@ -39,7 +39,7 @@ from typing import Any
 from django.db import DatabaseError, InterfaceError, OperationalError
 
 from ..exceptions import ResultNotStored
-from ..store import ClaimedJob, JobStore, Outcome, close_store, private_store
+from ..store import ClaimedJob, JobStore, close_store
 from .config import WorkerConfig
 from .executor import announce_finished, failure_outcome
 from .executors import Done, ExecutorPool
@@ -47,6 +47,7 @@ from .heartbeat import Heartbeat
 from .maintenance import Maintenance
 from .notifier import FileWatcher, Listener
 from .outage import DatabaseGate, DatabaseHealth
+from .reporting import log_outcome, resident_memory_mb
 
 logger = logging.getLogger("taskmill.worker")
 
@@ -132,7 +133,7 @@ class WorkerProcess:
     @property
     def store(self) -> JobStore:
         if self._store is None:
-            self._store = private_store(self.config.database)
+            self._store = self.config.private_store()
         return self._store
 
     def run(self) -> int:
@@ -268,9 +269,8 @@ class WorkerProcess:
         pending = [o for o, _ in outcomes if o.needs_recording]
         try:
             if pending:  # One commit for the round's outcomes and the next claim.
-                with store.atomic():
-                    store.record_outcomes(pending, self.worker_id)
-                    jobs = store.claim(self.config.queues, limit, self.worker_id) if limit else []
+                jobs = store.complete_and_claim(pending, self.config.queues, limit,
+                                                self.worker_id)
             else:  # A claim alone is one statement: autocommit saves two round trips.
                 jobs = store.claim(self.config.queues, limit, self.worker_id) if limit else []
         except (OperationalError, InterfaceError):
@@ -291,7 +291,7 @@ class WorkerProcess:
                 logger.warning("Job %s: lease lost before its outcome was recorded; "
                                "another attempt owns it.", outcome.job.id)
         for outcome, _ in outcomes:
-            self._log_outcome(outcome)
+            log_outcome(outcome, self.worker_id)
         return jobs
 
     def _record_one_by_one(self, outcomes: list[Done]) -> None:
@@ -313,28 +313,6 @@ class WorkerProcess:
             outcomes[index] = (refused, None)
             logger.error("Job %s: the database refused its outcome; recorded as a failure.",
                          outcome.job.id)
-
-    def _log_outcome(self, outcome: Outcome) -> None:
-        job = outcome.job
-        # Structured fields for log systems (taskmill.logging.JSONFormatter shows them).
-        fields = {"job_id": str(job.id), "task": job.task_path, "queue": job.queue_name,
-                  "attempt": job.attempts, "worker_id": self.worker_id}
-        if outcome.succeeded:
-            logger.debug("Job %s %s succeeded (attempt %d).", job.id, job.task_path, job.attempts,
-                         extra={**fields, "event": "job_succeeded"})
-        elif not outcome.ended:
-            logger.warning("Job %s %s failed (attempt %d of %d, %s); retrying in %.1fs.",
-                           job.id, job.task_path, job.attempts, job.max_attempts,
-                           outcome.exception_class_path, outcome.retry_delay or 0.0,
-                           extra={**fields, "event": "job_retrying",
-                                  "exception": outcome.exception_class_path})
-        else:
-            logger.error("Job %s %s failed for good (attempt %d of %d): %s", job.id,
-                         job.task_path, job.attempts, job.max_attempts,
-                         outcome.traceback.strip().splitlines()[-1] if outcome.traceback else
-                         outcome.exception_class_path,
-                         extra={**fields, "event": "job_failed",
-                                "exception": outcome.exception_class_path})
 
     def _next_due(self) -> float | None:
         return self.gate.call(lambda: self.store.next_due(self.config.queues),
@@ -401,14 +379,4 @@ class WorkerProcess:
                 announce_finished(result, outcome)
 
 
-def resident_memory_mb() -> float:
-    """This process's resident set size, in MB (Linux; 0 where unknown)."""
-    try:
-        with open("/proc/self/statm") as f:
-            pages = int(f.read().split()[1])
-        return pages * os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)
-    except (OSError, ValueError):
-        return 0.0
-
-
-__all__ = ["EXIT_RECYCLE", "WorkerProcess", "resident_memory_mb"]
+__all__ = ["EXIT_RECYCLE", "WorkerProcess"]

@@ -11,6 +11,7 @@ a child still alive after that is killed and its jobs recovered.
 from __future__ import annotations
 
 import ctypes
+import gc
 import json
 import logging
 import multiprocessing
@@ -130,6 +131,11 @@ class Supervisor:
 
     def _spawn(self, worker_id: str,
                alive_at: ctypes.c_double) -> multiprocessing.process.BaseProcess:
+        # What the supervisor loaded (Django, the project) is shared with the child until
+        # either writes to it. The garbage collector would: a child's collections walk
+        # every object and write to each, copying nearly all the shared pages. Frozen,
+        # these objects are never walked again, in the supervisor or in its children.
+        gc.freeze()
         process = self.context.Process(target=_child_main,
                                        args=(self.config, worker_id, alive_at),
                                        name=f"taskmill-worker-{len(self.children) + 1}",

@@ -4,14 +4,44 @@
 
 -- name: claim
 -- Lease up to %(limit)s due jobs of the worker's queues to %(worker)s, best first, passing
--- over jobs another claim holds. The claim's transaction commits without waiting for the
--- WAL flush: set_config(..., true) is this transaction's only, so nothing leaks to the
--- next client of a pooled server connection (PgBouncer). See PostgreSQLJobStore.
+-- over jobs another claim holds. The transaction commits without waiting for the WAL
+-- flush: set_config(..., true) is this transaction's only, so nothing leaks to the next
+-- client of a pooled server connection (PgBouncer). See PostgreSQLJobStore.
 -- expects: READY, due, with room under its concurrency key
 WITH commit_mode AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true))
+${lease_claimable}
+
+-- name: lease_claimable
+-- The claim's UPDATE (a fragment, after a commit_mode CTE). Each queue is read on its
+-- own, in the order of its claim index (migration 0007), so a claim reads about LIMIT
+-- rows per queue whatever waits elsewhere.
+-- expects: READY, due, with room under its concurrency key
 UPDATE taskmill_job SET ${lease_to_worker}
-WHERE id IN (${claimable} FOR UPDATE SKIP LOCKED) AND EXISTS (SELECT FROM commit_mode)
+WHERE id IN (
+    SELECT c.id FROM unnest(%(queues)s::text[]) AS q(name) CROSS JOIN LATERAL (
+        SELECT j.id, j.priority, j.run_after FROM taskmill_job j
+        WHERE j.status = 'READY' AND j.queue_name = q.name AND j.run_after <= ${now}
+          AND ${room_for_key}
+        ORDER BY j.priority DESC, j.run_after, j.id
+        LIMIT %(limit)s FOR UPDATE SKIP LOCKED
+    ) AS c
+    ORDER BY c.priority DESC, c.run_after, c.id
+    LIMIT %(limit)s
+) AND EXISTS (SELECT FROM commit_mode)
 RETURNING ${claim_columns}
+
+-- name: complete_and_claim
+-- A round in one statement: record successful attempts (as complete_jobs) and claim (as
+-- claim). The claim reads the snapshot from before the completions, which matters only
+-- to concurrency keys (a slot freed here is seen by the next claim): the store records
+-- the outcomes of keyed jobs the general way. The first
+-- column holds the ids recorded; a row with the claim's columns NULL means none claimed.
+-- expects: RUNNING, leased to %(worker)s for each job's attempt; READY for the claim
+WITH commit_mode AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true)),
+done AS (${complete_jobs}),
+claimed AS (${lease_claimable})
+SELECT recorded.ids, claimed.*
+FROM (SELECT array_agg(id) AS ids FROM done) AS recorded LEFT JOIN claimed ON true
 
 -- name: complete_jobs
 -- Record a round's successful attempts in one statement (parallel arrays, one per column).

@@ -1,0 +1,96 @@
+"""The claim reads about LIMIT rows of its own queue, whatever else the table holds.
+
+A worker's queue is read in the order of its claim index (migration 0007): another
+queue's backlog and the jobs a drain just finished (dead index entries until vacuum)
+are not walked. Measured from the database's own account of the claim: the pages
+PostgreSQL's EXPLAIN (ANALYZE, BUFFERS) says it touched, the index SQLite and MySQL
+say they search by queue.
+"""
+
+from __future__ import annotations
+
+import json
+import os  # noqa: F401  (the skipif conditions read it)
+from typing import Any
+
+import pytest
+from django.db import connection
+
+from taskmill.models import Job, JobStatus
+from taskmill.store import get_store
+from tests.jobrows import make_jobs
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+#: Jobs of the backlog the claims must not walk: enough that walking them shows.
+BACKLOG = 3000
+#: Pages an index-ordered claim of one job touches: a few index levels and heap pages.
+FEW_PAGES = 30
+
+
+def claim_sql() -> tuple[str, dict[str, Any]]:
+    store = get_store("default")
+    name = "claimable_jobs" if connection.vendor == "mysql" else "claim"
+    return store.sql[name], {"worker": "plan:1:w", "limit": 1,
+                             "queues": store.list_param(["idle"])}
+
+
+def pages_touched(sql: str, params: dict[str, Any]) -> int:
+    """Shared buffers the statement touched, by PostgreSQL's count; nothing is kept."""
+    with connection.cursor() as cursor:
+        cursor.execute("BEGIN")
+        cursor.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + sql, params)
+        (plan,) = cursor.fetchone()
+        cursor.execute("ROLLBACK")
+    top = (json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]
+    return int(top["Shared Hit Blocks"]) + int(top["Shared Read Blocks"])
+
+
+def plan_lines(sql: str, params: dict[str, Any]) -> str:
+    with connection.cursor() as cursor:
+        prefix = "EXPLAIN QUERY PLAN " if connection.vendor == "sqlite" else "EXPLAIN "
+        cursor.execute(prefix + sql, params)
+        return "\n".join(" ".join(str(v) for v in row) for row in cursor.fetchall())
+
+
+def test_a_claim_on_an_idle_queue_does_not_walk_another_queues_backlog():
+    make_jobs(BACKLOG, queue_name="busy")
+    make_jobs(1, queue_name="idle")
+    sql, params = claim_sql()
+    if connection.vendor == "postgresql":
+        assert pages_touched(sql, params) < FEW_PAGES
+    elif connection.vendor == "sqlite":
+        assert "USING INDEX taskmill_job_claim_queue (queue_name=?" in plan_lines(sql, params)
+    else:
+        assert "taskmill_job_claim_queue_my" in plan_lines(sql, params)
+    (job,) = get_store("default").claim(["idle"], 5, "plan:1:w")
+    assert job.queue_name == "idle"
+
+
+@pytest.mark.skipif("os.environ.get('TASKMILL_TEST_DB') != 'postgresql'")
+def test_jobs_a_drain_finished_cost_no_heap_reads_until_vacuumed():
+    make_jobs(BACKLOG, queue_name="idle")
+    Job.objects.update(status=JobStatus.SUCCESSFUL)  # A drain's end, not yet vacuumed.
+    make_jobs(1, queue_name="idle")
+    sql, params = claim_sql()
+    first = pages_touched(sql, params)  # Reads each finished job's row once, and marks
+    later = pages_touched(sql, params)  # its index entry dead: later claims skip them.
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_relation_size('taskmill_job_claim_queue') / 8192")
+        (index_pages,) = cursor.fetchone()
+    assert later < first
+    assert later <= index_pages + FEW_PAGES
+
+
+@pytest.mark.skipif("os.environ.get('TASKMILL_TEST_DB') != 'postgresql'")
+def test_a_worker_of_several_queues_reads_each_in_claim_order():
+    make_jobs(BACKLOG, queue_name="busy", priority=-5)
+    make_jobs(BACKLOG, queue_name="other", priority=-5)
+    make_jobs(1, queue_name="idle", priority=7)
+    store = get_store("default")
+    sql = store.sql["claim"]
+    params = {"worker": "plan:1:w", "limit": 1,
+              "queues": store.list_param(["busy", "other", "idle"])}
+    assert pages_touched(sql, params) < 3 * FEW_PAGES
+    (job,) = store.claim(["busy", "other", "idle"], 1, "plan:1:w")
+    assert (job.queue_name, job.priority) == ("idle", 7)
