@@ -3,6 +3,9 @@
 The shared servers are never touched: a test that needs to take PostgreSQL down gets
 its own (``initdb`` in a temporary directory, as the ``postgres`` OS user, on a free
 port); a test that needs PgBouncer starts one on a free port in front of the shared one.
+
+Both listen on 127.0.0.1 only unless asked for more addresses: ``tests/hosts.py`` has
+them listen on a bridge too, for worker "hosts" in network namespaces.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -25,10 +29,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def port_open(port: int) -> bool:
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.2)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
+        return sock.connect_ex((host, port)) == 0
 
 
 def _as_postgres(*args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -52,18 +56,30 @@ def can_run() -> str | None:
 
 
 class PrivatePostgres:
-    """A throw-away PostgreSQL 15 cluster on a free port."""
+    """A throw-away PostgreSQL 15 cluster on a free port.
 
-    def __init__(self) -> None:
+    ``extra_addresses``: addresses to listen on besides 127.0.0.1 (they must exist on
+    this machine when :meth:`start` runs); ``trusted_networks``: client networks (CIDR)
+    let in without a password, besides the local ones ``initdb -A trust`` allows.
+    """
+
+    def __init__(self, extra_addresses: Sequence[str] = (),
+                 trusted_networks: Sequence[str] = ()) -> None:
         self.dir = _private_dir("taskmill-pg-")
         self.data = self.dir / "data"
         self.port = free_port()
+        self.addresses = ("127.0.0.1", *extra_addresses)
         _as_postgres(str(PG_BIN / "initdb"), "-D", str(self.data), "-A", "trust", "-U",
                      "postgres", "-E", "UTF8", "--no-sync", "--no-instructions")
+        if trusted_networks:
+            hba = self.data / "pg_hba.conf"
+            with hba.open("a") as f:  # The file belongs to postgres; root may append.
+                for network in trusted_networks:
+                    f.write(f"host all all {network} trust\n")
 
     def start(self) -> None:
-        options = (f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off "
-                   "-c synchronous_commit=off -c full_page_writes=off")
+        options = (f"-p {self.port} -k {self.dir} -c listen_addresses={','.join(self.addresses)} "
+                   "-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
         _as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.dir / "log"),
                      "-w", "-t", "30", "-o", options, "start")
 
@@ -80,19 +96,23 @@ class PrivatePostgres:
 
 
 class PgBouncer:
-    """PgBouncer in transaction mode on a free port, in front of the shared PostgreSQL."""
+    """PgBouncer in transaction mode on a free port, in front of the shared PostgreSQL
+    (or the server at ``server_host:server_port``), listening on 127.0.0.1 and any
+    ``extra_addresses``; ``pool_size`` server connections per database and user."""
 
-    def __init__(self, server_port: int = 5432) -> None:
+    def __init__(self, server_port: int = 5432, *, server_host: str = "127.0.0.1",
+                 extra_addresses: Sequence[str] = (), pool_size: int = 8) -> None:
         self.dir = _private_dir("taskmill-pgbouncer-")
         self.port = free_port()
+        listen = ",".join(("127.0.0.1", *extra_addresses))
         (self.dir / "users.txt").write_text('"postgres" ""\n')
         (self.dir / "pgbouncer.ini").write_text(
             "[databases]\n"
-            f"* = host=127.0.0.1 port={server_port}\n"
+            f"* = host={server_host} port={server_port}\n"
             "[pgbouncer]\n"
-            f"listen_addr = 127.0.0.1\nlisten_port = {self.port}\nunix_socket_dir =\n"
+            f"listen_addr = {listen}\nlisten_port = {self.port}\nunix_socket_dir =\n"
             f"auth_type = trust\nauth_file = {self.dir}/users.txt\n"
-            "pool_mode = transaction\nmax_client_conn = 200\ndefault_pool_size = 8\n"
+            f"pool_mode = transaction\nmax_client_conn = 200\ndefault_pool_size = {pool_size}\n"
             "ignore_startup_parameters = extra_float_digits,options\n"
             f"logfile = {self.dir}/pgbouncer.log\n"
         )

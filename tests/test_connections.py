@@ -442,3 +442,41 @@ def test_check_deploy_names_a_transaction_mode_pooler(pgbouncer):
                              "default"], cwd=ROOT, env=env, capture_output=True, text=True,
                             timeout=60)
     assert "taskmill.W103" in pooled.stdout + pooled.stderr, pooled.stdout + pooled.stderr
+
+
+# -- sessions of vanished workers ------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_connection_is_dropped_by_the_server_soon_after_its_host_vanishes():
+    """The bounds a worker's own connections carry (the lease: 30 s here); the multi-host
+    test (tests/test_hosts.py) cuts a host inside a transaction to show their effect."""
+    from taskmill.db import private_connection
+
+    wrapper = private_connection("default", vanish_after=30)
+    try:
+        with wrapper.cursor() as cursor:
+            if wrapper.vendor == "postgresql":
+                cursor.execute("SELECT current_setting('tcp_keepalives_idle'), "
+                               "current_setting('tcp_keepalives_interval'), "
+                               "current_setting('tcp_keepalives_count'), "
+                               "current_setting('tcp_user_timeout')")
+                assert cursor.fetchone() == ("10", "5", "3", "30000")
+            elif wrapper.vendor == "mysql" and wrapper.mysql_is_mariadb:
+                cursor.execute("SELECT @@session.idle_transaction_timeout")
+                assert cursor.fetchone() == (30,)
+            else:
+                pytest.skip(f"{wrapper.vendor} has no per-session bound")
+        wrapper.close()  # A reconnection carries them too.
+        with wrapper.cursor() as cursor:
+            if wrapper.vendor == "postgresql":
+                cursor.execute("SHOW tcp_user_timeout")
+                assert cursor.fetchone() == ("30000",)
+        plain = private_connection("default")
+        with plain.cursor() as cursor:
+            if plain.vendor == "postgresql":
+                cursor.execute("SHOW tcp_user_timeout")
+                assert cursor.fetchone() == ("0",)
+        plain.close()
+    finally:
+        wrapper.close()
