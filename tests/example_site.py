@@ -1,8 +1,13 @@
 """The example site (``example/``) running for real: its own database, a worker, a server.
 
-Used by ``test_example.py`` and ``test_example_browser.py``. The site gets a database of
-its own on the server this test run uses (``TASKMILL_TEST_DB``): a temporary SQLite file,
-or a PostgreSQL/MariaDB database named after this run's test database.
+Used by ``test_example.py`` and the ``test_example*_browser.py`` modules. The site gets a
+database of its own on the server this test run uses (``TASKMILL_TEST_DB``): a temporary
+SQLite file, or a PostgreSQL/MariaDB database named after this run's test database.
+
+A job that stops moving fails its test within seconds, with the Python stack of every
+``parallel_map`` child (:meth:`ExampleSite.wait_for_job`, :func:`run_to_the_end`): the
+example's processes run with ``PYTHONFAULTHANDLER``, so ``SIGABRT`` prints the stacks of
+a process's threads before it dies. :func:`diagnose` names the one known hang.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -74,15 +79,96 @@ def _recreate(vendor: str, name: str, *, drop_only: bool) -> None:
             conn.close()
 
 
-def example_env(db_env: dict[str, str]) -> dict[str, str]:
+def example_env(db_env: dict[str, str], **extra: str) -> dict[str, str]:
     env = dict(os.environ)
     for key in list(env):
-        if key.startswith(("DJANGO_SETTINGS_MODULE", "EXAMPLE_")):
+        if key.startswith(("DJANGO_SETTINGS_MODULE", "EXAMPLE_", "CATALOG_")):
             del env[key]
     env.update(db_env)
     env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONFAULTHANDLER"] = "1"  # SIGABRT prints every thread's stack (see diagnose)
     env["CATALOG_REBUILD_PROCESSES"] = "3"
+    env.update(extra)
     return env
+
+
+# -- hangs: find the processes, print their stacks, say what it is ------------------------
+
+
+def _processes() -> dict[int, tuple[int, int]]:
+    """pid -> (parent pid, process group) of every process, from /proc."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2:].split()  # after "pid (name) "
+            found[int(entry.name)] = (int(fields[1]), int(fields[2]))
+    return found
+
+
+def in_group(pgid: int) -> list[int]:
+    return [pid for pid, (_, group) in _processes().items() if group == pgid]
+
+
+def descendants(pid: int, *, below: int = 1) -> list[int]:
+    """Processes ``below`` or more generations under ``pid``."""
+    children: dict[int, list[int]] = {}
+    for child, (parent, _) in _processes().items():
+        children.setdefault(parent, []).append(child)
+    found, level = [], [pid]
+    for depth in range(1, 10):
+        level = [child for parent in level for child in children.get(parent, [])]
+        if depth >= below:
+            found += level
+    return found
+
+
+def abort_for_stacks(pids: list[int]) -> None:
+    """SIGABRT: with PYTHONFAULTHANDLER each prints its threads' stacks to stderr, then dies."""
+    for pid in pids:
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGABRT)
+    deadline = time.monotonic() + 5
+    while any(Path(f"/proc/{pid}").exists() and "zombie" not in _state(pid) for pid in pids):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+
+
+def _state(pid: int) -> str:
+    try:
+        return next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                    if line.startswith("State:"))
+    except (OSError, StopIteration):
+        return "zombie"
+
+
+#: A parallel_map child stuck in SQLite, in a faulthandler dump: its thread's innermost
+#: frame is Django's SQLite backend (connecting, or its first query), under _child_main.
+_STUCK_IN_SQLITE = re.compile(
+    r"(?:Current thread|Thread) 0x[0-9a-f]+ \(most recent call first\):\n"
+    r"  File \"[^\"]*django/db/backends/sqlite3/base\.py\".*\n"
+    r"(?:  File .*\n)*?  File \"[^\"]*taskmill/parallel/map\.py\", line \d+ in _child_main")
+
+SQLITE_FORK_HANG = (
+    "HANG: a parallel_map child process is blocked inside SQLite on its first query. It "
+    "was fork()ed while another thread of its parent (the worker's producer, heartbeat "
+    "or maintenance thread, or taskmill.testing.worker()'s) was inside SQLite on the same "
+    "database file, and inherited a lock that SQLite keeps per process and per file (the "
+    "WAL shared-memory mutex of the file's inode record): nobody will ever release it in "
+    "the child. The parent's parallel_map waits for the child without a timeout. This is "
+    "a taskmill issue (parallel_map forks a multi-threaded process that has SQLite "
+    "connections open), not the example's or the test's; the stacks follow.")
+
+
+def diagnose(output: str) -> str:
+    """A headline for a hang, from the processes' output and their faulthandler stacks."""
+    if _STUCK_IN_SQLITE.search(output):
+        return SQLITE_FORK_HANG
+    return "HANG: no known cause recognised; the output and stacks follow."
 
 
 def manage(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -119,16 +205,20 @@ class Browserless:
 class ExampleSite:
     """The example project migrated and seeded, with a worker and a web server running."""
 
-    def __init__(self, env: dict[str, str], products: int) -> None:
+    def __init__(self, env: dict[str, str], products: int, demo_user: bool = False) -> None:
         self.env = env
         self.products = products
+        self.demo_user = demo_user
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.logs = Path(tempfile.mkdtemp(prefix="taskmill-example-"))
         self.processes: list[subprocess.Popen] = []
 
     def start(self) -> None:
-        for args in (("migrate", "--noinput"), ("seed_catalog", "--products", str(self.products))):
+        commands = [("migrate", "--noinput"), ("seed_catalog", "--products", str(self.products))]
+        if self.demo_user:
+            commands.append(("demo_user",))
+        for args in commands:
             done = manage(self.env, *args)
             assert done.returncode == 0, done.stdout + done.stderr
         self._spawn("worker", "taskmill", "worker", "--processes", "1", "--threads", "2")
@@ -155,6 +245,42 @@ class ExampleSite:
     def client(self) -> Browserless:
         return Browserless(self.url)
 
+    def wait_for_job(self, status_path: str, *, timeout: float = 60, stall: float = 20,
+                     each: Callable[[dict[str, Any]], object] | None = None) -> dict[str, Any]:
+        """Poll a rebuild's ``status.json`` until it has finished; its last state.
+
+        ``each`` sees every state polled. Fails at once, with the stacks of the worker's
+        parallel_map children, when the job's state has not changed for ``stall`` seconds
+        (a rebuild reports progress several times a second), rather than waiting out
+        ``timeout``.
+        """
+        client = self.client()
+        deadline = time.monotonic() + timeout
+        last, since = None, time.monotonic()
+        while True:
+            state = client.json(status_path)
+            if each is not None:
+                each(state)
+            if state["finished"]:
+                return state
+            seen = (state["status"], state["current"], state["message"])
+            if seen != last:
+                last, since = seen, time.monotonic()
+            elif time.monotonic() - since > stall:
+                raise AssertionError(self.hang_report(f"{status_path} stayed {seen} for "
+                                                      f"{stall:.0f}s"))
+            if time.monotonic() > deadline:
+                raise AssertionError(self.hang_report(f"{status_path} did not finish in "
+                                                      f"{timeout:.0f}s: {state}"))
+            time.sleep(0.05)
+
+    def hang_report(self, what: str) -> str:
+        """Abort the worker's parallel_map children for their stacks; say what it looks like."""
+        worker = self.processes[0]  # the supervisor; its children are the worker processes
+        abort_for_stacks(descendants(worker.pid, below=2))
+        output = self.output()
+        return f"{what}\n{diagnose(output)}\n{output}"
+
     def stop(self) -> None:
         for process in self.processes:
             if process.poll() is None:
@@ -169,11 +295,65 @@ class ExampleSite:
 
 
 @contextmanager
-def running_example(products: int = 2000) -> Iterator[ExampleSite]:
+def running_example(products: int = 2000, *, demo_user: bool = False,
+                    **env: str) -> Iterator[ExampleSite]:
+    """The example site, running; ``demo_user`` creates demo/demo; ``env`` adds variables
+    (``CATALOG_DIGEST_EVERY="2"``, ``EXAMPLE_DASHBOARD_POLL="0.5"``)."""
     with example_database() as db_env:
-        site = ExampleSite(example_env(db_env), products)
+        site = ExampleSite(example_env(db_env, **env), products, demo_user)
         try:
             site.start()
             yield site
         finally:
             site.stop()
+
+
+class Finished:
+    """How a command run by :func:`run_to_the_end` ended."""
+
+    def __init__(self, args: tuple[str, ...], returncode: int | None, output: str,
+                 leftovers: list[int], timeout: float) -> None:
+        self.args = args
+        self.returncode = returncode  # None: it did not finish in time
+        self.output = output
+        self.leftovers = leftovers  # processes it left running when it ended
+        self.timeout = timeout
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0 and not self.leftovers
+
+    def report(self) -> str:
+        command = "manage.py " + " ".join(self.args)
+        if self.returncode is None:
+            what = f"{command} did not finish in {self.timeout:.0f}s"
+        elif self.leftovers:
+            what = (f"{command} exited ({self.returncode}) leaving {len(self.leftovers)} "
+                    f"process(es) running: {self.leftovers}")
+        else:
+            return f"{command} exited {self.returncode}:\n{self.output}"
+        return f"{what}\n{diagnose(self.output)}\n{self.output}"
+
+
+def run_to_the_end(env: dict[str, str], *args: str, timeout: float) -> Finished:
+    """``manage.py *args`` in a session of its own; never outlives ``timeout``, never leaks.
+
+    Unlike ``subprocess.run(capture_output=True)``, a child it leaves behind (a stuck
+    parallel_map child holds the output pipe open) cannot keep the test waiting: output
+    goes to a file. Whatever is still running at the end, or after the timeout, is sent
+    SIGABRT for its stacks, then the whole session is killed.
+    """
+    with tempfile.TemporaryFile("w+") as log:
+        process = subprocess.Popen([sys.executable, "manage.py", *args], cwd=EXAMPLE, env=env,
+                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            returncode: int | None = process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            returncode = None
+        leftovers = in_group(process.pid)
+        abort_for_stacks(leftovers)
+        with suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        log.seek(0)
+        return Finished(args, returncode, log.read(), leftovers, timeout)

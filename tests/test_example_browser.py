@@ -18,6 +18,10 @@ def site():
         yield running
 
 
+def status_path(page, site) -> str:
+    return page.url.removeprefix(site.url) + "status.json"
+
+
 def test_the_progress_bar_moves_and_the_result_appears(page, site):
     page.goto(site.url + "/")
     assert page.locator("#products").inner_text() == "1200"
@@ -28,10 +32,15 @@ def test_the_progress_bar_moves_and_the_result_appears(page, site):
     bar = page.locator("#bar")
     seen: list[int] = []
     deadline = time.monotonic() + 60
+    moved_at = time.monotonic()
     while time.monotonic() < deadline:  # The page updates itself; we only look.
         seen.append(int(bar.get_attribute("aria-valuenow")))
         if page.locator("#result").is_visible():
             break
+        if len(seen) > 1 and seen[-1] != seen[-2]:
+            moved_at = time.monotonic()
+        elif time.monotonic() - moved_at > 20:  # A hang: say so now, with the stacks.
+            site.wait_for_job(status_path(page, site), stall=5)
         page.wait_for_timeout(50)
 
     assert page.locator("#status").inner_text() == "SUCCESSFUL", site.output()
@@ -51,8 +60,10 @@ def test_a_failed_rebuild_shows_its_error_in_the_page(page, site):
     page.check("#id_fail")
     page.click("#rebuild-button")
     page.wait_for_url("**/rebuilds/*/")
+    # The job first (failing fast, with the stacks, if it hangs), then what the page shows.
+    assert site.wait_for_job(status_path(page, site))["status"] == "FAILED", site.output()
     error = page.locator("#error")
-    error.wait_for(state="visible", timeout=60_000)
+    error.wait_for(state="visible", timeout=10_000)
     assert "BadProduct: Product #" in error.inner_text()
     assert page.locator("#status").inner_text() == "FAILED"
     assert "failed" in page.locator("#bar").get_attribute("class")

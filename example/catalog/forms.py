@@ -7,3 +7,10 @@ class RebuildForm(forms.Form):
         help_text="Only so there is time to watch the progress bar.",
     )
     fail = forms.BooleanField(label="Make it fail on a bad product", required=False)
+
+
+class ImportFeedForm(forms.Form):
+    supplier = forms.ChoiceField(label="Supplier feed", choices=[
+        ("northwind", "Northwind Supplies (a clean feed)"),
+        ("borealis", "Borealis Outdoor (has a bad row: fails for good)"),
+    ], initial="borealis")

@@ -1,6 +1,12 @@
 """A product catalog and the search index rebuilt from it in the background."""
 
 from django.db import models
+from django.db.models import QuerySet
+
+#: The kinds of product the catalog sells: its categories. A product's name says its
+#: kind ("Sturdy kettle #12"), so the demo needs no category column.
+CATEGORIES = ["kettle", "lamp", "backpack", "chair", "speaker", "notebook", "tent", "grinder",
+              "bicycle bell", "desk", "blanket", "thermos", "toolbox", "planter"]
 
 
 class Product(models.Model):
@@ -10,6 +16,11 @@ class Product(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+def products_in(category: str) -> QuerySet[Product]:
+    """The products of one of :data:`CATEGORIES`."""
+    return Product.objects.filter(name__contains=f" {category} #")
 
 
 class IndexEntry(models.Model):

@@ -18,10 +18,12 @@ DEBUG = os.environ.get("EXAMPLE_DEBUG", "1") == "1"
 ALLOWED_HOSTS = ["127.0.0.1", "localhost", "[::1]"]
 
 INSTALLED_APPS = [
+    "django.contrib.admin",
     "django.contrib.contenttypes",
     "django.contrib.auth",
     "django.contrib.sessions",
     "django.contrib.messages",
+    "django.contrib.staticfiles",
     "taskmill",
     "catalog",
 ]
@@ -43,6 +45,7 @@ TEMPLATES = [
         "APP_DIRS": True,
         "OPTIONS": {"context_processors": [
             "django.template.context_processors.request",
+            "django.contrib.auth.context_processors.auth",
             "django.contrib.messages.context_processors.messages",
         ]},
     }
@@ -72,8 +75,11 @@ else:
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": os.environ.get("EXAMPLE_SQLITE", str(BASE_DIR / "db.sqlite3")),
         # Several processes write at once (the site, the worker, the rebuild's children):
-        # wait for the lock rather than fail.
-        "OPTIONS": {"timeout": 30},
+        # wait for the lock rather than fail. IMMEDIATE: every transaction takes the write
+        # lock when it begins, so one that reads and then writes (get_or_create,
+        # update_or_create) waits its turn instead of failing with "database is locked"
+        # when another process wrote in between.
+        "OPTIONS": {"timeout": 30, "transaction_mode": "IMMEDIATE"},
         # Tests use a file, not Django's default in-memory database: the rebuild's child
         # processes and the test worker's threads open connections of their own, and an
         # in-memory database is private to one process.
@@ -91,6 +97,18 @@ TASKS = {
         "BACKEND": "taskmill.backend.TaskmillBackend",
         "QUEUES": ["default"],
         "OPTIONS": {"LEASE_SECONDS": 15},
+    },
+}
+
+#: Seconds between two refreshes of the live dashboard (/taskmill/).
+TASKMILL_DASHBOARD_POLL_INTERVAL = float(os.environ.get("EXAMPLE_DASHBOARD_POLL", "2"))
+
+#: Periodic tasks, enqueued by the workers' scheduler (each tick exactly once). The
+#: digest is weekly in spirit; the demo sends it every 30 seconds so that it shows.
+TASKMILL_SCHEDULE = {
+    "weekly-digest": {
+        "task": "catalog.tasks.send_weekly_digest",
+        "every": float(os.environ.get("CATALOG_DIGEST_EVERY", "30")),
     },
 }
 

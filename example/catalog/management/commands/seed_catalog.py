@@ -7,12 +7,10 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from catalog.models import Product
+from catalog.models import CATEGORIES, Product
 
 ADJECTIVES = ["compact", "sturdy", "quiet", "bright", "folding", "wireless", "vintage",
               "waterproof", "heated", "modular", "portable", "organic", "ceramic", "steel"]
-NOUNS = ["kettle", "lamp", "backpack", "chair", "speaker", "notebook", "tent", "grinder",
-         "bicycle bell", "desk", "blanket", "thermos", "toolbox", "planter"]
 PHRASES = ["ships in two days", "made in small batches", "two-year warranty",
            "fits in a drawer", "easy to clean", "replacement parts available",
            "recycled packaging", "designed in Lyon", "tested outdoors"]
@@ -30,7 +28,7 @@ class Command(BaseCommand):
         rng = random.Random(have)
         new = []
         for number in range(have + 1, wanted + 1):
-            name = f"{rng.choice(ADJECTIVES).title()} {rng.choice(NOUNS)} #{number}"
+            name = f"{rng.choice(ADJECTIVES).title()} {rng.choice(CATEGORIES)} #{number}"
             description = ", ".join(rng.sample(PHRASES, 3)) + "."
             new.append(Product(name=name, description=description,
                                price_cents=rng.randrange(500, 50000)))
