@@ -15,6 +15,8 @@ if VENDOR == "postgresql":
         "ENGINE": "django.db.backends.postgresql", "NAME": os.environ.get("BENCH_PG_NAME", "taskmill_bench"),
         "USER": "postgres", "HOST": "127.0.0.1", "PORT": "5432",
     }}
+    if os.environ.get("BENCH_NO_PREPARE"):  # the worker then prepares nothing (see RESULTS.md)
+        DATABASES["default"]["OPTIONS"] = {"prepare_threshold": None}
 elif VENDOR == "mysql":
     DATABASES = {"default": {
         "ENGINE": "django.db.backends.mysql", "NAME": "taskmill_bench", "USER": "root",

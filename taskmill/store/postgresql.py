@@ -13,7 +13,7 @@ from django.db.backends.utils import CursorWrapper
 from .base import JobStore
 from .connection import Params
 from .prepared import CUSTOM_PLANS, EXISTS, GENERIC_PLANS, HOT, MISSING, prepared_form
-from .rows import ClaimedJob, NewJob, Outcome
+from .rows import NewJob, Outcome
 
 logger = logging.getLogger("taskmill.store")
 
@@ -158,28 +158,6 @@ class PostgreSQLJobStore(JobStore):
         with self.cursor() as cursor:
             for queue in sorted(set(queues)):
                 self.execute(cursor, "notify", {"channel": CHANNEL, "queue": queue})
-
-    def complete_and_claim(self, outcomes: Sequence[Outcome], queues: Sequence[str],
-                           limit: int, worker_id: str) -> list[ClaimedJob]:
-        """One statement and one round trip when the round is plain successes (the
-        common case of a busy worker); anything that needs more (errors, a concurrency
-        slot freed, a batch to finish) takes the general path."""
-        plain = all(o.succeeded and o.job.concurrency_key is None and o.job.batch_id is None
-                    for o in outcomes if o.needs_recording)
-        if not (plain and limit) or self.connection.in_atomic_block:
-            return super().complete_and_claim(outcomes, queues, limit, worker_id)
-        pending = [o for o in outcomes if o.needs_recording]
-        with self.cursor() as cursor:
-            self.execute(cursor, "complete_and_claim", {
-                **self._successes(pending, worker_id),
-                "limit": limit, "queues": self.list_param(queues)})
-            rows = cursor.fetchall()
-        done = set(rows[0][0] or ())
-        for o in pending:
-            o.recorded = o.ended = o.job.id in done
-        jobs = [self.row_to_claimed(row[1:]) for row in rows if row[1] is not None]
-        jobs.sort(key=lambda j: (-j.priority, j.run_after, j.id))
-        return self.enforce_limits(jobs, worker_id)
 
     def record_successes(self, outcomes: Sequence[Outcome], worker_id: str) -> None:
         """One guarded UPDATE for the whole round (``complete_jobs``)."""

@@ -24,7 +24,6 @@ HOT: dict[str, dict[str, str]] = {
     "complete_jobs": {"worker": "text", "ids": "uuid[]", "attempts": "integer[]",
                       "return_values": "text[]"},  # cast to jsonb[] by the statement
 }
-HOT["complete_and_claim"] = {**HOT["claim"], **HOT["complete_jobs"]}
 #: Plan each prepared statement once, for any parameters: PostgreSQL's default replans a
 #: claim on every run (its plan for a given queue list looks cheaper than the generic
 #: one), which is most of what preparing saves. The one plan is also the same whatever

@@ -30,19 +30,6 @@ WHERE id IN (
 ) AND EXISTS (SELECT FROM commit_mode)
 RETURNING ${claim_columns}
 
--- name: complete_and_claim
--- A round in one statement: record successful attempts (as complete_jobs) and claim (as
--- claim). The claim reads the snapshot from before the completions, which matters only
--- to concurrency keys (a slot freed here is seen by the next claim): the store records
--- the outcomes of keyed jobs the general way. The first
--- column holds the ids recorded; a row with the claim's columns NULL means none claimed.
--- expects: RUNNING, leased to %(worker)s for each job's attempt; READY for the claim
-WITH commit_mode AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true)),
-done AS (${complete_jobs}),
-claimed AS (${lease_claimable})
-SELECT recorded.ids, claimed.*
-FROM (SELECT array_agg(id) AS ids FROM done) AS recorded LEFT JOIN claimed ON true
-
 -- name: complete_jobs
 -- Record a round's successful attempts in one statement (parallel arrays, one per column).
 -- expects: RUNNING, leased to %(worker)s for each job's attempt
