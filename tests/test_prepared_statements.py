@@ -37,14 +37,14 @@ def prepared_statements(store) -> list[str]:
         return [row[0] for row in cursor.fetchall()]
 
 
-def test_claims_and_completions_are_planned_once_per_connection(store):
+def test_claims_are_planned_once_per_connection(store):
     for number in range(3):
         add.enqueue(number, 1)
     first, second = store.claim(["default"], 1, WORKER), store.claim(["default"], 1, WORKER)
     done = Outcome(job=first[0], finished_at=timezone.now(), succeeded=True, return_json="1")
     store.record_outcomes([done], WORKER)
     assert {name.rsplit("_", 1)[0] for name in prepared_statements(store)} == {
-        "taskmill_claim", "taskmill_complete_jobs"}
+        "taskmill_claim"}
     assert second[0].id != first[0].id
     assert Job.objects.get(id=first[0].id).status == JobStatus.SUCCESSFUL
     # The project's own connections prepare nothing: they may be shared through a pooler.
@@ -91,7 +91,7 @@ def test_a_project_that_turned_prepared_statements_off_gets_none(store):
     assert PostgreSQLJobStore(off, prepare=True).prepare is False
 
 
-def test_a_round_of_successes_is_two_prepared_statements(store):
+def test_a_round_claims_prepared_and_completes_freshly_planned(store):
     for number in range(3):
         add.enqueue(number, 1)
     held = store.claim(["default"], 2, WORKER)
@@ -100,8 +100,9 @@ def test_a_round_of_successes_is_two_prepared_statements(store):
     with CaptureQueriesContext(store.connection) as round_trips:
         (claimed,) = store.complete_and_claim(done, ["default"], 5, WORKER)
     statements = [query["sql"] for query in round_trips.captured_queries]
-    assert [sql.split()[1].rsplit("_", 1)[0] for sql in statements if sql.startswith("EXECUTE")
-            ] == ["taskmill_complete_jobs", "taskmill_claim"], statements
+    assert len(statements) == 4, statements  # One transaction: BEGIN ... COMMIT.
+    assert statements[1].startswith("UPDATE taskmill_job AS j SET status = 'SUCCESSFUL'")
+    assert statements[2].startswith("EXECUTE taskmill_claim_")
     assert all(o.recorded for o in done)
     assert Job.objects.filter(status=JobStatus.SUCCESSFUL).count() == 2
     assert Job.objects.get(id=claimed.id).lease_owner == WORKER
