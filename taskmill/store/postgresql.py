@@ -86,7 +86,8 @@ class PostgreSQLJobStore(JobStore):
         #: Whether the hot statements are prepared (:mod:`.prepared`): on a worker's own
         #: connections, unless the project turned prepared statements off itself.
         self.prepare = prepare and options.get("prepare_threshold", 0) is not None
-        self._forms = {name: prepared_form(name, self.sql[name]) for name in HOT}
+        self._forms = ({name: prepared_form(name, self.sql[name]) for name in HOT}
+                       if self.prepare else {})
         self._session: object = None  # The server session they were prepared in...
         self._ready = False  # ...and whether they were.
 

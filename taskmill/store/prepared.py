@@ -14,6 +14,7 @@ when the project set ``OPTIONS["prepare_threshold"] = None`` itself.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from dataclasses import dataclass
@@ -50,7 +51,10 @@ class Prepared:
     execute: str
 
 
+@functools.cache
 def prepared_form(name: str, sql: str) -> Prepared:
+    """``PREPARE`` and ``EXECUTE`` of statement ``name`` (built once per process: a store
+    is made for every enqueue)."""
     types = HOT[name]
     order = list(dict.fromkeys(_PARAM.findall(sql)))
     if set(order) != set(types):
