@@ -9,12 +9,14 @@ forks from a task thread while the producer, the heartbeat or another task queri
 same SQLite file (each write wakes the producer, so it queries right when a round of
 children finished writing and the next round is forked).
 
-The gate is a shared/exclusive lock: every call a worker's SQLite connections make into
-the library (connecting, executing, fetching, committing, closing: see
-:class:`GatedConnection`) runs :func:`inside` it, many threads at once, and a before-fork
-hook takes it exclusively, waiting for those calls to return and holding new ones back
-until the fork is done, a few hundred microseconds. A thread already inside may re-enter:
-it cannot be the one forking, since forks happen outside database calls.
+The gate is a shared/exclusive lock: every call a worker process's SQLite connections
+make into the library (connecting, executing, fetching, committing, closing: see
+:class:`GatedConnection`, made the connection class of every SQLite alias by
+:func:`gate_every_sqlite_connection`) runs :func:`inside` it, many threads at once,
+and a before-fork hook takes it exclusively, waiting for those calls to return and
+holding new ones back until the fork is done, a few hundred microseconds. A thread
+already inside may re-enter: it cannot be the one forking, since forks happen outside
+database calls.
 
 Hazard: a fork waits for the calls in flight, so a statement that runs long, or waits
 on the busy timeout for another process's write lock, delays it as long.
@@ -30,7 +32,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["GatedConnection", "gated_settings", "inside"]
+from django.db import connections
+
+__all__ = ["GatedConnection", "gate_every_sqlite_connection", "gated_settings", "inside"]
 
 
 class _ForkGate:
@@ -120,6 +124,19 @@ class GatedConnection(sqlite3.Connection):
     commit = _gated(sqlite3.Connection.commit)
     rollback = _gated(sqlite3.Connection.rollback)
     close = _gated(sqlite3.Connection.close)
+
+
+def gate_every_sqlite_connection() -> None:
+    """Make every SQLite connection this process opens from now on, in any thread, a
+    :class:`GatedConnection` (the connections already open become one when they next
+    connect). For a worker process: its producer, heartbeat and maintenance threads and
+    every task thread query while a task may fork, and Django code any of them runs
+    (the scheduler's enqueues, signal receivers) uses that thread's own connections."""
+    for alias in connections:
+        settings_dict = connections.settings[alias]
+        gated = gated_settings(settings_dict)
+        if gated is not settings_dict:  # Changed in place: every wrapper shares the dict.
+            settings_dict["OPTIONS"] = gated["OPTIONS"]
 
 
 def gated_settings(settings_dict: dict[str, Any]) -> dict[str, Any]:

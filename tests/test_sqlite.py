@@ -73,7 +73,6 @@ def test_parallel_map_children_of_a_task_read_then_write_without_being_locked_ou
     jobs = Job.objects.filter(id__in=[r.id for r in results])
     assert {(job.status, job.attempts) for job in jobs} == {(JobStatus.SUCCESSFUL, 1)}, \
         burst.output[-3000:]
-    assert "SQLite refused it a write" not in burst.output  # Not even on a first try.
     assert Execution.objects.filter(label__startswith="rw-").count() == 24
 
 

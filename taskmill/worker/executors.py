@@ -22,7 +22,6 @@ from collections.abc import Callable
 
 from django.db import connections
 
-from .. import forkgate
 from ..context import JobRuntime
 from ..exceptions import Cancelled, JobTimeout
 from ..results import JobResult
@@ -216,9 +215,7 @@ class ExecutorPool:
 
 def sqlite_writes_up_front() -> None:
     """Make this thread's SQLite transactions take the write lock when they begin
-    (``BEGIN IMMEDIATE``), as taskmill's own do, unless the project chose a mode itself;
-    and run its statements inside :mod:`taskmill.forkgate`, so a task of another thread
-    that forks (``parallel_map``) never does so while this one is inside SQLite.
+    (``BEGIN IMMEDIATE``), as taskmill's own do, unless the project chose a mode itself.
 
     A task that reads and then writes in ``transaction.atomic()`` (most do) otherwise
     fails at once with "database is locked" whenever another process wrote in between:
@@ -228,7 +225,6 @@ def sqlite_writes_up_front() -> None:
     """
     for alias in connections:
         wrapper = connections[alias]
-        wrapper.settings_dict = forkgate.gated_settings(wrapper.settings_dict)
         options = wrapper.settings_dict.get("OPTIONS", {})
         if wrapper.vendor == "sqlite" and "transaction_mode" not in options:
             # This thread's wrapper only: the settings dict is shared by every thread's.

@@ -38,6 +38,7 @@ from typing import Any
 
 from django.db import DatabaseError, InterfaceError, OperationalError
 
+from .. import forkgate
 from ..exceptions import ResultNotStored
 from ..store import ClaimedJob, JobStore, close_store
 from .config import WorkerConfig
@@ -137,6 +138,7 @@ class WorkerProcess:
         return self._store
 
     def run(self) -> int:
+        forkgate.gate_every_sqlite_connection()  # Before any thread of ours connects.
         try:
             self.gate.call(self._prepare_database, "register worker", self.stopping)
             if self._registered:  # Else stopped while waiting for the database.
