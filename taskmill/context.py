@@ -84,6 +84,7 @@ class JobContext(AnyTaskContext):  # type: ignore[misc]  # frozen in Django, not
         Saved at once, outside the task's own transaction. In a ``transactional`` task
         that is a hazard: a killed attempt's writes roll back while its checkpoint stays,
         so do not use the checkpoint there to skip work whose effects are in the database.
+        (On SQLite it is saved inside that transaction instead: see :class:`JobRuntime`.)
         """
         text = _json(value)
         self.runtime.write(checkpoint=text)
