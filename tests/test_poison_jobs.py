@@ -147,9 +147,11 @@ def test_a_started_job_handed_back_keeps_its_attempt_and_ends_failed_when_it_was
 
 
 def test_shutdown_hand_back_records_the_interrupted_attempt(start_worker):
-    result = poison_tasks.busy_until.using(max_attempts=2).enqueue("interrupted", 30.0)
+    result = poison_tasks.started_then_busy.using(max_attempts=2).enqueue("interrupted", 30.0)
     running = start_worker("--processes", "1", "--shutdown-timeout", "0.5")
-    wait_until(lambda: Job.objects.filter(id=result.id, status=JobStatus.RUNNING).exists(),
+    # Started on a thread, not only claimed: a claimed job not yet started is handed
+    # back unstarted, its attempt refunded.
+    wait_until(lambda: Execution.objects.filter(label="interrupted-started").exists(),
                message="the job to start")
     running.signal(15)
     running.wait(timeout=30)

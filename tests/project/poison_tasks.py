@@ -43,3 +43,10 @@ def busy_until(label: str, seconds: float) -> str:
     while time.monotonic() < end:
         pass
     return label
+
+
+@task(max_attempts=1)
+def started_then_busy(label: str, seconds: float) -> str:
+    """Records that it started (a claimed job may not have yet), then spins."""
+    Execution.objects.create(label=f"{label}-started", pid=os.getpid())
+    return busy_until.call(label, seconds)
