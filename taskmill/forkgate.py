@@ -110,6 +110,9 @@ def _gated_cursor(factory: type[sqlite3.Cursor]) -> type[sqlite3.Cursor]:
     return type(f"Gated{factory.__name__}", (factory,), calls)
 
 
+_BASE_LEVEL: Any = sqlite3.Connection.__dict__["isolation_level"]
+
+
 class GatedConnection(sqlite3.Connection):
     """A SQLite connection whose every call into the library is inside the gate."""
 
@@ -121,9 +124,22 @@ class GatedConnection(sqlite3.Connection):
         return super().cursor(_gated_cursor(factory))
 
     execute = _gated(sqlite3.Connection.execute)
+    executemany = _gated(sqlite3.Connection.executemany)
+    executescript = _gated(sqlite3.Connection.executescript)
     commit = _gated(sqlite3.Connection.commit)
     rollback = _gated(sqlite3.Connection.rollback)
     close = _gated(sqlite3.Connection.close)
+    # Django registers its SQL functions on every new connection: SQLite allocates for
+    # each, under its process-wide memory mutex.
+    create_function = _gated(sqlite3.Connection.create_function)
+    create_aggregate = _gated(sqlite3.Connection.create_aggregate)
+    create_collation = _gated(sqlite3.Connection.create_collation)
+    if hasattr(sqlite3.Connection, "create_window_function"):
+        create_window_function = _gated(sqlite3.Connection.create_window_function)
+
+    # Setting the isolation level commits an open transaction (Django's set_autocommit).
+    isolation_level = property(
+        _BASE_LEVEL.__get__, _gated(_BASE_LEVEL.__set__))
 
 
 def gate_every_sqlite_connection() -> None:
