@@ -44,8 +44,7 @@ class _ForkGate:
         self.forking = False
         self.depth = threading.local()
 
-    @contextmanager
-    def enter(self) -> Iterator[None]:
+    def acquire(self) -> None:
         depth = getattr(self.depth, "value", 0)
         if depth == 0:
             with self.condition:
@@ -53,15 +52,23 @@ class _ForkGate:
                     self.condition.wait()
                 self.inside += 1
         self.depth.value = depth + 1
+
+    def release(self) -> None:
+        depth = self.depth.value - 1
+        self.depth.value = depth
+        if depth == 0:
+            with self.condition:
+                self.inside -= 1
+                if self.inside == 0:
+                    self.condition.notify_all()
+
+    @contextmanager
+    def enter(self) -> Iterator[None]:
+        self.acquire()
         try:
             yield
         finally:
-            self.depth.value = depth
-            if depth == 0:
-                with self.condition:
-                    self.inside -= 1
-                    if self.inside == 0:
-                        self.condition.notify_all()
+            self.release()
 
     def before_fork(self) -> None:
         self.condition.acquire()
@@ -92,9 +99,32 @@ def inside() -> Any:
 def _gated(method: Callable[..., Any]) -> Callable[..., Any]:
     def call(self: Any, *args: Any, **kwargs: Any) -> Any:
         with _gate.enter():
-            return method(self, *args, **kwargs)
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                _hold_while_in_transaction(self if isinstance(self, GatedConnection)
+                                           else getattr(self, "connection", None))
     call.__name__ = method.__name__
     return call
+
+
+def _hold_while_in_transaction(connection: Any) -> None:
+    """Keep the gate held from BEGIN to COMMIT: between two statements of a transaction
+    the connection still holds SQLite's locks, whose in-process records a child would
+    inherit as if they were its own (and wait on them for ever)."""
+    if not isinstance(connection, GatedConnection):
+        return
+    try:
+        open_now = connection.in_transaction
+    except sqlite3.ProgrammingError:  # Closed.
+        open_now = False
+    held = connection.__dict__.get("_gate_held", False)
+    if open_now and not held:
+        _gate.acquire()
+        connection.__dict__["_gate_held"] = True
+    elif held and not open_now:
+        connection.__dict__["_gate_held"] = False
+        _gate.release()
 
 
 _CURSOR_CALLS = ("execute", "executemany", "executescript", "fetchone", "fetchmany",
