@@ -18,8 +18,12 @@ holding new ones back until the fork is done, a few hundred microseconds. A thre
 already inside may re-enter: it cannot be the one forking, since forks happen outside
 database calls.
 
-Hazard: a fork waits for the calls in flight, so a statement that runs long, or waits
-on the busy timeout for another process's write lock, delays it as long.
+A connection also keeps its turn from BEGIN to COMMIT (between two statements its
+transaction holds SQLite's locks, whose in-process records a child would inherit).
+
+Hazard: a fork waits for the calls and transactions in flight, so a statement or a
+transaction that runs long, or waits on the busy timeout for another process's write
+lock, delays it as long.
 """
 
 from __future__ import annotations
