@@ -116,7 +116,7 @@ def parallel_map(func: Callable[[T], R], items: Iterable[T], *, processes: int |
         for _ in range(count):
             child = _start_child(func, [c.conn for c in children.values()])
             children[child.conn] = child
-            _feed(child, payloads)
+            _feed(child, payloads, chunksize)
         remaining = len(chunks)
         while remaining:
             busy = [conn for conn, child in children.items() if child.in_flight]
@@ -134,20 +134,23 @@ def parallel_map(func: Callable[[T], R], items: Iterable[T], *, processes: int |
                     raise _rebuild_exception(body, child.pid, index * chunksize)
                 results[index] = body
                 remaining -= 1
-                _feed(child, payloads)
+                _feed(child, payloads, chunksize)
         finished = True
     finally:
         _stop_children(children.values(), kill=not finished)
     return [value for chunk_results in results for value in chunk_results]  # type: ignore[union-attr]
 
 
-def _feed(child: _Child, payloads: deque[tuple[int, bytes]]) -> None:
+def _feed(child: _Child, payloads: deque[tuple[int, bytes]], chunksize: int) -> None:
     """Keep a child busy: one chunk in flight, two when the next one is small."""
     while payloads and (not child.in_flight or
                         (len(child.in_flight) < 2 and len(payloads[0][1]) <= PREFETCH_BYTES)):
         index, payload = payloads.popleft()
-        child.conn.send_bytes(pickle.dumps((index, payload), pickle.HIGHEST_PROTOCOL))
         child.in_flight.append(index)
+        try:
+            child.conn.send_bytes(pickle.dumps((index, payload), pickle.HIGHEST_PROTOCOL))
+        except OSError:  # It died before its next chunk (BrokenPipeError): as a read says.
+            raise _died(child, chunksize) from None
 
 
 def _start_child(func: Callable[[Any], Any], siblings: list[Connection]) -> _Child:
