@@ -1,26 +1,50 @@
 """Read-only views of the job tables for status, admin, dashboard and metrics.
 
-Counts are grouped queries over indexed columns; nothing here walks job rows one by one.
+The job table is also the history (millions of finished rows), so every query here reads
+through an index that holds only what it counts: READY jobs (the partial claim index),
+RUNNING ones (the partial lease or concurrency index), jobs finished inside a window
+(the ``finished_at`` index). Nothing counts the whole history; its size is the planner's
+estimate. Each query's plan is in ``docs/scaling.md``, and ``tests/test_reporting_plans.py``
+checks them.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from django.db.models import Count, Min, Q
-from django.db.models.functions import TruncMinute
+from django.db import connections
+from django.db.models import (
+    CharField,
+    Count,
+    DateTimeField,
+    DurationField,
+    ExpressionWrapper,
+    F,
+    FloatField,
+    Min,
+    Q,
+    Value,
+)
+from django.db.models.expressions import RawSQL
+from django.db.models.functions import Cast, Substr, TruncMinute
 from django.utils import timezone
 
 from .models import Job, JobStatus, Worker
 from .results import Progress
 from .store import get_store
 
+#: Minutes of history the finished-job counts of ``taskmill status`` cover.
+STATUS_WINDOW_MINUTES = 60
+
 
 @dataclass
 class QueueStats:
     queue: str
+    #: READY and RUNNING: every such job. SUCCESSFUL and FAILED: jobs finished inside the
+    #: report's window only (counting the whole history would read all of it).
     counts: dict[str, int] = field(default_factory=lambda: {s.value: 0 for s in JobStatus})
     #: Seconds the oldest due READY job has waited (None: nothing waits).
     oldest_waiting_age: float | None = None
@@ -44,21 +68,34 @@ def database_now(database: str) -> dt.datetime:
     return get_store(database).database_now()
 
 
-def queue_stats(database: str, now: dt.datetime | None = None) -> list[QueueStats]:
+def queue_stats(database: str, now: dt.datetime | None = None,
+                window_minutes: int = STATUS_WINDOW_MINUTES) -> list[QueueStats]:
+    """Jobs per queue and state; finished ones only if they finished in the window."""
     now = now or database_now(database)
-    stats: dict[str, QueueStats] = {}
-    rows = (Job.objects.using(database).order_by().values("queue_name", "status")
-            .annotate(n=Count("id")))
-    for row in rows:
-        entry = stats.setdefault(row["queue_name"], QueueStats(row["queue_name"]))
-        entry.counts[row["status"]] = row["n"]
-    oldest = (Job.objects.using(database).order_by()
-              .filter(status=JobStatus.READY, run_after__lte=now)
-              .values("queue_name").annotate(oldest=Min("run_after")))
-    for waiting in oldest:
-        entry = stats.setdefault(waiting["queue_name"], QueueStats(waiting["queue_name"]))
-        entry.oldest_waiting_age = max(0.0, (now - waiting["oldest"]).total_seconds())
-    return [stats[name] for name in sorted(stats)]
+    depths = queue_depths(database, now, now - dt.timedelta(minutes=window_minutes))
+    return [QueueStats(d.queue, counts={
+        JobStatus.READY.value: d.waiting + d.scheduled, JobStatus.RUNNING.value: d.running,
+        JobStatus.SUCCESSFUL.value: d.succeeded, JobStatus.FAILED.value: d.failed,
+    }, oldest_waiting_age=d.oldest_waiting_age) for d in depths]
+
+
+def estimated_rows(database: str, table: str) -> int | None:
+    """The planner's idea of a table's size (PostgreSQL, MySQL; None on SQLite or before
+    the table was first analyzed): instant, where ``COUNT(*)`` reads the whole history."""
+    connection = connections[database]
+    if connection.vendor == "postgresql":
+        sql = "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass"
+        params = [connection.ops.quote_name(table)]
+    elif connection.vendor == "mysql":
+        sql = ("SELECT table_rows FROM information_schema.tables "
+               "WHERE table_schema = DATABASE() AND table_name = %s")
+        params = [table]
+    else:
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    return int(row[0]) if row and row[0] and row[0] > 0 else None
 
 
 def live_workers(database: str, now: dt.datetime | None = None) -> list[WorkerInfo]:
@@ -78,6 +115,10 @@ def status_report(database: str) -> dict[str, Any]:
         "database": database,
         "time": now.isoformat(),
         "queues": [asdict(q) for q in queue_stats(database, now)],
+        # SUCCESSFUL and FAILED counts cover this many minutes, not the whole history.
+        "finished_window_minutes": STATUS_WINDOW_MINUTES,
+        # Every job row, finished ones included: the planner's estimate, or None.
+        "estimated_job_rows": estimated_rows(database, Job._meta.db_table),
         "workers": [
             {**asdict(w), "started_at": w.started_at.isoformat(),
              "last_heartbeat": w.last_heartbeat.isoformat()}
@@ -89,9 +130,9 @@ def status_report(database: str) -> dict[str, Any]:
 # -- the dashboard and metrics ------------------------------------------------------------
 #
 # Everything below is polled every few seconds, so each query is bounded by an index:
-# READY/RUNNING rows (the partial claim and lease indexes, few however long the history
-# grows) or jobs finished inside the window (the (status, finished_at) index). Nothing
-# counts the whole history.
+# READY/RUNNING rows (the partial claim index and a RUNNING-only one, few however long
+# the history grows) or jobs finished inside the window (the (finished_at, status)
+# index). Nothing counts the whole history.
 
 #: How many of the window's most recent successful jobs the duration figures look at.
 DURATION_SAMPLE = 5000
@@ -111,45 +152,73 @@ class QueueDepth:
     oldest_waiting_age: float | None = None
 
 
-def queue_depths(database: str, now: dt.datetime, since: dt.datetime) -> list[QueueDepth]:
-    """Active jobs per queue, plus the outcomes of jobs finished since ``since``."""
+def queue_depths(database: str, now: dt.datetime, since: dt.datetime,
+                 finished: Sequence[Mapping[str, Any]] | None = None) -> list[QueueDepth]:
+    """Active jobs per queue, plus the outcomes of jobs finished since ``since``
+    (``finished``: :func:`finished_counts` already read)."""
     jobs = Job.objects.using(database).order_by()
     depths: dict[str, QueueDepth] = {}
 
     def entry(queue: str) -> QueueDepth:
         return depths.setdefault(queue, QueueDepth(queue))
 
-    active = (jobs.filter(status__in=[JobStatus.READY, JobStatus.RUNNING])
-              .values("queue_name", "status")
-              .annotate(n=Count("id"), due=Count("id", filter=Q(run_after__lte=now)),
-                        oldest=Min("run_after", filter=Q(run_after__lte=now))))
-    for row in active:
+    # One branch per state, each with the state's literal: a partial index serves only a
+    # WHERE that implies its own, and ``status IN ('READY', 'RUNNING')`` implies neither
+    # (PostgreSQL then reads the whole table). READY: the claim index, which leads with
+    # queue_name and holds run_after (an index-only scan); RUNNING: a RUNNING-only index.
+    # The state is a constant, not the column, which the claim index does not hold.
+    due = Q(run_after__lte=now)
+    ready = (jobs.filter(status=JobStatus.READY).values("queue_name")
+             .annotate(n=Count("id"), due=Count("id", filter=due),
+                       oldest=Min("run_after", filter=due), state=Value(JobStatus.READY.value)))
+    running = (jobs.filter(status=JobStatus.RUNNING).values("queue_name")
+               .annotate(n=Count("id"), due=Value(0),
+                         oldest=Value(None, output_field=DateTimeField()),
+                         state=Value(JobStatus.RUNNING.value)))
+    # order_by(): a union gets the model's default ordering back (Django 6), which names a
+    # column the branches do not select.
+    for row in ready.union(running, all=True).order_by():
         depth = entry(row["queue_name"])
-        if row["status"] == JobStatus.RUNNING:
+        if row["state"] == JobStatus.RUNNING:
             depth.running = row["n"]
-        else:
-            depth.waiting, depth.scheduled = row["due"], row["n"] - row["due"]
-            if row["oldest"] is not None:
-                depth.oldest_waiting_age = max(0.0, (now - row["oldest"]).total_seconds())
-    finished = (jobs.filter(status__in=[JobStatus.SUCCESSFUL, JobStatus.FAILED],
-                            finished_at__gte=since)
-                .values("queue_name", "status").annotate(n=Count("id")))
-    for done in finished:
+            continue
+        depth.waiting, depth.scheduled = row["due"], row["n"] - row["due"]
+        if row["oldest"] is not None:
+            depth.oldest_waiting_age = max(0.0, (now - row["oldest"]).total_seconds())
+    for done in finished_counts(database, since) if finished is None else finished:
         depth = entry(done["queue_name"])
         if done["status"] == JobStatus.SUCCESSFUL:
-            depth.succeeded = done["n"]
+            depth.succeeded += done["n"]
         else:
-            depth.failed = done["n"]
+            depth.failed += done["n"]
     return [depths[name] for name in sorted(depths)]
+
+
+def finished_counts(database: str, since: dt.datetime) -> list[Mapping[str, Any]]:
+    """Jobs finished since ``since`` per queue, task and outcome: one pass over the
+    window (the ``finished_at`` index) that the per-queue and per-task figures share.
+
+    Its cost is the window's jobs, not the history's: a window in which a million jobs
+    finished reads a million index entries.
+    """
+    return list(Job.objects.using(database).order_by()
+                .filter(status__in=[JobStatus.SUCCESSFUL, JobStatus.FAILED],
+                        finished_at__gte=since)
+                .values("queue_name", "task_path", "status").annotate(n=Count("id")))
 
 
 def throughput(database: str, now: dt.datetime, minutes: int = 60) -> list[dict[str, Any]]:
     """Jobs finished per minute over the last ``minutes``, oldest first, empty minutes included."""
     end = now.replace(second=0, microsecond=0)
     start = end - dt.timedelta(minutes=minutes - 1)
+    # SQLite: Django truncates times in a Python function, called for every row of the
+    # window (37 ms for 6,000); the column's text ("YYYY-MM-DD HH:MM:SS...", UTC) is cut
+    # to the minute in SQL instead.
+    sqlite = connections[database].vendor == "sqlite"
     rows = (Job.objects.using(database).order_by()
             .filter(status__in=[JobStatus.SUCCESSFUL, JobStatus.FAILED], finished_at__gte=start)
-            .annotate(minute=TruncMinute("finished_at", tzinfo=dt.UTC))
+            .annotate(minute=Substr(Cast("finished_at", CharField()), 1, 16) if sqlite
+                      else TruncMinute("finished_at", tzinfo=dt.UTC))
             .values("minute", "status").annotate(n=Count("id")))
     buckets = {start + dt.timedelta(minutes=i): {"succeeded": 0, "failed": 0}
                for i in range(minutes)}
@@ -157,6 +226,8 @@ def throughput(database: str, now: dt.datetime, minutes: int = 60) -> list[dict[
         minute = row["minute"]
         if minute is None:
             continue
+        if isinstance(minute, str):
+            minute = dt.datetime.fromisoformat(minute)
         if timezone.is_naive(minute):
             minute = minute.replace(tzinfo=dt.UTC)
         bucket = buckets.get(minute.astimezone(dt.UTC))
@@ -174,30 +245,45 @@ class TaskTiming:
     max_seconds: float
 
 
-def task_durations(database: str, since: dt.datetime,
-                   sample: int = DURATION_SAMPLE) -> list[TaskTiming]:
-    """Run time of the last attempt of successful jobs finished since ``since``, per task.
+def recent_durations(database: str, since: dt.datetime,
+                     sample: int = DURATION_SAMPLE) -> dict[str, list[float]]:
+    """Seconds the last attempt of each successful job finished since ``since`` ran, per
+    task, sorted; the ``sample`` most recent jobs only, so a busy window costs the same as
+    a quiet one (the ``finished_at`` index read backwards, ``sample`` rows).
 
-    Reads at most ``sample`` rows (the most recent), so a busy hour costs the same as a
-    quiet one; slowest first.
+    The database subtracts the two times: Django reads each ``timestamptz`` in Python on
+    PostgreSQL (its time-zone loader), which made 5,000 rows cost 85 ms instead of 8. On
+    SQLite Django's subtraction is a Python function too (26 ms): julianday() is not.
     """
+    ran: Any = ExpressionWrapper(F("finished_at") - F("last_attempted_at"),
+                                 output_field=DurationField())
+    if connections[database].vendor == "sqlite":
+        ran = RawSQL("(julianday(finished_at) - julianday(last_attempted_at)) * 86400.0", (),
+                     output_field=FloatField())
     rows = (Job.objects.using(database)
             .filter(status=JobStatus.SUCCESSFUL, finished_at__gte=since,
                     last_attempted_at__isnull=False)
-            .order_by("-finished_at")
-            .values_list("task_path", "last_attempted_at", "finished_at")[:sample])
+            .order_by("-finished_at").annotate(ran=ran)
+            .values_list("task_path", "ran")[:sample])
     durations: dict[str, list[float]] = {}
-    for task_path, started, finished in rows:
-        if started is not None and finished is not None:  # both set by the filter
-            durations.setdefault(task_path, []).append(
-                max(0.0, (finished - started).total_seconds()))
-    timings = []
-    for task_path, values in durations.items():
+    for task_path, took in rows:
+        seconds = took if isinstance(took, float) else took.total_seconds()
+        durations.setdefault(task_path, []).append(max(0.0, seconds))
+    for values in durations.values():
         values.sort()
-        timings.append(TaskTiming(
-            task=task_path, count=len(values), avg_seconds=sum(values) / len(values),
-            p95_seconds=values[min(len(values) - 1, int(0.95 * len(values)))],
-            max_seconds=values[-1]))
+    return durations
+
+
+def task_durations(database: str, since: dt.datetime,
+                   sample: int = DURATION_SAMPLE) -> list[TaskTiming]:
+    """Run time of the last attempt of successful jobs finished since ``since``, per task
+    (the ``sample`` most recent: see :func:`recent_durations`); slowest first."""
+    timings = [
+        TaskTiming(task=task_path, count=len(values), avg_seconds=sum(values) / len(values),
+                   p95_seconds=values[min(len(values) - 1, int(0.95 * len(values)))],
+                   max_seconds=values[-1])
+        for task_path, values in recent_durations(database, since, sample).items()
+    ]
     return sorted(timings, key=lambda t: (-t.avg_seconds, t.task))
 
 
@@ -213,18 +299,17 @@ class TaskOutcomes:
         return self.failed / total if total else 0.0
 
 
-def task_outcomes(database: str, since: dt.datetime) -> list[TaskOutcomes]:
-    """Successful and failed jobs per task finished since ``since``; most failures first."""
-    rows = (Job.objects.using(database).order_by()
-            .filter(status__in=[JobStatus.SUCCESSFUL, JobStatus.FAILED], finished_at__gte=since)
-            .values("task_path", "status").annotate(n=Count("id")))
+def task_outcomes(database: str, since: dt.datetime,
+                  finished: Sequence[Mapping[str, Any]] | None = None) -> list[TaskOutcomes]:
+    """Successful and failed jobs per task finished since ``since`` (``finished``:
+    :func:`finished_counts` already read); most failures first."""
     outcomes: dict[str, TaskOutcomes] = {}
-    for row in rows:
+    for row in finished_counts(database, since) if finished is None else finished:
         entry = outcomes.setdefault(row["task_path"], TaskOutcomes(row["task_path"], 0, 0))
         if row["status"] == JobStatus.SUCCESSFUL:
-            entry.succeeded = row["n"]
+            entry.succeeded += row["n"]
         else:
-            entry.failed = row["n"]
+            entry.failed += row["n"]
     return sorted(outcomes.values(), key=lambda o: (-o.failed, -o.failure_rate, o.task))
 
 
@@ -259,7 +344,8 @@ def dashboard_snapshot(database: str, lease_seconds: float, now: dt.datetime | N
     """Everything the dashboard shows, as JSON-ready data (its first paint and each poll)."""
     now = now or database_now(database)
     since = now - dt.timedelta(minutes=window_minutes)
-    depths = queue_depths(database, now, since)
+    finished = finished_counts(database, since)
+    depths = queue_depths(database, now, since, finished)
     succeeded = sum(d.succeeded for d in depths)
     failed = sum(d.failed for d in depths)
     hosts: dict[str, list[dict[str, Any]]] = {}
@@ -269,7 +355,7 @@ def dashboard_snapshot(database: str, lease_seconds: float, now: dt.datetime | N
             "last_heartbeat": w.last_heartbeat.isoformat(), "heartbeat_age": w.heartbeat_age,
             "alive": w.heartbeat_age <= lease_seconds,
         })
-    outcomes = task_outcomes(database, since)
+    outcomes = task_outcomes(database, since, finished)
     return {
         "time": now.isoformat(),
         "database": database,

@@ -60,7 +60,8 @@ def test_status_json_is_for_scripts():
 @pytest.mark.django_db
 def test_status_says_so_when_there_is_nothing():
     out, _ = run("status")
-    assert "No jobs." in out and "No live workers." in out
+    assert "No jobs waiting or running, and none finished in the last 60 minutes." in out
+    assert "No live workers." in out
 
 
 @pytest.mark.django_db

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.core.paginator import Paginator
-from django.db import connections
 from django.db.models import QuerySet
 from django.utils.functional import cached_property
+
+from ..reporting import estimated_rows
 
 
 class CappedPaginator(Paginator):
@@ -31,24 +30,7 @@ class CappedPaginator(Paginator):
         if capped <= self.cap:
             return capped
         self.approximate = True
-        estimate = _estimated_rows(queryset) if not queryset.query.where else None
+        table = queryset.model._meta.db_table
+        estimate = estimated_rows(queryset.db, table) if not queryset.query.where else None
         return max(estimate or 0, self.cap)
 
-
-def _estimated_rows(queryset: QuerySet[Any]) -> int | None:
-    """The planner's idea of the table's size: instant, and good enough for paging."""
-    connection = connections[queryset.db]
-    table = queryset.model._meta.db_table
-    if connection.vendor == "postgresql":
-        sql = "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass"
-        params = [connection.ops.quote_name(table)]
-    elif connection.vendor == "mysql":
-        sql = ("SELECT table_rows FROM information_schema.tables "
-               "WHERE table_schema = DATABASE() AND table_name = %s")
-        params = [table]
-    else:
-        return None
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        row = cursor.fetchone()
-    return int(row[0]) if row and row[0] and row[0] > 0 else None
