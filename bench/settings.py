@@ -9,6 +9,8 @@ USE_TZ = True
 TIME_ZONE = "UTC"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 INSTALLED_APPS = ["django.contrib.contenttypes", "django.contrib.auth", "taskmill", "bench"]
+if os.environ.get("BENCH_ADMIN"):  # bench/scale.py times the admin's job list
+    INSTALLED_APPS += ["django.contrib.admin", "django.contrib.messages"]
 
 if VENDOR == "postgresql":
     DATABASES = {"default": {
@@ -19,7 +21,8 @@ if VENDOR == "postgresql":
         DATABASES["default"]["OPTIONS"] = {"prepare_threshold": None}
 elif VENDOR == "mysql":
     DATABASES = {"default": {
-        "ENGINE": "django.db.backends.mysql", "NAME": "taskmill_bench", "USER": "root",
+        "ENGINE": "django.db.backends.mysql",
+        "NAME": os.environ.get("BENCH_MYSQL_NAME", "taskmill_bench"), "USER": "root",
         "HOST": "127.0.0.1", "PORT": "3306", "OPTIONS": {"charset": "utf8mb4"},
     }}
 else:
@@ -30,7 +33,7 @@ else:
         "OPTIONS": {"timeout": 30},
     }}
 
-TASKS = {"default": {"BACKEND": "taskmill.backend.TaskmillBackend",
+TASKS = {"default": {"BACKEND": "taskmill.backend.TaskmillBackend", "QUEUES": ["default", "elsewhere"],
                      "OPTIONS": {"MAX_ATTEMPTS": 1}}}
 LOGGING = {"version": 1, "disable_existing_loggers": False,
            "loggers": {"taskmill": {"level": "WARNING"}}}

@@ -3,7 +3,7 @@
 Public API (see the README and docs/):
 
     from taskmill import task, enqueue_many, enqueue_batch, get_batch, parallel_map
-    from taskmill import cancel, retry, purge
+    from taskmill import cancel, retry, purge, pause, resume, paused, Snooze
 """
 
 from __future__ import annotations
@@ -20,6 +20,10 @@ _EXPORTS = {
     "cancel": "taskmill.api",
     "retry": "taskmill.api",
     "purge": "taskmill.api",
+    "pause": "taskmill.flow",
+    "resume": "taskmill.flow",
+    "paused": "taskmill.flow",
+    "Snooze": "taskmill.exceptions",
     "parallel_map": "taskmill.parallel",
     "enqueue_batch": "taskmill.parallel",
     "get_batch": "taskmill.parallel",

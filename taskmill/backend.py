@@ -16,6 +16,7 @@ from .compat import AnyTask, BaseTaskBackend, InvalidTask, Task
 from .conf import BackendOptions
 from .jobs import is_unique, job_factory, split_item
 from .models import Job
+from .rates import parse_rate
 from .results import JobResult, Progress, result_for_new_job, result_from_job, results_for_new_jobs
 from .store import NewJob, get_store
 
@@ -24,8 +25,10 @@ __all__ = ["JobResult", "Progress", "TaskmillBackend", "TaskmillTask", "taskmill
 
 #: Options taskmill adds to Django's Task; ``None`` means "the backend's default".
 EXTRA_TASK_OPTIONS = (
-    "max_attempts", "retry_backoff", "timeout", "unique", "unique_key",
-    "concurrency_limit", "concurrency_key", "transactional",
+    "max_attempts", "retry_backoff", "timeout", "unique", "unique_key", "unique_while",
+    "unique_period",
+    "concurrency_limit", "concurrency_key", "transactional", "rate_limit", "rate_key",
+    "fairness_key",
 )
 
 
@@ -38,9 +41,16 @@ class TaskmillTask(AnyTask):
     timeout: float | None = None
     unique: bool = False
     unique_key: str | None = None
+    #: "active" (READY or RUNNING, the default) or "waiting" (READY only: a debounce).
+    unique_while: str | None = None
+    #: Seconds: at most one job per key enqueued in any such period, finished ones included.
+    unique_period: float | None = None
     concurrency_limit: int | None = None
     concurrency_key: str | None = None
     transactional: bool = False
+    rate_limit: str | None = None
+    rate_key: str | None = None
+    fairness_key: str | None = None
 
     def using(self, **changes: Any) -> TaskmillTask:
         """Create a new Task with modified defaults (Django's and taskmill's options)."""
@@ -84,10 +94,29 @@ class TaskmillBackend(BaseTaskBackend):
         _check_number(task.concurrency_limit, "concurrency_limit", whole=True, minimum=1)
         if task.unique_key is not None and not isinstance(task.unique_key, str):
             raise InvalidTask("unique_key must be a string.")
+        if task.unique_while not in (None, "active", "waiting"):
+            raise InvalidTask(f"unique_while must be 'active' or 'waiting', not "
+                              f"{task.unique_while!r}.")
+        _check_number(task.unique_period, "unique_period", minimum=0, strict=True)
+        if task.unique_period is not None and task.unique_while == "waiting":
+            raise InvalidTask("unique_period counts every job of the period, running and "
+                              "finished ones included; it cannot be combined with "
+                              "unique_while='waiting'.")
         if task.concurrency_key is not None and not isinstance(task.concurrency_key, str):
             raise InvalidTask("concurrency_key must be a string.")
         if task.concurrency_key is not None and task.concurrency_limit is None:
             raise InvalidTask("concurrency_key needs a concurrency_limit.")
+        if task.rate_limit is not None:
+            try:
+                parse_rate(task.rate_limit)
+            except ValueError as exc:
+                raise InvalidTask(str(exc)) from None
+        for name in ("rate_key", "fairness_key"):
+            value = getattr(task, name)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise InvalidTask(f"{name} must be a non-empty string, not {value!r}.")
+        if task.rate_key is not None and task.rate_limit is None:
+            raise InvalidTask("rate_key needs a rate_limit.")
 
     # -- enqueue -------------------------------------------------------------------
 

@@ -14,6 +14,9 @@ _DEFAULTS: dict[str, tuple[Any, type | tuple[type, ...]]] = {
     "RETRY_BACKOFF": (2.0, (int, float)),
     "LEASE_SECONDS": (30, (int, float)),
     "RESULT_TTL": (7 * 24 * 3600, (int, float)),
+    #: Snoozes (``taskmill.Snooze``) a job may take before it fails: a task that always
+    #: snoozes is a bug, and must not loop for ever.
+    "MAX_SNOOZES": (100, int),
 }
 
 
@@ -24,6 +27,7 @@ class BackendOptions:
     retry_backoff: float
     lease_seconds: float
     result_ttl: float
+    max_snoozes: int
 
     @classmethod
     def from_params(cls, alias: str, options: dict[str, Any]) -> BackendOptions:

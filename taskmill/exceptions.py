@@ -33,3 +33,24 @@ class ResultNotStored(TaskmillError):
 
 class WorkerLost(TaskmillError):
     """The worker running the attempt stopped heartbeating (killed, out of memory, hung)."""
+
+
+class Snooze(TaskmillError):
+    """Raised inside a task: "not now, try again in ``seconds``".
+
+    The job goes back to waiting for that long without failing and without using an
+    attempt. A job that snoozes more than the backend's ``MAX_SNOOZES`` times ends FAILED
+    with :class:`SnoozedTooOften`, so a task that always snoozes cannot loop for ever.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+            raise TypeError(f"Snooze takes a number of seconds, not {seconds!r}.")
+        if not seconds >= 0 or seconds == float("inf"):  # (not >= also refuses NaN)
+            raise ValueError(f"Snooze takes a finite number of seconds >= 0, not {seconds!r}.")
+        super().__init__(f"snoozed for {seconds:g}s")
+        self.seconds = float(seconds)
+
+
+class SnoozedTooOften(TaskmillError):
+    """The job snoozed ``MAX_SNOOZES`` times and asked for one more; it was failed instead."""

@@ -21,6 +21,7 @@ from .compat import AnyTask, InvalidTask, is_task
 from .conf import BackendOptions
 from .exceptions import InvalidTaskArguments, TaskNotFound
 from .ids import new_job_id
+from .rates import parse_rate
 from .store import NewJob
 
 #: Builds one job row from positional and keyword arguments.
@@ -48,6 +49,8 @@ def job_factory(task: AnyTask, backend: JobBackend,
     config = backend.config
     unique = is_unique(task)
     concurrency_limit = getattr(task, "concurrency_limit", None)
+    rate_limit = getattr(task, "rate_limit", None)
+    rate = parse_rate(rate_limit) if rate_limit is not None else None
     constants: dict[str, Any] = {
         "backend": backend.alias,
         "task_path": task.module_path,
@@ -62,6 +65,12 @@ def job_factory(task: AnyTask, backend: JobBackend,
         "concurrency_key": (getattr(task, "concurrency_key", None) or task.module_path)
         if concurrency_limit is not None else None,
         "batch_id": batch_id,
+        "rate_limit": rate.limit if rate else None,
+        "rate_period": rate.period if rate else None,
+        "rate_key": (getattr(task, "rate_key", None) or task.module_path) if rate else None,
+        "fairness_key": getattr(task, "fairness_key", None),
+        "unique_until_start": getattr(task, "unique_while", None) == "waiting",
+        "unique_period": getattr(task, "unique_period", None),
     }
 
     def make(args: Sequence[Any], kwargs: dict[str, Any]) -> NewJob:
@@ -90,7 +99,8 @@ def new_job(task: AnyTask, args: Sequence[Any], kwargs: dict[str, Any], *,
 
 
 def is_unique(task: AnyTask) -> bool:
-    return bool(getattr(task, "unique", False) or getattr(task, "unique_key", None))
+    return bool(getattr(task, "unique", False) or getattr(task, "unique_key", None)
+                or getattr(task, "unique_while", None) or getattr(task, "unique_period", None))
 
 
 def resolve_task(task_path: str) -> AnyTask:

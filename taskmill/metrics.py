@@ -18,16 +18,15 @@ from __future__ import annotations
 
 import datetime as dt
 import hmac
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
 
 from .backend import taskmill_backend
-from .models import Job, JobStatus
-from .reporting import database_now, live_workers, queue_depths
+from .flow import paused
+from .reporting import database_now, finished_counts, live_workers, queue_depths, recent_durations
 
 try:  # The optional "prometheus" extra; without it the view says how to install it.
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -76,7 +75,8 @@ class TaskmillCollector:
         oldest = GaugeMetricFamily("taskmill_queue_oldest_waiting_seconds",
                                    "Age of the oldest due job that waits, per queue.",
                                    labels=["queue"])
-        for depth in queue_depths(self.database, now, since):
+        finished = finished_counts(self.database, since)
+        for depth in queue_depths(self.database, now, since, finished):
             jobs.add_metric([depth.queue, "waiting"], depth.waiting)
             jobs.add_metric([depth.queue, "scheduled"], depth.scheduled)
             jobs.add_metric([depth.queue, "running"], depth.running)
@@ -84,19 +84,26 @@ class TaskmillCollector:
         yield jobs
         yield oldest
 
-        yield from self._finished(since)
+        yield from self._finished(since, finished)
         yield from self._workers(now)
+        yield self._paused()
 
-    def _finished(self, since: dt.datetime) -> Iterator[Any]:
+    def _paused(self) -> Any:
+        gauge = GaugeMetricFamily(
+            "taskmill_paused", "1 for each pause in force (taskmill.pause); a blank queue or "
+            "task means every one.", labels=["queue", "task"])
+        for held in paused():
+            if held.database == self.database:
+                gauge.add_metric([held.queue_name, held.task_path], 1.0)
+        return gauge
+
+    def _finished(self, since: dt.datetime, finished: Sequence[Mapping[str, Any]]
+                  ) -> Iterator[Any]:
         outcomes = GaugeMetricFamily(
             "taskmill_recent_jobs_finished",
             "Jobs that finished inside the window, by queue, task and outcome.",
             labels=["queue", "task", "outcome"])
-        rows = (Job.objects.using(self.database).order_by()
-                .filter(status__in=[JobStatus.SUCCESSFUL, JobStatus.FAILED],
-                        finished_at__gte=since)
-                .values("queue_name", "task_path", "status").annotate(n=Count("id")))
-        for row in rows:
+        for row in finished:
             outcomes.add_metric([row["queue_name"], row["task_path"], row["status"].lower()],
                                 row["n"])
         yield outcomes
@@ -105,18 +112,8 @@ class TaskmillCollector:
             "taskmill_recent_job_duration_seconds",
             "Run time of the last attempt of jobs that succeeded inside the window, "
             "as quantiles per task.", labels=["task", "quantile"])
-        samples: dict[str, list[float]] = {}
-        recent = (Job.objects.using(self.database)
-                  .filter(status=JobStatus.SUCCESSFUL, finished_at__gte=since,
-                          last_attempted_at__isnull=False)
-                  .order_by("-finished_at")
-                  .values_list("task_path", "last_attempted_at", "finished_at")[:DURATION_SAMPLE])
-        for task_path, started, finished in recent:
-            if started is not None and finished is not None:  # both set by the filter
-                samples.setdefault(task_path, []).append(
-                    max(0.0, (finished - started).total_seconds()))
+        samples = recent_durations(self.database, since, DURATION_SAMPLE)
         for task_path, values in sorted(samples.items()):
-            values.sort()
             for q in QUANTILES:
                 durations.add_metric([task_path, f"{q:g}"],
                                      values[min(len(values) - 1, int(q * len(values)))])

@@ -75,8 +75,24 @@ class Job(models.Model):
         output_field=models.CharField(max_length=255, null=True),
         db_persist=True,
     )
+    #: ``unique_while="waiting"``: the key is held while READY only (a debounce); the
+    #: claim clears ``unique_key``, so a new job may wait while this one runs.
+    unique_until_start = models.BooleanField(default=False, db_default=False)
     concurrency_key = models.CharField(max_length=255, null=True, blank=True)
     concurrency_limit = models.PositiveIntegerField(null=True, blank=True)
+
+    #: Flow control (docs/flow-control.md). Columns the store's raw INSERTs do not name
+    #: have a database default (``db_default``), not only a Python one.
+    #: Times the job said "not now" (``taskmill.Snooze``); capped by ``MAX_SNOOZES``.
+    snoozes = models.PositiveIntegerField(default=0, db_default=0)
+    #: At most ``rate_limit`` starts per ``rate_period`` seconds for all jobs of the key.
+    rate_key = models.CharField(max_length=255, null=True, blank=True)
+    rate_limit = models.PositiveIntegerField(null=True, blank=True)
+    rate_period = models.FloatField(null=True, blank=True)
+    #: Jobs of different keys take turns: ``fair_rank`` is the job's turn, given at
+    #: enqueue from its key's counter (see :mod:`taskmill.store.fairness`); 0 without a key.
+    fairness_key = models.CharField(max_length=255, null=True, blank=True)
+    fair_rank = models.BigIntegerField(default=0, db_default=0)
 
     batch = models.ForeignKey(
         "Batch", null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs",
@@ -203,3 +219,78 @@ class Service(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.holder or 'nobody'} until {self.expires_at.isoformat()})"
+
+
+class Pause(models.Model):
+    """Nothing new of a queue, of a task, or (both blank) of anything starts while it exists.
+
+    Read by every claim (``not_paused`` in ``store/sql/common.sql``), so a pause holds on
+    every worker and host at once and survives restarts. Blank means "any".
+    """
+
+    queue_name = models.CharField(_("queue"), max_length=100, blank=True, default="")
+    task_path = models.CharField(_("task"), max_length=255, blank=True, default="")
+    paused_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name = _("pause")
+        ordering = ["queue_name", "task_path"]
+        constraints = [models.UniqueConstraint(fields=["queue_name", "task_path"],
+                                               name="taskmill_pause_scope")]
+
+    def __str__(self) -> str:
+        return describe_pause(self.queue_name, self.task_path)
+
+
+def describe_pause(queue_name: str, task_path: str) -> str:
+    if queue_name and task_path:
+        return f"task {task_path} on queue {queue_name}"
+    if queue_name:
+        return f"queue {queue_name}"
+    return f"task {task_path}" if task_path else "everything"
+
+
+class RateSlice(models.Model):
+    """How many jobs of a rate key started in one slice of time (a fiftieth of its period).
+
+    A key's window is the sum of its last slices (:mod:`taskmill.store.rates`); rows are
+    written and pruned under the key's lock.
+    """
+
+    rate_key = models.CharField(max_length=255)
+    #: Which slice: seconds since the epoch (database clock) divided by the slice width.
+    slice = models.BigIntegerField()
+    starts = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        verbose_name = _("rate slice")
+        constraints = [models.UniqueConstraint(fields=["rate_key", "slice"],
+                                               name="taskmill_rate_slice")]
+
+
+class RateKey(models.Model):
+    """A rate key's window, summed up for the claim: full until ``full_until`` (NULL or
+    past: it has room). Claims probe this one row instead of counting the window."""
+
+    rate_key = models.CharField(max_length=255, primary_key=True)
+    full_until = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("rate key")
+
+    def __str__(self) -> str:
+        return self.rate_key
+
+
+class FairnessClock(models.Model):
+    """The next turn of a fairness key in a queue; ``fairness_key`` blank: the queue's
+    clock, the turn its last claim reached (a newcomer starts there, not at 0)."""
+
+    queue_name = models.CharField(max_length=100)
+    fairness_key = models.CharField(max_length=255, blank=True, default="")
+    next_rank = models.BigIntegerField(default=0)
+
+    class Meta:
+        verbose_name = _("fairness clock")
+        constraints = [models.UniqueConstraint(fields=["queue_name", "fairness_key"],
+                                               name="taskmill_fairness_key")]

@@ -1,4 +1,4 @@
-"""The Django admin for jobs, batches and workers.
+"""The Django admin for jobs, batches, workers and pauses.
 
 Built for a job table with millions of rows: the list never counts the whole table
 (:class:`CappedPaginator`), filter choices come from configuration and a bounded
@@ -13,6 +13,7 @@ Jobs are read-only here: every state change goes through :mod:`taskmill.api`
 from .batches import BatchAdmin
 from .jobs import JobAdmin
 from .paginator import CappedPaginator
+from .pauses import PauseAdmin
 from .workers import WorkerAdmin
 
-__all__ = ["BatchAdmin", "CappedPaginator", "JobAdmin", "WorkerAdmin"]
+__all__ = ["BatchAdmin", "CappedPaginator", "JobAdmin", "PauseAdmin", "WorkerAdmin"]

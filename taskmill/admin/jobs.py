@@ -18,6 +18,7 @@ from django.utils.translation import ngettext
 
 from ..api import cancel, purge, retry
 from ..exceptions import TaskmillError
+from ..flow import waiting_reason
 from ..models import Job, JobError, JobStatus
 from .filters import QueueFilter, TaskFilter
 from .paginator import CappedPaginator
@@ -86,6 +87,8 @@ class JobAdmin(ReadOnlyAdmin):
                                     "transactional", "worker_ids", "lease_owner")}),
         (_("Times"), {"fields": ("enqueued_at", "run_after", "started_at", "last_attempted_at",
                                  "finished_at")}),
+        (_("Flow control"), {"fields": ("waiting_for", "snoozes", "rate_key", "rate_limit",
+                                         "rate_period", "fairness_key", "fair_rank")}),
         (_("Cancel, uniqueness, concurrency"), {
             "classes": ("collapse",),
             "fields": ("cancel_requested_at", "cancel_force", "unique_key", "concurrency_key",
@@ -106,6 +109,13 @@ class JobAdmin(ReadOnlyAdmin):
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         return [str(name) for _title, options in self.fieldsets for name in options["fields"]]
 
+
+    @admin.display(description=_("waiting for"))
+    def waiting_for(self, job: Job) -> str:
+        """Why a READY job is not running yet: a pause, its rate limit, its due time."""
+        if job.status != JobStatus.READY:
+            return "-"
+        return waiting_reason(job) or str(_("a free worker"))
 
     def has_retry_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("taskmill.retry_job")

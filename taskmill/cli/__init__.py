@@ -8,7 +8,8 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-SUBCOMMANDS = ["worker", "status", "prune", "purge", "cancel", "retry", "health"]
+SUBCOMMANDS = ["worker", "status", "prune", "purge", "cancel", "retry", "pause", "resume",
+               "health"]
 
 
 def load(name: str) -> ModuleType:

@@ -1,4 +1,8 @@
-"""``taskmill status``: queues by state, oldest waiting job, live workers by host."""
+"""``taskmill status``: queues by state, oldest waiting job, live workers by host.
+
+Finished jobs are counted over the last hour only, and the table's size is the planner's
+estimate: the job table is also the history, and counting all of it would read it all.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +11,17 @@ from argparse import ArgumentParser
 from collections.abc import Sequence
 from typing import Any
 
+from ..flow import paused
+from ..models import describe_pause
 from ..reporting import status_report
 from .common import get_backend
 
-HELP = "Show queues with job counts by state and the live workers."
+HELP = ("Show queues with job counts by state (finished ones: the last hour) and the "
+        "live workers.")
 
 STATES = ["READY", "RUNNING", "SUCCESSFUL", "FAILED"]
+#: Counted inside the report's window only.
+FINISHED = {"SUCCESSFUL", "FAILED"}
 
 
 def add_arguments(parser: ArgumentParser) -> None:
@@ -23,12 +32,16 @@ def add_arguments(parser: ArgumentParser) -> None:
 def handle(command: Any, options: dict[str, Any]) -> None:
     backend = get_backend(options.get("backend"))
     report = status_report(backend.database)
+    report["paused"] = [{"queue": p.queue_name or None, "task": p.task_path or None,
+                         "since": p.since.isoformat() if p.since else None}
+                        for p in paused() if p.database == backend.database]
     if options["json"]:
         command.stdout.write(json.dumps(report, indent=2))
         return
     write = command.stdout.write
     write(f"Backend {backend.alias!r}, database {report['database']!r}, at {report['time']}")
     write("")
+    minutes = report["finished_window_minutes"]
     if report["queues"]:
         rows = [[q["queue"], *(f"{q['counts'][s]:,}" for s in STATES),
                  "-" if q["oldest_waiting_age"] is None else _age(q["oldest_waiting_age"])]
@@ -36,9 +49,15 @@ def handle(command: Any, options: dict[str, Any]) -> None:
         if len(rows) > 1:
             rows.append(["(all)", *(f"{sum(q['counts'][s] for q in report['queues']):,}"
                                     for s in STATES), ""])
-        write(table(["QUEUE", *STATES, "OLDEST WAITING"], rows, right=range(1, 6)))
+        window = _minutes(minutes)
+        headers = [f"{s} ({window})" if s in FINISHED else s for s in STATES]
+        write(table(["QUEUE", *headers, "OLDEST WAITING"], rows, right=range(1, 6)))
     else:
-        write("No jobs.")
+        write(f"No jobs waiting or running, and none finished in the last {minutes} minutes.")
+    estimate = report["estimated_job_rows"]
+    write(f"Finished counts cover the last {minutes} minutes"
+          + ("." if estimate is None
+             else f"; the job table holds about {estimate:,} rows (planner's estimate)."))
     write("")
     lease = backend.config.lease_seconds
     if report["workers"]:
@@ -52,6 +71,11 @@ def handle(command: Any, options: dict[str, Any]) -> None:
         write(f"{len(report['workers'])} worker process(es) on {hosts} host(s).")
     else:
         write("No live workers.")
+    if report["paused"]:
+        write("")
+        write("Paused: " + ", ".join(
+            describe_pause(p["queue"] or "", p["task"] or "") for p in report["paused"])
+            + " (nothing new of it starts; `taskmill resume` to lift).")
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]],
@@ -65,6 +89,10 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]],
                          for i, (cell, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
 
     return "\n".join([line(headers), *(line(row) for row in rows)])
+
+
+def _minutes(minutes: int) -> str:
+    return f"{minutes // 60}h" if minutes % 60 == 0 else f"{minutes}m"
 
 
 def _age(seconds: float) -> str:

@@ -21,6 +21,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 
 from ..backend import TaskmillBackend, taskmill_backends
+from ..flow import paused
 from ..reporting import dashboard_snapshot
 
 #: Seconds between two polls of the page, unless ``TASKMILL_DASHBOARD_POLL_INTERVAL`` says.
@@ -78,7 +79,9 @@ def _backend(request: HttpRequest) -> TaskmillBackend:
 
 
 def snapshot(backend: TaskmillBackend) -> dict[str, Any]:
-    return dashboard_snapshot(backend.database, lease_seconds=backend.config.lease_seconds)
+    data = dashboard_snapshot(backend.database, lease_seconds=backend.config.lease_seconds)
+    data["paused"] = [str(p) for p in paused() if p.database == backend.database]
+    return data
 
 
 @staff_view(json=False)

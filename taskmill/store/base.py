@@ -7,11 +7,14 @@ through it. Its parts, each in a module of its own and each building on the last
 :mod:`.connection`        transactions on this connection, statements, value conversion
 :mod:`.enqueue`           insert, unique insert, periodic ticks
 :mod:`.batches`           batches, and their ``then`` job exactly once
-:mod:`.limits`            concurrency limits, enforced after a claim
+:mod:`.fairness`          turns of fairness keys, given at enqueue
+:mod:`.rates`             rate limits (a sliding-window log)
+:mod:`.limits`            concurrency and rate limits, enforced after a claim
 :mod:`.claim`             the claim, and when the next job is due
 :mod:`.outcomes`          complete, fail, retry later, hand back, progress
 :mod:`.leases`            worker heartbeats, recovery of dead workers' jobs
 :mod:`.operations`        cancel, retry, purge, prune
+:mod:`.pauses`            pause and resume queues and tasks
 ========================  ===========================================================
 
 The SQL itself is in :mod:`.sql`, one named, annotated statement at a time. Every
@@ -24,9 +27,10 @@ from __future__ import annotations
 
 from .leases import Leases
 from .operations import Operations
+from .pauses import Pauses
 
 
-class JobStore(Leases, Operations):
+class JobStore(Leases, Operations, Pauses):
     """The job tables seen through one connection. Not thread-safe: one per thread."""
 
     def prepare_for_worker(self) -> None:

@@ -10,18 +10,21 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from .fairness import FairTurns
 from .limits import ConcurrencyLimits
 from .rows import ClaimedJob
 
 
-class Claiming(ConcurrencyLimits):
+class Claiming(ConcurrencyLimits, FairTurns):
     def claim(self, queues: Sequence[str], limit: int, worker_id: str) -> list[ClaimedJob]:
         """Take up to ``limit`` due READY jobs of ``queues``, best first, for ``worker_id``."""
         with self.claim_transaction():
             rows = self.claim_rows(queues, limit, worker_id)
             jobs = [self.row_to_claimed(row) for row in rows]
-            jobs.sort(key=lambda j: (-j.priority, j.run_after, j.id))
-            return self.enforce_limits(jobs, worker_id)
+            jobs.sort(key=lambda j: (-j.priority, j.fair_rank, j.run_after, j.id))
+            kept = self.enforce_limits(jobs, worker_id)
+            self.advance_queue_turns(kept)
+            return kept
 
     @contextmanager
     def claim_transaction(self) -> Iterator[None]:

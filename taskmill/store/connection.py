@@ -152,7 +152,8 @@ class StoreConnection:
         """A row of ``${claim_columns}``."""
         (job_id, backend, task_path, queue_name, priority, args, kwargs, enqueued_at,
          run_after, started_at, attempts, max_attempts, retry_backoff, timeout,
-         transactional, worker_ids, checkpoint, batch_id, concurrency_key) = row
+         transactional, worker_ids, checkpoint, batch_id, concurrency_key, rate_key,
+         rate_limit, rate_period, fairness_key, fair_rank) = row
         enqueued = self.dt_from_db(enqueued_at)
         due = self.dt_from_db(run_after)
         assert enqueued is not None and due is not None  # NOT NULL columns
@@ -176,6 +177,11 @@ class StoreConnection:
             checkpoint=self.json_from_db(checkpoint),
             batch_id=self.id_from_db(batch_id) if batch_id is not None else None,
             concurrency_key=concurrency_key,
+            rate_key=rate_key,
+            rate_limit=rate_limit,
+            rate_period=rate_period,
+            fairness_key=fairness_key,
+            fair_rank=int(fair_rank),
         )
 
     def insert_params(self, job: NewJob) -> dict[str, Any]:
@@ -189,6 +195,9 @@ class StoreConnection:
             "transactional": job.transactional, "unique_key": job.unique_key,
             "concurrency_key": job.concurrency_key, "concurrency_limit": job.concurrency_limit,
             "batch_id": self.optional_id_param(job.batch_id),
+            "rate_key": job.rate_key, "rate_limit": job.rate_limit,
+            "rate_period": job.rate_period, "fairness_key": job.fairness_key,
+            "fair_rank": job.fair_rank, "unique_until_start": job.unique_until_start,
         }
 
     def lease_params(self, job: ClaimedJob, worker_id: str) -> dict[str, Any]:

@@ -18,7 +18,8 @@ from collections.abc import Callable, Iterable, Sequence
 
 from django.db.backends.utils import CursorWrapper
 
-from .connection import Params, StoreConnection
+from .connection import Params
+from .fairness import FairTurns
 from .rows import NewJob
 
 #: Attempts of a unique insert when the holder of the key keeps finishing between our
@@ -26,7 +27,7 @@ from .rows import NewJob
 UNIQUE_ROUNDS = 20
 
 
-class Enqueueing(StoreConnection):
+class Enqueueing(FairTurns):
     def insert(self, jobs: Sequence[NewJob],
                while_sending: Callable[[], None] | None = None) -> None:
         """Insert jobs in as few round trips as the database allows.
@@ -36,6 +37,16 @@ class Enqueueing(StoreConnection):
         """
         if not jobs:
             return
+        if any(job.fairness_key is not None for job in jobs):
+            with self.atomic():  # The turns are taken only if the jobs are stored.
+                self.give_turns(jobs)
+                self.insert_rows(jobs, while_sending)
+            return
+        self.insert_rows(jobs, while_sending)
+
+    def insert_rows(self, jobs: Sequence[NewJob],
+                    while_sending: Callable[[], None] | None = None) -> None:
+        """:meth:`insert`, the rows as they are (their turns, if any, already taken)."""
         if while_sending is not None:
             while_sending()
         with self.cursor() as cursor:
@@ -52,6 +63,18 @@ class Enqueueing(StoreConnection):
         key = job.unique_key
         if key is None:
             raise ValueError("insert_unique needs a job with a unique_key.")
+        if job.fairness_key is not None:
+            with self.atomic():
+                self.give_turns([job])
+                return self._insert_unique(job)
+        return self._insert_unique(job)
+
+    def _insert_unique(self, job: NewJob) -> uuid.UUID | None:
+        key = job.unique_key
+        if job.unique_period is not None:
+            recent = self.fetchone("unique_key_recent", {"key": key, "period": job.unique_period})
+            if recent is not None:
+                return self.id_from_db(recent[0])
         params = self.insert_params(job)
         for _ in range(UNIQUE_ROUNDS):
             with self.cursor() as cursor:

@@ -1,4 +1,5 @@
-"""``concurrency_limit`` / ``concurrency_key``: at most N RUNNING jobs per key, everywhere.
+"""``concurrency_limit`` / ``concurrency_key``: at most N RUNNING jobs per key, everywhere;
+and where rate limits (:mod:`.rates`) are enforced after a claim, in the same way.
 
 Two steps, so that jobs without a key (the common case) pay nothing:
 
@@ -22,7 +23,7 @@ from collections.abc import Sequence
 
 from django.db.backends.utils import CursorWrapper
 
-from .connection import StoreConnection
+from .rates import LOCK_PREFIX, RateLimits
 from .rows import ClaimedJob
 
 #: First key of PostgreSQL advisory locks taken here (the second is the key's hash),
@@ -30,18 +31,23 @@ from .rows import ClaimedJob
 ADVISORY_LOCK_CLASS = 0x746D  # "tm"
 
 
-class ConcurrencyLimits(StoreConnection):
+class ConcurrencyLimits(RateLimits):
     def enforce_limits(self, jobs: list[ClaimedJob], worker_id: str) -> list[ClaimedJob]:
-        """Keep the claimed jobs that fit their key's limit; give the others back."""
+        """Keep the claimed jobs that fit their concurrency and rate limits; give the
+        others back (the concurrency limit first: a job given back starts nothing)."""
         keyed = [job for job in jobs if job.concurrency_key is not None]
-        if not keyed:
+        rated = [job for job in jobs if job.rate_key is not None]
+        if not keyed and not rated:
             return jobs
         keys = sorted({job.concurrency_key for job in keyed if job.concurrency_key})
-        # Every key locked, in sorted order (no deadlocks), until the transaction ends.
+        rate_keys = sorted({LOCK_PREFIX + job.rate_key for job in rated if job.rate_key})
+        # Every key locked, in one order for all (no deadlocks), until the transaction ends.
         with self.atomic(), self.cursor() as cursor:
-            for key in keys:
+            for key in keys + rate_keys:
                 self.lock_key(cursor, key)
-            excess = self._over_limit(cursor, keyed, keys)
+            excess = self._over_limit(cursor, keyed, keys) if keyed else []
+            given_back = {job.id for job in excess}
+            excess += self.over_rate(cursor, [j for j in rated if j.id not in given_back])
             self.refund_claims(excess, worker_id)
         if not excess:
             return jobs

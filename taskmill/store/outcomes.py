@@ -19,6 +19,7 @@ from .claim import Claiming
 from .rows import ClaimedJob, Outcome
 
 CANCELLED = "taskmill.exceptions.Cancelled"
+SNOOZED_TOO_OFTEN = "taskmill.exceptions.SnoozedTooOften"
 INTERRUPTED = "taskmill.exceptions.Interrupted"
 _INTERRUPTED_WHY = (INTERRUPTED + ": worker {} stopped (shutdown timeout) while this attempt "
                     "ran; {}.\n")
@@ -53,7 +54,9 @@ class Outcomes(Batches, Claiming):
         if successes:
             self.record_successes(successes, worker_id)
         for outcome in outcomes:
-            if not outcome.succeeded:
+            if outcome.snooze is not None:
+                self.record_snooze(outcome, worker_id)
+            elif not outcome.succeeded:
                 self.record_failure(outcome, worker_id)
         freed = {o.job.queue_name for o in outcomes if o.job.concurrency_key and o.recorded}
         if freed:  # A concurrency slot opened: wake workers waiting for it (PostgreSQL).
@@ -82,6 +85,29 @@ class Outcomes(Batches, Claiming):
                 retry_delay=outcome.retry_delay)
         outcome.recorded = state is not None
         outcome.ended = state == "FAILED"
+
+    def record_snooze(self, outcome: Outcome, worker_id: str) -> None:
+        """Put a snoozed job back in line with its attempt refunded; one over its snooze
+        cap (or cancelled meanwhile) ends FAILED instead, the reason kept."""
+        job = outcome.job
+        assert outcome.snooze is not None
+        with self.atomic(), self.cursor() as cursor:
+            if self.execute(cursor, "snooze_job", {
+                    **self.lease_params(job, worker_id), "delay": outcome.snooze,
+                    "max_snoozes": outcome.max_snoozes}) == 1:
+                outcome.recorded, outcome.ended = True, False
+                return
+            why = (f"{SNOOZED_TOO_OFTEN}: the job snoozed {outcome.max_snoozes} times (the "
+                   "backend's MAX_SNOOZES) and asked for another; failed instead.\n")
+            if self._fail_cancelled(cursor, job, worker_id):
+                state: str | None = "FAILED"
+            else:
+                state = self._end_attempt(cursor, job, worker_id, SNOOZED_TOO_OFTEN, why,
+                                          retry_delay=None)
+        outcome.recorded = state is not None
+        outcome.ended = state == "FAILED"
+        if outcome.ended:
+            outcome.exception_class_path, outcome.traceback = SNOOZED_TOO_OFTEN, why
 
     def _end_attempt(self, cursor: CursorWrapper, job: ClaimedJob, worker_id: str,
                      exception: str, traceback: str, *, retry_delay: float | None) -> str | None:

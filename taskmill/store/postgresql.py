@@ -44,7 +44,8 @@ def _copy_lines(jobs: Sequence[NewJob]) -> str:
     for job in jobs:
         key = (job.backend, job.task_path, job.queue_name, job.priority, job.run_after,
                job.max_attempts, job.retry_backoff, job.timeout, job.transactional,
-               job.concurrency_key, job.concurrency_limit)
+               job.concurrency_key, job.concurrency_limit, job.rate_key, job.rate_limit,
+               job.rate_period, job.fairness_key, job.fair_rank, job.unique_until_start)
         parts = cache.get(key)
         if parts is None:
             head = "\t".join((_copy_text(job.backend), _copy_text(job.task_path),
@@ -53,10 +54,13 @@ def _copy_lines(jobs: Sequence[NewJob]) -> str:
                 "0", str(job.max_attempts), repr(float(job.retry_backoff)),
                 _copy_text(job.timeout), "t" if job.transactional else "f", "", "f"))
             tail = "\t".join((_copy_text(job.concurrency_key), _copy_text(job.concurrency_limit)))
+            flow = "\t".join((_copy_text(job.rate_key), _copy_text(job.rate_limit),
+                              _copy_text(job.rate_period), _copy_text(job.fairness_key),
+                              str(job.fair_rank), "t" if job.unique_until_start else "f"))
             if job.run_after is not None:
-                tail = f"{tail}\t{{}}\t{job.run_after.isoformat()}"
+                tail = f"{tail}\t{{}}\t{flow}\t{job.run_after.isoformat()}"
             else:
-                tail = f"{tail}\t{{}}"
+                tail = f"{tail}\t{{}}\t{flow}"
             parts = cache[key] = (head, middle, tail)
         head, middle, tail = parts
         lines.append(
@@ -138,11 +142,11 @@ class PostgreSQLJobStore(JobStore):
                     raise  # (EXISTS: by its name, this very statement; fine.)
         self._session, self._ready = self.connection.connection, True
 
-    def insert(self, jobs: Sequence[NewJob],
-               while_sending: Callable[[], None] | None = None) -> None:
+    def insert_rows(self, jobs: Sequence[NewJob],
+                    while_sending: Callable[[], None] | None = None) -> None:
         # The statement-level trigger sends the NOTIFY; it is delivered on commit.
         if len(jobs) <= 1:
-            return super().insert(jobs, while_sending)
+            return super().insert_rows(jobs, while_sending)
         groups = [(statement, rows) for statement, rows in (
             ("copy_jobs", [job for job in jobs if job.run_after is None]),
             ("copy_deferred_jobs", [job for job in jobs if job.run_after is not None]),

@@ -12,7 +12,8 @@ CLAIM_COLUMNS = (
     "id", "backend", "task_path", "queue_name", "priority", "args", "kwargs",
     "enqueued_at", "run_after", "started_at", "attempts", "max_attempts",
     "retry_backoff", "timeout", "transactional", "worker_ids", "checkpoint",
-    "batch_id", "concurrency_key",
+    "batch_id", "concurrency_key", "rate_key", "rate_limit", "rate_period", "fairness_key",
+    "fair_rank",
 )
 
 #: Columns written by an insert, in this order (the COPY of a bulk enqueue uses it).
@@ -20,7 +21,8 @@ INSERT_COLUMNS = (
     "id", "backend", "task_path", "queue_name", "priority", "status", "args", "kwargs",
     "enqueued_at", "run_after", "attempts", "max_attempts", "retry_backoff", "timeout",
     "transactional", "worker_ids", "cancel_force", "unique_key", "concurrency_key",
-    "concurrency_limit", "batch_id",
+    "concurrency_limit", "batch_id", "rate_key", "rate_limit", "rate_period", "fairness_key",
+    "fair_rank", "unique_until_start",
 )
 
 
@@ -46,6 +48,17 @@ class NewJob:
     concurrency_key: str | None = None
     concurrency_limit: int | None = None
     batch_id: uuid.UUID | None = None
+    rate_key: str | None = None
+    rate_limit: int | None = None
+    rate_period: float | None = None
+    fairness_key: str | None = None
+    #: ``unique_while="waiting"``: the unique key is dropped when the job starts.
+    unique_until_start: bool = False
+    #: ``unique_period``: not stored; an enqueue within this many seconds of another job
+    #: with the key (finished ones included) returns that job instead.
+    unique_period: float | None = None
+    #: The job's turn among its queue's fairness keys; given by the store at insert.
+    fair_rank: int = 0
 
     def as_template(self) -> dict[str, Any]:
         """Everything but the id and the times, as JSON: a job to insert later, as it is
@@ -60,7 +73,7 @@ class NewJob:
         return cls(id=id, run_after=None, **values)
 
 
-_NOT_IN_TEMPLATE = {"id", "run_after", "batch_id"}
+_NOT_IN_TEMPLATE = {"id", "run_after", "batch_id", "fair_rank"}
 _TEMPLATE_KEYS = [f.name for f in fields(NewJob) if f.name not in _NOT_IN_TEMPLATE]
 
 
@@ -87,6 +100,11 @@ class ClaimedJob:
     checkpoint: Any
     batch_id: uuid.UUID | None
     concurrency_key: str | None
+    rate_key: str | None = None
+    rate_limit: int | None = None
+    rate_period: float | None = None
+    fairness_key: str | None = None
+    fair_rank: int = 0
 
 
 @dataclass(slots=True)
@@ -103,6 +121,10 @@ class Outcome:
     exception_class_path: str = ""
     traceback: str = ""
     retry_delay: float | None = None
+    #: For a snoozed attempt (``taskmill.Snooze``): back in line in this many seconds, its
+    #: attempt refunded, unless the job has snoozed ``max_snoozes`` times already.
+    snooze: float | None = None
+    max_snoozes: int = 0
     #: Filled in by the store: True once written; False while not yet, or when the guard
     #: rejected the write (the lease was lost and the job recovered).
     recorded: bool = field(default=False)

@@ -28,7 +28,7 @@ from .. import compat
 from ..backend import TaskmillBackend
 from ..compat import TaskError, TaskResultStatus
 from ..context import JobContext, JobRuntime
-from ..exceptions import Cancelled, TaskNotFound
+from ..exceptions import Cancelled, Snooze, TaskNotFound
 from ..jobs import resolve_task
 from ..results import JobResult
 from ..store import ClaimedJob, Outcome
@@ -151,6 +151,8 @@ def _call(task: Any, job: ClaimedJob, result: JobResult, runtime: JobRuntime) ->
         else:
             value = task.call(*job.args, **job.kwargs)
         return_json = json.dumps(value, allow_nan=False, separators=(",", ":"))
+    except Snooze as exc:
+        return snooze_outcome(job, exc)
     except Exception as exc:
         return failure_outcome(job, exc, final=isinstance(exc, FINAL_ERRORS))
     except BaseException as exc:  # JobTimeout injected into the thread, SystemExit in a task...
@@ -159,6 +161,16 @@ def _call(task: Any, job: ClaimedJob, result: JobResult, runtime: JobRuntime) ->
             raise  # Ctrl-C during run_pending(); in a worker's thread only a task raises it.
         return failure_outcome(job, exc, final=isinstance(exc, FINAL_ERRORS))
     return Outcome(job=job, finished_at=timezone.now(), succeeded=True, return_json=return_json)
+
+
+def snooze_outcome(job: ClaimedJob, snooze: Snooze) -> Outcome:
+    """Not a failure: the job waits ``snooze.seconds`` and keeps its attempt (the store
+    fails it if it is over its backend's ``MAX_SNOOZES``)."""
+    backend = compat.task_backends[job.backend]
+    config = getattr(backend, "config", None)
+    return Outcome(job=job, finished_at=timezone.now(), succeeded=False,
+                   exception_class_path="taskmill.exceptions.Snooze",
+                   snooze=snooze.seconds, max_snoozes=getattr(config, "max_snoozes", 100))
 
 
 def failure_outcome(job: ClaimedJob, exc: BaseException, *, final: bool) -> Outcome:

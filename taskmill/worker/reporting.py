@@ -20,6 +20,10 @@ def log_outcome(outcome: Outcome, worker_id: str) -> None:
     if outcome.succeeded:
         logger.debug("Job %s %s succeeded (attempt %d).", job.id, job.task_path, job.attempts,
                      extra={**fields, "event": "job_succeeded"})
+    elif outcome.snooze is not None and not outcome.ended:
+        logger.info("Job %s %s snoozed for %.1fs (attempt %d not counted).", job.id,
+                    job.task_path, outcome.snooze, job.attempts,
+                    extra={**fields, "event": "job_snoozed"})
     elif not outcome.ended:
         logger.warning("Job %s %s failed (attempt %d of %d, %s); retrying in %.1fs.",
                        job.id, job.task_path, job.attempts, job.max_attempts,

@@ -128,6 +128,8 @@
       return row([q.queue, q.waiting, q.scheduled, q.running, q.succeeded, q.failed,
                   age(q.oldest_waiting_age)]);
     }), "No jobs.", 7);
+    document.getElementById("tm-paused-list").textContent = data.paused.join(", ");
+    document.getElementById("tm-paused").hidden = data.paused.length === 0;
     fill("tm-running", data.running.map(function (job) {
       var tr = row([job.task, job.queue, job.worker, job.attempt + " / " + job.max_attempts,
                     age(job.running_for), progressCell(job)]);

@@ -113,7 +113,7 @@ def _expand(sql: str, vendor: str, known: dict[str, Statement], depth: int = 0) 
             return _WORDS[vendor][token]
         if token == "claim_columns":
             return ", ".join(CLAIM_COLUMNS)
-        if token in known and depth < 3:
+        if token in known and depth < 6:
             return _expand(known[token].sql, vendor, known, depth + 1)
         raise ValueError(f"{vendor}: unknown ${{{token}}} in the store's SQL.")
 

@@ -16,13 +16,23 @@
 INSERT INTO taskmill_job (
     id, backend, task_path, queue_name, priority, status, args, kwargs,
     enqueued_at, run_after, attempts, max_attempts, retry_backoff, timeout, transactional,
-    worker_ids, cancel_force, unique_key, concurrency_key, concurrency_limit, batch_id
+    worker_ids, cancel_force, unique_key, concurrency_key, concurrency_limit, batch_id,
+    rate_key, rate_limit, rate_period, fairness_key, fair_rank, unique_until_start
 ) VALUES (
     %(id)s, %(backend)s, %(task_path)s, %(queue_name)s, %(priority)s, 'READY', %(args)s, %(kwargs)s,
     ${now}, COALESCE(%(run_after)s, ${now}), 0, %(max_attempts)s, %(retry_backoff)s, %(timeout)s,
     %(transactional)s, '', FALSE, %(unique_key)s, %(concurrency_key)s, %(concurrency_limit)s,
-    %(batch_id)s
+    %(batch_id)s, %(rate_key)s, %(rate_limit)s, %(rate_period)s, %(fairness_key)s, %(fair_rank)s,
+    %(unique_until_start)s
 )
+
+-- name: unique_key_recent
+-- The newest job with a unique key enqueued within the last %(period)s seconds, in any
+-- state (unique_period: "at most once per period", finished jobs included).
+-- expects: any state
+SELECT id FROM taskmill_job
+WHERE unique_key = %(key)s AND enqueued_at > ${now_minus:period}
+ORDER BY enqueued_at DESC LIMIT 1
 
 -- name: unique_key_holder
 -- The job that holds a unique key.
@@ -46,18 +56,53 @@ SELECT id FROM taskmill_job WHERE active_unique_key = %(key)s
     WHERE r.status = 'RUNNING' AND r.concurrency_key = j.concurrency_key
 ) < j.concurrency_limit)
 
+-- name: room_for_rate
+-- Claim filter (a fragment): a job without a rate limit, or whose key's window is not
+-- full (taskmill_ratekey.full_until, kept by the claims that fill it: one row probed,
+-- not the window counted). Like room_for_key, it keeps a full key's jobs from being
+-- claimed over and over; the limit itself is enforced after the claim, under the key's
+-- lock (taskmill/store/rates.py).
+-- expects: j is a READY job
+(j.rate_key IS NULL OR NOT EXISTS (
+    SELECT 1 FROM taskmill_ratekey k WHERE k.rate_key = j.rate_key AND k.full_until > ${now}
+))
+
+-- name: task_not_paused
+-- Claim filter (a fragment): no pause covers the job's task, on every queue or on the
+-- job's own. Both subqueries are uncorrelated: read once per statement, then probed per
+-- row in memory (a hashed subplan on PostgreSQL), whatever the claim walks.
+-- expects: j is a READY job
+j.task_path NOT IN (SELECT tp.task_path FROM taskmill_pause tp
+                    WHERE tp.task_path <> '' AND tp.queue_name = '')
+AND (j.task_path, j.queue_name) NOT IN (SELECT tq.task_path, tq.queue_name FROM taskmill_pause tq
+                                        WHERE tq.task_path <> '' AND tq.queue_name <> '')
+
+-- name: may_start
+-- Every claim filter but the due time (a fragment): room under its concurrency key and
+-- its rate limit; no pause of its queue, of everything (taskmill.pause: a blank column
+-- means "any"), or of its task.
+-- expects: j is a READY job
+${room_for_key} AND ${room_for_rate} AND ${task_not_paused}
+  AND j.queue_name NOT IN (SELECT qp.queue_name FROM taskmill_pause qp WHERE qp.task_path = '')
+  AND NOT EXISTS (SELECT 1 FROM taskmill_pause ap WHERE ap.task_path = '' AND ap.queue_name = '')
+
 -- name: claimable
 -- The best due jobs of the worker's queues, in claim order (a fragment of the claims).
--- expects: READY, due, with room under its concurrency key
+-- Claim order: priority, then the job's turn among fairness keys (0 without a key),
+-- then due time, then id (enqueue order).
+-- expects: READY, due, may start
 SELECT j.id FROM taskmill_job j
 WHERE j.status = 'READY' AND j.queue_name ${in:queues} AND j.run_after <= ${now}
-  AND ${room_for_key}
-ORDER BY j.priority DESC, j.run_after, j.id
+  AND ${may_start}
+ORDER BY j.priority DESC, j.fair_rank, j.run_after, j.id
 LIMIT %(limit)s
 
 -- name: lease_to_worker
--- The columns a claim sets (a fragment): RUNNING, one more attempt, leased to %(worker)s.
+-- The columns a claim sets (a fragment): RUNNING, one more attempt, leased to %(worker)s;
+-- a job unique only while waiting lets go of its key (unique_key first: MySQL evaluates
+-- SET left to right, and the unique index reads the new status).
 -- expects: READY
+unique_key = CASE WHEN unique_until_start THEN NULL ELSE unique_key END,
 status = 'RUNNING',
 attempts = attempts + 1,
 lease_owner = %(worker)s,
@@ -68,17 +113,24 @@ worker_ids = CASE WHEN worker_ids = '' THEN %(worker)s ELSE worker_ids || ',' ||
 -- name: claim
 -- Lease up to %(limit)s due jobs of the worker's queues to %(worker)s, best first, in one
 -- statement (${skip_locked}: jobs another claim holds are passed over, not waited for).
--- expects: READY, due, with room under its concurrency key
+-- expects: READY, due, may start
 UPDATE taskmill_job SET ${lease_to_worker}
 WHERE id IN (${claimable} ${skip_locked})
 RETURNING ${claim_columns}
 
 -- name: next_due
--- In how many seconds the earliest waiting job of these queues is due (NULL: none
--- waits; negative: already due), by the database's clock.
--- expects: READY, with room under its concurrency key
-SELECT ${seconds_until:MIN(j.run_after)} FROM taskmill_job j
-WHERE j.status = 'READY' AND j.queue_name ${in:queues} AND ${room_for_key}
+-- In how many seconds the earliest waiting job of these queues may start (NULL: none
+-- waits; negative: already due), by the database's clock: the earliest due job that
+-- may start, or the moment a rate-limited key of these queues gets room again (its
+-- oldest start in the window expires), whichever comes first.
+-- expects: READY, may start
+SELECT MIN(due.seconds) FROM (
+    SELECT ${seconds_until:MIN(j.run_after)} AS seconds FROM taskmill_job j
+    WHERE j.status = 'READY' AND j.queue_name ${in:queues} AND ${may_start}
+    UNION ALL
+    SELECT ${seconds_until:MIN(k.full_until)} AS seconds FROM taskmill_ratekey k
+    WHERE k.full_until > ${now}
+) due
 
 -- name: waiting_jobs
 -- How many jobs of these queues wait, and in how many seconds the first is due.
@@ -383,3 +435,122 @@ UPDATE taskmill_schedulestate SET last_job_id = %(job_id)s WHERE name = %(name)s
 -- expects: no row for the entry yet (another worker's insert wins)
 INSERT INTO taskmill_schedulestate (name, last_tick) VALUES (%(name)s, %(tick)s)
 ON CONFLICT (name) DO NOTHING
+
+
+-- ---------------------------------------------------------------------------------
+-- Flow control (docs/flow-control.md)
+-- ---------------------------------------------------------------------------------
+
+-- name: snooze_job
+-- A running attempt said "not now" (taskmill.Snooze): READY again in %(delay)s seconds,
+-- its attempt refunded, one more snooze counted. A job at its snooze cap, or cancelled,
+-- is not snoozed (the store fails it instead).
+-- (started_at comes first: MySQL evaluates SET left to right.)
+-- expects: RUNNING, leased to %(worker)s for attempt %(attempt)s, under the cap, not cancelled
+UPDATE taskmill_job SET
+    started_at = CASE WHEN attempts = 1 THEN NULL ELSE started_at END,
+    status = 'READY', run_after = ${now_plus:delay}, lease_owner = NULL,
+    attempts = attempts - 1, snoozes = snoozes + 1
+WHERE id = %(id)s AND status = 'RUNNING' AND lease_owner = %(worker)s AND attempts = %(attempt)s
+  AND snoozes < %(max_snoozes)s AND cancel_requested_at IS NULL
+
+-- name: add_pause
+-- Pause a queue, a task, or (both blank) everything; pausing twice changes nothing.
+-- expects: nothing (an existing pause of the same scope is kept)
+INSERT INTO taskmill_pause (queue_name, task_path, paused_at)
+VALUES (%(queue)s, %(task)s, ${now})
+ON CONFLICT (queue_name, task_path) DO NOTHING
+
+-- name: pause_exists
+-- Whether this very pause is in force.
+-- expects: nothing
+SELECT 1 FROM taskmill_pause WHERE queue_name = %(queue)s AND task_path = %(task)s
+
+-- name: remove_pauses
+-- Lift the pauses of a queue (any task), of a task (any queue), of both, or (NULL and
+-- NULL) every pause.
+-- expects: nothing
+DELETE FROM taskmill_pause
+WHERE (%(queue)s IS NULL OR queue_name = %(queue)s) AND (%(task)s IS NULL OR task_path = %(task)s)
+
+-- name: remove_pause
+-- Lift exactly one pause (blank and blank: the pause of everything).
+-- expects: nothing
+DELETE FROM taskmill_pause WHERE queue_name = %(queue)s AND task_path = %(task)s
+
+-- name: pauses
+-- Every pause in force (blank: any).
+-- expects: nothing
+SELECT queue_name, task_path, paused_at FROM taskmill_pause ORDER BY queue_name, task_path
+
+-- name: rate_window_prune
+-- Forget a rate key's slices that left its window (under the key's lock).
+-- expects: nothing
+DELETE FROM taskmill_rateslice WHERE rate_key = %(key)s AND slice < %(first)s
+
+-- name: rate_window
+-- How many jobs of a rate key started in its window's slices, and the oldest of those
+-- slices (under the key's lock).
+-- expects: nothing
+SELECT COALESCE(SUM(starts), 0), MIN(slice) FROM taskmill_rateslice
+WHERE rate_key = %(key)s AND slice >= %(first)s AND starts > 0
+
+-- name: add_rate_slice
+-- A rate key's slice, before its first start is counted.
+-- expects: the key's lock is held (else: another claim's insert wins)
+INSERT INTO taskmill_rateslice (rate_key, slice, starts) VALUES (%(key)s, %(slice)s, 0)
+ON CONFLICT (rate_key, slice) DO NOTHING
+
+-- name: count_rate_starts
+-- Count %(count)s starts in a rate key's current slice.
+-- expects: the key's lock is held; the slice row exists
+UPDATE taskmill_rateslice SET starts = starts + %(count)s
+WHERE rate_key = %(key)s AND slice = %(slice)s
+
+-- name: add_rate_key
+-- A rate key seen for the first time.
+-- expects: nothing (another claim's insert wins)
+INSERT INTO taskmill_ratekey (rate_key, full_until) VALUES (%(key)s, NULL)
+ON CONFLICT (rate_key) DO NOTHING
+
+-- name: set_rate_key_full
+-- Sum a key's window up for the claims: full until %(until)s, or (NULL) open.
+-- expects: the key's lock is held
+UPDATE taskmill_ratekey SET full_until = %(until)s WHERE rate_key = %(key)s
+
+-- name: queue_turn
+-- The turn a queue's claims have reached among fairness keys (no row: 0).
+-- expects: nothing
+SELECT next_rank FROM taskmill_fairnessclock WHERE queue_name = %(queue)s AND fairness_key = ''
+
+-- name: add_fairness_clock
+-- A fairness key (or, blank, a queue's clock) seen for the first time.
+-- expects: nothing (another enqueue's insert wins)
+INSERT INTO taskmill_fairnessclock (queue_name, fairness_key, next_rank)
+VALUES (%(queue)s, %(key)s, 0)
+ON CONFLICT (queue_name, fairness_key) DO NOTHING
+
+-- name: take_turns
+-- Reserve %(count)s turns for a key: from its own next turn, or from the queue's turn
+-- if the key is behind it (a key that has been quiet does not jump the line with turns
+-- others used long ago). The row stays locked until the enqueue commits.
+-- expects: the key's row exists
+UPDATE taskmill_fairnessclock
+SET next_rank = CASE WHEN next_rank > %(floor)s THEN next_rank ELSE %(floor)s END + %(count)s
+WHERE queue_name = %(queue)s AND fairness_key = %(key)s
+
+-- name: fairness_turn
+-- A key's next free turn (read back after take_turns, in the same transaction).
+-- expects: the key's row exists
+SELECT next_rank FROM taskmill_fairnessclock WHERE queue_name = %(queue)s AND fairness_key = %(key)s
+
+-- name: advance_queue_turn
+-- A claim took jobs up to turn %(rank)s: newcomers to the queue start there.
+-- expects: the queue's clock row exists; it only moves forward
+UPDATE taskmill_fairnessclock SET next_rank = %(rank)s
+WHERE queue_name = %(queue)s AND fairness_key = '' AND next_rank < %(rank)s
+
+-- name: worker_queue_lists
+-- The queues of every live worker (JSON lists), to wake them.
+-- expects: nothing
+SELECT queues FROM taskmill_worker

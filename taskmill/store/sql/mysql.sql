@@ -5,8 +5,11 @@
 -- a subquery.
 
 -- name: lease_to_worker
--- The columns a claim sets (a fragment): RUNNING, one more attempt, leased to %(worker)s.
+-- The columns a claim sets (a fragment): RUNNING, one more attempt, leased to %(worker)s;
+-- a job unique only while waiting lets go of its key (unique_key first: MySQL evaluates
+-- SET left to right, and the unique index reads the new status).
 -- expects: READY
+unique_key = CASE WHEN unique_until_start THEN NULL ELSE unique_key END,
 status = 'RUNNING',
 attempts = attempts + 1,
 lease_owner = %(worker)s,
@@ -16,7 +19,7 @@ worker_ids = IF(worker_ids = '', %(worker)s, CONCAT(worker_ids, ',', %(worker)s)
 
 -- name: claimable_jobs
 -- Lock up to %(limit)s due jobs of the worker's queues, best first, skipping locked ones.
--- expects: READY, due, with room under its concurrency key
+-- expects: READY, due, may start
 ${claimable} FOR UPDATE SKIP LOCKED
 
 -- name: mark_claimed
@@ -64,3 +67,29 @@ ON DUPLICATE KEY UPDATE name = name
 -- expects: no row for the service yet (another worker's insert wins)
 INSERT INTO taskmill_service (name, holder, expires_at) VALUES (%(name)s, '', ${now_minus:ttl})
 ON DUPLICATE KEY UPDATE name = name
+
+-- name: add_pause
+-- Pause a queue, a task, or (both blank) everything; pausing twice changes nothing.
+-- expects: nothing (an existing pause of the same scope is kept)
+INSERT INTO taskmill_pause (queue_name, task_path, paused_at)
+VALUES (%(queue)s, %(task)s, ${now})
+ON DUPLICATE KEY UPDATE queue_name = queue_name
+
+-- name: add_fairness_clock
+-- A fairness key (or, blank, a queue's clock) seen for the first time.
+-- expects: nothing (another enqueue's insert wins)
+INSERT INTO taskmill_fairnessclock (queue_name, fairness_key, next_rank)
+VALUES (%(queue)s, %(key)s, 0)
+ON DUPLICATE KEY UPDATE queue_name = queue_name
+
+-- name: add_rate_key
+-- A rate key seen for the first time.
+-- expects: nothing (another claim's insert wins)
+INSERT INTO taskmill_ratekey (rate_key, full_until) VALUES (%(key)s, NULL)
+ON DUPLICATE KEY UPDATE rate_key = rate_key
+
+-- name: add_rate_slice
+-- A rate key's slice, before its first start is counted.
+-- expects: the key's lock is held (else: another claim's insert wins)
+INSERT INTO taskmill_rateslice (rate_key, slice, starts) VALUES (%(key)s, %(slice)s, 0)
+ON DUPLICATE KEY UPDATE rate_key = rate_key

@@ -7,25 +7,28 @@
 -- over jobs another claim holds. The transaction commits without waiting for the WAL
 -- flush: set_config(..., true) is this transaction's only, so nothing leaks to the next
 -- client of a pooled server connection (PgBouncer). See PostgreSQLJobStore.
--- expects: READY, due, with room under its concurrency key
+-- expects: READY, due, may start
 WITH commit_mode AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true))
 ${lease_claimable}
 
 -- name: lease_claimable
 -- The claim's UPDATE (a fragment, after a commit_mode CTE). Each queue is read on its
--- own, in the order of its claim index (migration 0007), so a claim reads about LIMIT
--- rows per queue whatever waits elsewhere.
--- expects: READY, due, with room under its concurrency key
+-- own, in the order of its claim index (migration 0009), so a claim reads about LIMIT
+-- rows per queue whatever waits elsewhere. A queue's pause is checked once per queue
+-- (it names q, not j), the rest of may_start per row.
+-- expects: READY, due, may start
 UPDATE taskmill_job SET ${lease_to_worker}
 WHERE id IN (
     SELECT c.id FROM unnest(%(queues)s::text[]) AS q(name) CROSS JOIN LATERAL (
-        SELECT j.id, j.priority, j.run_after FROM taskmill_job j
+        SELECT j.id, j.priority, j.fair_rank, j.run_after FROM taskmill_job j
         WHERE j.status = 'READY' AND j.queue_name = q.name AND j.run_after <= ${now}
-          AND ${room_for_key}
-        ORDER BY j.priority DESC, j.run_after, j.id
+          AND ${room_for_key} AND ${room_for_rate} AND ${task_not_paused}
+          AND NOT EXISTS (SELECT 1 FROM taskmill_pause qp
+                          WHERE qp.task_path = '' AND qp.queue_name IN ('', q.name))
+        ORDER BY j.priority DESC, j.fair_rank, j.run_after, j.id
         LIMIT %(limit)s FOR UPDATE SKIP LOCKED
     ) AS c
-    ORDER BY c.priority DESC, c.run_after, c.id
+    ORDER BY c.priority DESC, c.fair_rank, c.run_after, c.id
     LIMIT %(limit)s
 ) AND EXISTS (SELECT FROM commit_mode)
 RETURNING ${claim_columns}
@@ -54,7 +57,8 @@ RETURNING id
 -- expects: new ids
 COPY taskmill_job (id, backend, task_path, queue_name, priority, status, args, kwargs,
     attempts, max_attempts, retry_backoff, timeout, transactional,
-    worker_ids, cancel_force, unique_key, concurrency_key, concurrency_limit, batch_id)
+    worker_ids, cancel_force, unique_key, concurrency_key, concurrency_limit, batch_id,
+    rate_key, rate_limit, rate_period, fairness_key, fair_rank, unique_until_start)
 FROM STDIN
 
 -- name: copy_deferred_jobs
@@ -63,7 +67,7 @@ FROM STDIN
 COPY taskmill_job (id, backend, task_path, queue_name, priority, status, args, kwargs,
     attempts, max_attempts, retry_backoff, timeout, transactional,
     worker_ids, cancel_force, unique_key, concurrency_key, concurrency_limit, batch_id,
-    run_after)
+    rate_key, rate_limit, rate_period, fairness_key, fair_rank, unique_until_start, run_after)
 FROM STDIN
 
 -- name: notify

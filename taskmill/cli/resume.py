@@ -1,0 +1,36 @@
+"""``taskmill resume [--queue Q] [--task PATH]``: lift pauses (neither: every pause)."""
+
+from __future__ import annotations
+
+from argparse import ArgumentParser
+from typing import Any
+
+from django.core.management import CommandError
+
+from ..flow import paused, resume
+from ..models import describe_pause
+
+HELP = ("Lift the pauses of a queue and/or a task, or (neither) every pause. Lifting a "
+        "queue's pause does not lift a pause of everything.")
+
+
+def add_arguments(parser: ArgumentParser) -> None:
+    parser.add_argument("--queue", help="Lift this queue's pauses.")
+    parser.add_argument("--task", metavar="PATH", help="Lift this task's pauses.")
+
+
+def handle(command: Any, options: dict[str, Any]) -> None:
+    queue, task = options.get("queue"), options.get("task")
+    try:
+        lifted = resume(queue=queue, task=task)
+    except (ValueError, TypeError) as exc:
+        raise CommandError(str(exc)) from None
+    scope = describe_pause(queue or "", task or "") if queue or task else "everything"
+    if not lifted:
+        command.stdout.write(f"Nothing was paused ({scope}).")
+    else:
+        command.stdout.write(f"Resumed {scope} ({lifted} pause{'s' if lifted > 1 else ''} "
+                             "lifted).")
+    left = paused()
+    if left:
+        command.stdout.write("Still paused: " + ", ".join(str(p) for p in left) + ".")

@@ -1,0 +1,310 @@
+"""Flow control (SPEC 8): pause and resume, rate limits, snooze, fair sharing.
+
+Real workers in real processes on the test's database; every assertion is on rows: the
+jobs' states and attempts, and the times the tasks themselves recorded when they ran.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+from django.core.management import call_command
+
+import taskmill
+from taskmill.compat import InvalidTask
+from taskmill.models import FairnessClock, Job, JobError, JobStatus, Pause
+from taskmill.testing import run_pending
+from tests.conftest import wait_until
+from tests.project.flow_tasks import (
+    always_snoozes,
+    other_queue_job,
+    rated,
+    snoozes_then_runs,
+    tenant_job,
+)
+from tests.project.models import Execution
+from tests.project.tasks import record
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def finished(task_path: str | None = None) -> bool:
+    jobs = Job.objects.filter(status__in=[JobStatus.READY, JobStatus.RUNNING])
+    if task_path is not None:
+        jobs = jobs.filter(task_path=task_path)
+    return not jobs.exists()
+
+
+def labels(prefix: str) -> list[str]:
+    return list(Execution.objects.filter(label__startswith=prefix)
+                .order_by("id").values_list("label", flat=True))
+
+
+# -- snooze ------------------------------------------------------------------------
+
+def test_a_snooze_puts_the_job_back_without_using_an_attempt():
+    result = snoozes_then_runs.enqueue("snooze-a", 3)  # max_attempts=1: a used attempt fails it
+    deadline = time.monotonic() + 30
+    while not finished() and time.monotonic() < deadline:
+        run_pending()
+        time.sleep(0.02)
+    job = Job.objects.get(id=result.id)
+    assert job.status == JobStatus.SUCCESSFUL
+    assert (job.attempts, job.snoozes) == (1, 3)
+    assert job.return_value == 3
+    assert labels("snooze-a") == ["snooze-a"] * 4
+    assert not JobError.objects.filter(job=job).exists()  # A snooze is not an error.
+
+
+def test_a_job_that_always_snoozes_fails_at_the_cap():
+    result = always_snoozes.enqueue("forever")
+    deadline = time.monotonic() + 60
+    while not finished() and time.monotonic() < deadline:
+        run_pending()
+    job = Job.objects.get(id=result.id)
+    assert job.status == JobStatus.FAILED
+    assert job.snoozes == 100  # The backend's MAX_SNOOZES default.
+    (error,) = JobError.objects.filter(job=job)
+    assert error.exception_class_path == "taskmill.exceptions.SnoozedTooOften"
+    assert len(labels("forever")) == 101
+
+
+@pytest.mark.parametrize("bad", [-1, float("nan"), float("inf")])
+def test_a_negative_or_endless_snooze_is_refused_where_it_is_raised(bad):
+    with pytest.raises(ValueError, match="seconds"):
+        taskmill.Snooze(bad)
+
+
+def test_a_snooze_that_is_not_a_number_is_refused():
+    with pytest.raises(TypeError, match="seconds"):
+        taskmill.Snooze("30")  # type: ignore[arg-type]
+
+
+# -- pause and resume --------------------------------------------------------------
+
+def test_a_paused_queue_holds_across_two_supervisors_and_a_restart(start_worker):
+    assert taskmill.pause(queue="default") is True
+    assert taskmill.pause(queue="default") is False  # Already paused: nothing changed.
+    for i in range(6):
+        record.enqueue(f"held-{i}")  # A paused queue still accepts enqueues.
+    other_queue_job.enqueue("other-runs")
+    first = start_worker("--processes", "1", "--threads", "2", "--queues", "default,other")
+    start_worker("--processes", "1", "--threads", "2", "--queues", "default,other")
+    wait_until(lambda: labels("other-runs"), timeout=30, message="the other queue's job")
+    time.sleep(1.5)  # Several claims of each worker.
+    assert labels("held-") == []
+    first.signal(signal.SIGTERM)
+    assert first.wait(timeout=30) == 0
+    start_worker("--processes", "1", "--threads", "1", "--queues", "default")  # A restart.
+    time.sleep(1.5)
+    assert labels("held-") == []
+    assert [str(p) for p in taskmill.paused()] == ["queue default"]
+
+    assert taskmill.resume(queue="default") == 1
+    wait_until(lambda: len(labels("held-")) == 6, timeout=30, message="the held jobs ran")
+    assert set(Job.objects.values_list("attempts", flat=True)) == {1}
+    assert not Pause.objects.exists()
+
+
+def test_a_running_job_finishes_when_its_queue_is_paused(start_worker):
+    slow = record.enqueue("slow", 1.5)
+    start_worker("--processes", "1", "--threads", "1")
+    wait_until(lambda: Job.objects.filter(id=slow.id, status=JobStatus.RUNNING).exists(),
+               timeout=30, message="the slow job to start")
+    taskmill.pause()  # Everything.
+    later = record.enqueue("after-pause")
+    wait_until(lambda: Job.objects.filter(id=slow.id, status=JobStatus.SUCCESSFUL).exists(),
+               timeout=30, message="the running job to finish")
+    time.sleep(1.0)
+    assert Job.objects.get(id=later.id).status == JobStatus.READY
+    taskmill.resume()
+    wait_until(lambda: labels("after-pause"), timeout=30, message="the waiting job ran")
+
+
+def test_pausing_a_task_holds_only_that_task(start_worker):
+    taskmill.pause(task=record)
+    for i in range(3):
+        record.enqueue(f"rec-{i}")
+        tenant_job.enqueue(f"tenant-{i}")
+    start_worker("--processes", "1", "--threads", "2")
+    wait_until(lambda: len(labels("tenant-")) == 3, timeout=30, message="the other task ran")
+    time.sleep(1.0)
+    assert labels("rec-") == []
+    assert taskmill.resume(task=record.module_path) == 1
+    wait_until(lambda: len(labels("rec-")) == 3, timeout=30, message="the paused task ran")
+
+
+def test_resuming_a_queue_does_not_lift_a_pause_of_everything():
+    taskmill.pause()
+    taskmill.pause(queue="other")
+    assert taskmill.resume(queue="other") == 1
+    assert [str(p) for p in taskmill.paused()] == ["everything"]
+    record.enqueue("still-held")
+    assert run_pending() == 0
+    assert taskmill.resume() == 1
+    assert run_pending() == 1
+
+
+def test_pausing_what_no_backend_serves_is_refused_and_stores_nothing():
+    with pytest.raises(ValueError, match="No taskmill backend serves queue 'nope'"):
+        taskmill.pause(queue="nope")
+    with pytest.raises(ValueError, match="not a task|cannot be imported"):
+        taskmill.pause(task="tests.project.tasks.no_such_task")
+    with pytest.raises(ValueError, match="not a task"):
+        taskmill.pause(task="tests.project.models.Execution")
+    assert not Pause.objects.exists()
+
+
+def test_the_pause_commands_print_what_they_did_and_status_shows_it(capsys):
+    call_command("taskmill", "pause", "--queue", "other")
+    assert "Paused queue other" in capsys.readouterr().out
+    call_command("taskmill", "pause", "--queue", "other")
+    assert "already paused" in capsys.readouterr().out
+    call_command("taskmill", "status")
+    assert "Paused: queue other" in capsys.readouterr().out
+    call_command("taskmill", "resume", "--queue", "other")
+    assert "Resumed queue other (1 pause lifted)" in capsys.readouterr().out
+    call_command("taskmill", "resume")
+    assert "Nothing was paused" in capsys.readouterr().out
+
+
+# -- rate limits -------------------------------------------------------------------
+
+def test_a_rate_of_10_per_second_over_3_workers_gives_10_starts_a_second(start_worker):
+    for i in range(45):
+        rated.enqueue(f"rated-{i}")
+    for _ in range(3):
+        start_worker("--processes", "1", "--threads", "2")
+    wait_until(lambda: finished(rated.module_path), timeout=60, message="the rated jobs")
+    starts = sorted(Execution.objects.filter(label__startswith="rated-")
+                    .values_list("started", flat=True))
+    assert len(starts) == 45
+    # Never more than 10 in any window of one second (the tasks' own clocks; a few ms of
+    # slack for the gap between the claim and the task's first line).
+    for i in range(len(starts) - 10):
+        assert starts[i + 10] - starts[i] >= 1.0 - 0.05, starts
+    # And the limit is used: 10 +- 1 starts in each whole second. A sliding window lets
+    # each second's starts go in a burst as the last second's expire, so the seconds are
+    # counted from half a second after the first start: between bursts, whatever the
+    # jitter between a claim and its task's first line.
+    first = starts[0] + 0.5
+    whole_seconds = int(starts[-1] - first)
+    per_second = [sum(1 for s in starts if k <= s - first < k + 1) for k in range(whole_seconds)]
+    assert len(per_second) >= 3
+    assert all(9 <= n <= 11 for n in per_second), per_second
+    jobs = Job.objects.filter(task_path=rated.module_path)
+    assert set(jobs.values_list("attempts", flat=True)) == {1}  # Waiting is free.
+
+
+def test_jobs_without_a_rate_are_not_held_behind_rate_limited_ones(start_worker):
+    for i in range(30):
+        rated.enqueue(f"rated-{i}")
+    for i in range(10):
+        tenant_job.enqueue(f"free-{i}")
+    start_worker("--processes", "1", "--threads", "2")
+    wait_until(lambda: len(labels("free-")) == 10, timeout=30, message="the free jobs")
+    assert len(labels("rated-")) <= 11  # About a second's worth, not all of them.
+
+
+@pytest.mark.parametrize("rate", ["100/fortnight", "0/s", "ten/m", "100", 100])
+def test_a_malformed_rate_is_refused_where_the_task_is_defined(rate):
+    with pytest.raises(InvalidTask, match="rate_limit must look like"):
+        tenant_job.using(rate_limit=rate)
+    assert not Job.objects.exists()
+
+
+def test_a_rate_key_needs_a_rate():
+    with pytest.raises(InvalidTask, match="rate_key needs a rate_limit"):
+        tenant_job.using(rate_key="api")
+
+
+# -- fair sharing ------------------------------------------------------------------
+
+def test_a_burst_of_one_tenant_does_not_delay_another_tenants_job(start_worker):
+    taskmill.enqueue_many(tenant_job.using(fairness_key="tenant-a"),
+                          [[f"a-{i}"] for i in range(10_000)])
+    tenant_job.using(fairness_key="tenant-b").enqueue("b-0")
+    start_worker("--processes", "1", "--threads", "1")
+    wait_until(lambda: labels("b-"), timeout=60, message="tenant B's job ran")
+    order = list(Execution.objects.order_by("id").values_list("label", flat=True)[:20])
+    assert order.index("b-0") <= 2, order  # Not behind 10,000 jobs: behind one.
+
+
+def test_a_tenant_that_arrives_mid_burst_waits_for_about_one_claim(start_worker):
+    taskmill.enqueue_many(tenant_job.using(fairness_key="tenant-a"),
+                          [[f"a-{i}"] for i in range(5_000)])
+    start_worker("--processes", "1", "--threads", "1")
+    wait_until(lambda: len(labels("a-")) >= 500, timeout=60, message="the burst under way")
+    tenant_job.using(fairness_key="tenant-b").enqueue("b-late")
+    ran_before = len(labels("a-"))
+    wait_until(lambda: labels("b-late"), timeout=60, message="tenant B's job ran")
+    b_row = Execution.objects.get(label="b-late")
+    ran_meanwhile = Execution.objects.filter(label__startswith="a-", id__lt=b_row.id).count() \
+        - ran_before
+    assert ran_meanwhile <= 2 * 200, ran_meanwhile  # At most the claims already made.
+    assert Job.objects.filter(status=JobStatus.READY).count() > 1000  # The burst goes on.
+
+
+def test_turns_interleave_keys_and_a_newcomer_starts_at_the_queues_turn():
+    taskmill.enqueue_many(tenant_job.using(fairness_key="a"), [["a-0"], ["a-1"], ["a-2"]])
+    tenant_job.using(fairness_key="b").enqueue("b-0")
+    rows = {tuple(args): rank for args, rank in Job.objects.values_list("args", "fair_rank")}
+    assert [rows[(k,)] for k in ("a-0", "a-1", "a-2", "b-0")] == [0, 1, 2, 0]
+    assert run_pending() == 4
+    assert labels("") == ["a-0", "b-0", "a-1", "a-2"]
+    clock = FairnessClock.objects.get(queue_name="default", fairness_key="")
+    assert clock.next_rank == 2
+    tenant_job.using(fairness_key="c").enqueue("c-0")
+    assert Job.objects.get(args=["c-0"]).fair_rank == 2  # Not 0: turns used long ago are gone.
+
+
+def test_a_fairness_key_must_be_a_non_empty_string():
+    with pytest.raises(InvalidTask, match="fairness_key must be a non-empty string"):
+        tenant_job.using(fairness_key="")
+
+
+# -- where pauses and waits are seen -----------------------------------------------
+
+def test_pauses_show_in_the_dashboard_metrics_and_admin_and_admin_can_lift_them(
+        admin_client, settings):
+    taskmill.pause(queue="other")
+    taskmill.pause(task=record)
+    data = admin_client.get("/taskmill/dashboard.json").json()
+    assert sorted(data["paused"]) == ["queue other", f"task {record.module_path}"]
+    assert "Paused (nothing new starts)" in admin_client.get("/taskmill/").content.decode()
+
+    settings.TASKMILL_METRICS_TOKEN = "t"
+    text = admin_client.get("/taskmill/metrics",
+                            headers={"Authorization": "Bearer t"}).content.decode()
+    assert 'taskmill_paused{queue="other",task=""} 1.0' in text
+    assert f'taskmill_paused{{queue="",task="{record.module_path}"}} 1.0' in text
+
+    changelist = "/admin/taskmill/pause/"
+    assert "queue other" in admin_client.get(changelist).content.decode()
+    refused = admin_client.post(changelist + "add/", {"queue_name": "nope", "task_path": ""})
+    assert "No taskmill backend serves queue" in refused.content.decode()
+    assert Pause.objects.count() == 2
+    queue_pause = Pause.objects.get(queue_name="other")
+    admin_client.post(changelist, {"action": "resume_selected",
+                                   "_selected_action": [queue_pause.pk]}, follow=True)
+    assert [str(p) for p in taskmill.paused()] == [f"task {record.module_path}"]
+    admin_client.post(changelist + "add/", {"queue_name": "", "task_path": ""})
+    assert "everything" in [str(p) for p in taskmill.paused()]
+
+
+def test_the_admin_says_what_a_waiting_job_waits_for(admin_client):
+    waiting = rated.enqueue("rated-admin")
+    run_pending()  # Starts it: the key's window (10/s) now holds one start.
+    for i in range(12):
+        rated.enqueue(f"rated-more-{i}")
+    run_pending()  # Nine more fit; the window is full.
+    held = Job.objects.filter(task_path=rated.module_path, status=JobStatus.READY).first()
+    assert held is not None
+    page = admin_client.get(f"/admin/taskmill/job/{held.id}/change/").content.decode()
+    assert "rate limited until" in page
+    taskmill.pause(queue="default")
+    page = admin_client.get(f"/admin/taskmill/job/{held.id}/change/").content.decode()
+    assert "paused (queue default)" in page
+    assert Job.objects.get(id=waiting.id).status == JobStatus.SUCCESSFUL
