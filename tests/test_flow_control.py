@@ -44,12 +44,10 @@ def labels(prefix: str) -> list[str]:
 
 # -- snooze ------------------------------------------------------------------------
 
-def test_a_snooze_puts_the_job_back_without_using_an_attempt():
+def test_a_snooze_puts_the_job_back_without_using_an_attempt(start_worker):
     result = snoozes_then_runs.enqueue("snooze-a", 3)  # max_attempts=1: a used attempt fails it
-    deadline = time.monotonic() + 30
-    while not finished() and time.monotonic() < deadline:
-        run_pending()
-        time.sleep(0.02)
+    start_worker("--processes", "1", "--threads", "1")
+    wait_until(finished, timeout=30, message="the snoozing job to finish")
     job = Job.objects.get(id=result.id)
     assert job.status == JobStatus.SUCCESSFUL
     assert (job.attempts, job.snoozes) == (1, 3)

@@ -79,6 +79,40 @@ def test_child_exception_is_raised_in_caller_with_child_traceback():
     assert any("parallel_map child process" in note for note in info.value.__notes__)
 
 
+def test_a_child_stuck_before_it_is_ready_is_replaced_not_waited_for(
+        monkeypatch, tmp_path, caplog):
+    """A child that inherited a held SQLite lock hangs in its start-up read. Simulated here:
+    the first child's read never returns; parallel_map replaces that child and finishes."""
+    from taskmill.parallel import map as parallel_module
+
+    flag = tmp_path / "first-child"
+    real_probe = parallel_module._probe_sqlite
+
+    def first_child_hangs() -> None:
+        try:
+            os.close(os.open(flag, os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            return real_probe()
+        time.sleep(3600)
+
+    monkeypatch.setattr(parallel_module, "_probe_sqlite", first_child_hangs)
+    monkeypatch.setattr(parallel_module, "START_TIMEOUT", 1.0)
+    started = time.monotonic()
+    with caplog.at_level("WARNING", logger="taskmill.parallel"):
+        assert parallel_map(helpers.square, range(6), processes=2) == [x * x for x in range(6)]
+    assert time.monotonic() - started < 30
+    assert len([r for r in caplog.records if "replacing it" in r.getMessage()]) == 1
+
+
+def test_a_child_that_is_never_ready_is_an_error_not_a_hang(monkeypatch):
+    from taskmill.parallel import map as parallel_module
+
+    monkeypatch.setattr(parallel_module, "_probe_sqlite", lambda: time.sleep(3600))
+    monkeypatch.setattr(parallel_module, "START_TIMEOUT", 0.3)
+    with pytest.raises(ChildDied, match="could not start a child process"):
+        parallel_map(helpers.square, range(4), processes=2)
+
+
 def test_child_that_dies_is_an_error_not_a_hang():
     started = time.monotonic()
     with pytest.raises(ChildDied, match="exited with status 7"):

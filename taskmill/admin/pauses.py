@@ -50,7 +50,8 @@ class PauseAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: Pause, form: Any, change: bool) -> None:
         pause(queue=obj.queue_name or None, task=obj.task_path or None)
-        stored = Pause.objects.filter(queue_name=obj.queue_name, task_path=obj.task_path)
+        stored = Pause.objects.using(job_database()).filter(queue_name=obj.queue_name,
+                                                             task_path=obj.task_path)
         obj.pk = stored.values_list("pk", flat=True).first()
 
     def delete_model(self, request: HttpRequest, obj: Pause) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from argparse import ArgumentParser
 
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import CommandError
@@ -29,3 +30,9 @@ def configure_logging(verbosity: int) -> None:
     logger.addHandler(handler)
     logger.setLevel({0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG))
     logger.propagate = False
+
+
+def add_scope_arguments(parser: ArgumentParser, verb: str) -> None:
+    """``--queue`` and ``--task``: what a pause or a resume applies to (neither: all)."""
+    parser.add_argument("--queue", help=f"{verb} this queue.")
+    parser.add_argument("--task", metavar="PATH", help=f"{verb} this task (dotted path).")

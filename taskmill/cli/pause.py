@@ -9,14 +9,14 @@ from django.core.management import CommandError
 
 from ..flow import pause
 from ..models import describe_pause
+from .common import add_scope_arguments
 
 HELP = ("Pause a queue, a task, or (neither) everything on every worker and host: running "
         "jobs finish, nothing new starts, enqueues are still taken. Survives restarts.")
 
 
 def add_arguments(parser: ArgumentParser) -> None:
-    parser.add_argument("--queue", help="Pause this queue.")
-    parser.add_argument("--task", metavar="PATH", help="Pause this task (dotted path).")
+    add_scope_arguments(parser, "Pause")
 
 
 def handle(command: Any, options: dict[str, Any]) -> None:

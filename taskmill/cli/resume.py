@@ -9,14 +9,14 @@ from django.core.management import CommandError
 
 from ..flow import paused, resume
 from ..models import describe_pause
+from .common import add_scope_arguments
 
 HELP = ("Lift the pauses of a queue and/or a task, or (neither) every pause. Lifting a "
         "queue's pause does not lift a pause of everything.")
 
 
 def add_arguments(parser: ArgumentParser) -> None:
-    parser.add_argument("--queue", help="Lift this queue's pauses.")
-    parser.add_argument("--task", metavar="PATH", help="Lift this task's pauses.")
+    add_scope_arguments(parser, "Resume")
 
 
 def handle(command: Any, options: dict[str, Any]) -> None:

@@ -40,6 +40,15 @@ def add_column(name):
     return apply
 
 
+def add_not_null_column(name):
+    """AddField in the migration state; in the database, the column as SQLITE_COLUMNS says."""
+    return migrations.SeparateDatabaseAndState(
+        state_operations=[migrations.AddField(model_name="job", name=name, field=FIELDS[name]())],
+        database_operations=[migrations.RunPython(add_column(name), drop_column(name),
+                                                  elidable=False)],
+    )
+
+
 def drop_column(name):
     def apply(apps, schema_editor):
         if schema_editor.connection.vendor == "sqlite":
@@ -57,15 +66,7 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        migrations.SeparateDatabaseAndState(
-            state_operations=[migrations.AddField(
-                model_name='job',
-                name='fair_rank',
-                field=models.BigIntegerField(db_default=0, default=0),
-            )],
-            database_operations=[migrations.RunPython(
-                add_column('fair_rank'), drop_column('fair_rank'), elidable=False)],
-        ),
+        add_not_null_column('fair_rank'),
         migrations.AddField(
             model_name='job',
             name='fairness_key',
@@ -86,25 +87,8 @@ class Migration(migrations.Migration):
             name='rate_period',
             field=models.FloatField(blank=True, null=True),
         ),
-        migrations.SeparateDatabaseAndState(
-            state_operations=[migrations.AddField(
-                model_name='job',
-                name='snoozes',
-                field=models.PositiveIntegerField(db_default=0, default=0),
-            )],
-            database_operations=[migrations.RunPython(
-                add_column('snoozes'), drop_column('snoozes'), elidable=False)],
-        ),
-        migrations.SeparateDatabaseAndState(
-            state_operations=[migrations.AddField(
-                model_name='job',
-                name='unique_until_start',
-                field=models.BooleanField(db_default=False, default=False),
-            )],
-            database_operations=[migrations.RunPython(
-                add_column('unique_until_start'), drop_column('unique_until_start'),
-                elidable=False)],
-        ),
+        add_not_null_column('snoozes'),
+        add_not_null_column('unique_until_start'),
         migrations.CreateModel(
             name='FairnessClock',
             fields=[

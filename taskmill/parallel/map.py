@@ -14,14 +14,23 @@ Work is handed out a chunk at a time over a pipe per child, results come back th
 way and are put in item order. A child that raises sends its exception and traceback;
 the caller re-raises it with the child's traceback as its cause. A child that dies
 closes its pipe, which the caller sees at once: an error, never a hang.
+
+A new child first reads each SQLite database of the settings, then says it is ready;
+one that does not within ``START_TIMEOUT`` is killed and replaced before it was given
+anything. Why: SQLite keeps locks per process and per file, and a fork while another
+thread of the parent is inside SQLite hands the child a lock nobody will release.
+Worker processes keep their threads out of SQLite during a fork (:mod:`taskmill.forkgate`),
+but a thread of the project's own, or a cursor freed mid-fork, is beyond that gate.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import pickle
 import signal
+import sqlite3
 import sys
 import traceback
 import warnings
@@ -40,6 +49,14 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 __all__ = ["ChildDied", "ParallelError", "RemoteTraceback", "parallel_map"]
+
+logger = logging.getLogger("taskmill.parallel")
+
+#: Seconds a new child may take to read the SQLite databases and say it is ready, and
+#: how many children are tried, before parallel_map gives up.
+START_TIMEOUT = 10.0
+START_ATTEMPTS = 5
+_READY = b"ready"
 
 #: A second chunk is sent ahead to a busy child only when it is this small, so that a
 #: child writing a large result and a parent writing a large chunk never block each other.
@@ -154,6 +171,27 @@ def _feed(child: _Child, payloads: deque[tuple[int, bytes]], chunksize: int) -> 
 
 
 def _start_child(func: Callable[[Any], Any], siblings: list[Connection]) -> _Child:
+    """A child that has said it is ready; one stuck before that is replaced."""
+    for _ in range(START_ATTEMPTS):
+        child = _fork_child(func, siblings)
+        if child.conn.poll(START_TIMEOUT):
+            try:
+                child.conn.recv_bytes()
+            except (EOFError, OSError):
+                raise _died(child, 1) from None
+            return child
+        logger.warning("parallel_map: child process %d was not ready within %.0fs (stuck on "
+                       "an SQLite lock inherited from another thread?); replacing it.",
+                       child.pid, START_TIMEOUT)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child.pid, signal.SIGKILL)
+        child.conn.close()
+        _reap(child.pid, block=True)
+    raise ChildDied(f"parallel_map could not start a child process: {START_ATTEMPTS} in a row "
+                    f"were not ready within {START_TIMEOUT:.0f}s each.")
+
+
+def _fork_child(func: Callable[[Any], Any], siblings: list[Connection]) -> _Child:
     parent_end, child_end = Pipe(duplex=True)
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child, reported through the pipe
@@ -176,6 +214,8 @@ def _child_main(func: Callable[[Any], Any], conn: Connection) -> int:  # pragma:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     close_inherited_connections()
     try:
+        _probe_sqlite()
+        conn.send_bytes(_READY)
         while True:
             try:
                 message = conn.recv_bytes()
@@ -259,6 +299,20 @@ def _stop_children(children: Iterable[_Child], *, kill: bool) -> None:
     for child in children:
         child.conn.close()
         _reap(child.pid, block=True)
+
+
+def _probe_sqlite() -> None:  # pragma: no cover - runs in children
+    """Read each SQLite database file the settings name, on a connection of its own: a lock
+    inherited in a held state hangs the child here, where the parent replaces it, rather
+    than inside ``func``."""
+    for wrapper in connections.all():
+        name = str(wrapper.settings_dict.get("NAME") or "")
+        if wrapper.vendor != "sqlite" or not name or name.startswith((":memory:", "file:")):
+            continue
+        if not os.path.exists(name):
+            continue
+        with contextlib.closing(sqlite3.connect(name, timeout=30)) as probe:
+            probe.execute("SELECT count(*) FROM sqlite_master").fetchone()
 
 
 def _drop_broken_connections() -> None:  # pragma: no cover - runs in children
