@@ -17,6 +17,9 @@ _DEFAULTS: dict[str, tuple[Any, type | tuple[type, ...]]] = {
     #: Snoozes (``taskmill.Snooze``) a job may take before it fails: a task that always
     #: snoozes is a bug, and must not loop for ever.
     "MAX_SNOOZES": (100, int),
+    #: Seconds: a due job that waits this long behind higher-priority ones has its
+    #: priority raised by one, again every such period (None: never).
+    "PRIORITY_AGING": (None, (int, float, type(None))),
 }
 
 
@@ -28,6 +31,7 @@ class BackendOptions:
     lease_seconds: float
     result_ttl: float
     max_snoozes: int
+    priority_aging: float | None
 
     @classmethod
     def from_params(cls, alias: str, options: dict[str, Any]) -> BackendOptions:

@@ -93,6 +93,8 @@ class Job(models.Model):
     #: enqueue from its key's counter (see :mod:`taskmill.store.fairness`); 0 without a key.
     fairness_key = models.CharField(max_length=255, null=True, blank=True)
     fair_rank = models.BigIntegerField(default=0, db_default=0)
+    #: When ``PRIORITY_AGING`` last raised the job's priority (see taskmill.services.aging).
+    aged_at = models.DateTimeField(null=True, blank=True)
 
     batch = models.ForeignKey(
         "Batch", null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs",

@@ -89,6 +89,11 @@ class Migration(migrations.Migration):
         ),
         add_not_null_column('snoozes'),
         add_not_null_column('unique_until_start'),
+        migrations.AddField(
+            model_name='job',
+            name='aged_at',
+            field=models.DateTimeField(blank=True, null=True),
+        ),
         migrations.CreateModel(
             name='FairnessClock',
             fields=[

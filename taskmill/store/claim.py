@@ -48,6 +48,15 @@ class Claiming(ConcurrencyLimits, FairTurns):
             return 0, None
         return int(row[0]), None if row[1] is None else float(row[1])
 
+    def top_priority(self, queue: str) -> int | None:
+        """The highest priority among ``queue``'s due jobs (None: none is due)."""
+        row = self.fetchone("top_ready_priority", {"queue": queue})
+        return None if row is None else int(row[0])
+
+    def age_waiting(self, queue: str, top: int, aging: float) -> int:
+        """One step of priority aging for ``queue`` (see :mod:`taskmill.services.aging`)."""
+        return self.run("age_waiting_jobs", {"queue": queue, "top": top, "aging": aging})
+
     def next_due(self, queues: Sequence[str]) -> float | None:
         """In how many seconds the earliest waiting job of ``queues`` is due, by the
         database's clock (None: nothing waits; 0 or less: one is due now)."""

@@ -42,7 +42,7 @@ class TestWorker:
                 database=database, queues=names, threads=threads,
                 shutdown_timeout=shutdown_timeout, lease_seconds=options.lease_seconds,
                 result_ttl=options.result_ttl, poll_interval=poll_interval,
-                maintenance=maintenance,
+                maintenance=maintenance, priority_aging=options.priority_aging,
             ))
         self.processes: list[Any] = []
         self.threads: list[threading.Thread] = []

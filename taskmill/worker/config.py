@@ -19,6 +19,8 @@ class WorkerConfig:
     lease_seconds: float = 30.0
     result_ttl: float = 7 * 24 * 3600.0
     poll_interval: float = 1.0
+    #: ``PRIORITY_AGING`` (None: off); see :mod:`taskmill.services.aging`.
+    priority_aging: float | None = None
     #: Run the maintenance services (recovery, pruning, schedule).
     maintenance: bool = True
     #: A file the supervisor touches while every worker process heartbeats and claims

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..services import scheduler
+from ..services.aging import age_priorities
 from ..services.pruning import prune_finished
 from ..services.recovery import recover_dead_workers
 from ..store import JobStore, close_store
@@ -63,6 +64,9 @@ class Maintenance(threading.Thread):
             _Service("pruning", PRUNE_EVERY, self._prune),
             _Service("schedule", TICK, self._schedule, exclusive=False),
         ]
+        if config.priority_aging:
+            self.services.append(_Service("aging", max(0.1, config.priority_aging / 4),
+                                          self._age))
         for service in self.services:  # Spread over the processes: not all at once.
             service.next_at = now + random.uniform(0, min(service.every, 30.0))
 
@@ -117,6 +121,11 @@ class Maintenance(threading.Thread):
         prune_finished(self.store, self.config.result_ttl, PRUNE_BUDGET)
         # Out of budget means more is left: come back soon rather than in a minute.
         return PRUNE_AGAIN if time.monotonic() - started >= PRUNE_BUDGET else None
+
+    def _age(self) -> float | None:
+        assert self.config.priority_aging is not None
+        age_priorities(self.store, self.config.queues, self.config.priority_aging)
+        return None
 
     def _schedule(self) -> float | None:
         if self._clock is None:

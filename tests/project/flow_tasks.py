@@ -53,3 +53,9 @@ def debounced(label: str) -> None:
 @task(unique_period=3600)
 def hourly_report(label: str) -> None:
     _log(label)
+
+
+@task()
+def busy_for(label: str, seconds: float) -> None:
+    time.sleep(seconds)
+    _log(label)

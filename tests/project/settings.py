@@ -101,6 +101,9 @@ TASKS = {
             "MAX_ATTEMPTS": 3,
             "RETRY_BACKOFF": 0.05,
             "LEASE_SECONDS": float(os.environ.get("TASKMILL_TEST_LEASE", "3")),
+            # Off unless a test's worker is started with it (tests/test_priority_aging.py).
+            "PRIORITY_AGING": (float(os.environ["TASKMILL_TEST_PRIORITY_AGING"])
+                               if os.environ.get("TASKMILL_TEST_PRIORITY_AGING") else None),
         },
     }
 }

@@ -554,3 +554,19 @@ WHERE queue_name = %(queue)s AND fairness_key = '' AND next_rank < %(rank)s
 -- The queues of every live worker (JSON lists), to wake them.
 -- expects: nothing
 SELECT queues FROM taskmill_worker
+
+-- name: top_ready_priority
+-- The highest priority among a queue's due jobs (first in its claim index).
+-- expects: READY, due
+SELECT priority FROM taskmill_job
+WHERE status = 'READY' AND queue_name = %(queue)s AND run_after <= ${now}
+ORDER BY priority DESC LIMIT 1
+
+-- name: age_waiting_jobs
+-- PRIORITY_AGING: one step up for a queue's due jobs below the top priority that waited
+-- %(aging)s seconds (since due, or since their last step).
+-- expects: READY, due for %(aging)s seconds, below %(top)s
+UPDATE taskmill_job SET priority = priority + 1, aged_at = ${now}
+WHERE status = 'READY' AND queue_name = %(queue)s AND priority < %(top)s
+  AND run_after <= ${now_minus:aging}
+  AND (aged_at IS NULL OR aged_at <= ${now_minus:aging})
