@@ -21,6 +21,7 @@ from tests.project.flow_tasks import (
     always_snoozes,
     other_queue_job,
     rated,
+    rated_and_limited,
     snoozes_then_runs,
     tenant_job,
 )
@@ -204,6 +205,30 @@ def test_jobs_without_a_rate_are_not_held_behind_rate_limited_ones(start_worker)
     start_worker("--processes", "1", "--threads", "2")
     wait_until(lambda: len(labels("free-")) == 10, timeout=30, message="the free jobs")
     assert len(labels("rated-")) <= 11  # About a second's worth, not all of them.
+
+
+def test_a_rate_limit_and_a_concurrency_limit_hold_together_with_priorities(start_worker):
+    low = [rated_and_limited.using(priority=-5).enqueue(f"both-low-{i}") for i in range(4)]
+    high = [rated_and_limited.using(priority=5).enqueue(f"both-high-{i}") for i in range(8)]
+    for _ in range(2):
+        start_worker("--processes", "1", "--threads", "3")
+    wait_until(lambda: finished(rated_and_limited.module_path), timeout=60,
+               message="the jobs with both limits")
+    rows = list(Execution.objects.filter(label__startswith="both-").order_by("started"))
+    assert len(rows) == 12
+    for earlier, later in zip(rows, rows[1:], strict=False):
+        assert later.started >= earlier.finished - 0.01  # One at a time (the 10 ms: clocks).
+    starts = [r.started for r in rows]
+    for i in range(len(starts) - 5):
+        assert starts[i + 5] - starts[i] >= 1.0 - 0.05, starts  # Never 6 in one second.
+    assert all(r.label.startswith("both-high-") for r in rows[:8])  # Priority first.
+    ids = [r.id for r in low + high]
+    assert set(Job.objects.filter(id__in=ids).values_list("attempts", flat=True)) == {1}
+
+
+def test_a_rate_limited_task_on_a_queue_no_backend_has_is_refused():
+    with pytest.raises(InvalidTask, match="nope"):
+        tenant_job.using(queue_name="nope", rate_limit="1/s")
 
 
 @pytest.mark.parametrize("rate", ["100/fortnight", "0/s", "ten/m", "100", 100])

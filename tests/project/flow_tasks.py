@@ -59,3 +59,10 @@ def hourly_report(label: str) -> None:
 def busy_for(label: str, seconds: float) -> None:
     time.sleep(seconds)
     _log(label)
+
+
+@task(rate_limit="5/s", concurrency_limit=1, max_attempts=1)
+def rated_and_limited(label: str) -> None:
+    started = time.time()
+    time.sleep(0.05)
+    Execution.objects.create(label=label, pid=os.getpid(), started=started, finished=time.time())
