@@ -6,6 +6,8 @@ what follows it (claim order, concurrency limits) is the same everywhere.
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -14,10 +16,20 @@ from .fairness import FairTurns
 from .limits import ConcurrencyLimits
 from .rows import ClaimedJob
 
+#: How long "no queue is paused" is trusted before pauses are read again (see
+#: :meth:`Claiming.unpaused`); while one is, they are read on every claim.
+PAUSES_RECHECK = 1.0
+
 
 class Claiming(ConcurrencyLimits, FairTurns):
+    #: When pauses were last read and found to pause no queue as a whole.
+    _no_queue_paused_at = -math.inf
+
     def claim(self, queues: Sequence[str], limit: int, worker_id: str) -> list[ClaimedJob]:
         """Take up to ``limit`` due READY jobs of ``queues``, best first, for ``worker_id``."""
+        queues = self.unpaused(queues)
+        if not queues:
+            return []
         with self.claim_transaction():
             rows = self.claim_rows(queues, limit, worker_id)
             jobs = [self.row_to_claimed(row) for row in rows]
@@ -57,8 +69,28 @@ class Claiming(ConcurrencyLimits, FairTurns):
         """One step of priority aging for ``queue`` (see :mod:`taskmill.services.aging`)."""
         return self.run("age_waiting_jobs", {"queue": queue, "top": top, "aging": aging})
 
+    def unpaused(self, queues: Sequence[str]) -> list[str]:
+        """``queues`` without those paused as a whole (a pause of everything: none).
+
+        The claim's own filter is exact (``may_start``); this only keeps a paused queue's
+        backlog from being walked by every claim and every idle wait (on MySQL and SQLite
+        the filter is per row). "Nothing paused" is trusted for ``PAUSES_RECHECK``
+        seconds: a new pause may cost a walk or two, never a start. While something is
+        paused, pauses are read on every call, so a resume takes effect at once.
+        """
+        if time.monotonic() - self._no_queue_paused_at < PAUSES_RECHECK:
+            return list(queues)
+        paused = {name for (name,) in self.fetchall("queue_pauses")}
+        if not paused:
+            self._no_queue_paused_at = time.monotonic()
+            return list(queues)
+        return [] if "" in paused else [q for q in queues if q not in paused]
+
     def next_due(self, queues: Sequence[str]) -> float | None:
         """In how many seconds the earliest waiting job of ``queues`` is due, by the
         database's clock (None: nothing waits; 0 or less: one is due now)."""
+        queues = self.unpaused(queues)
+        if not queues:
+            return None
         row = self.fetchone("next_due", {"queues": self.list_param(queues)})
         return None if row is None or row[0] is None else float(row[0])

@@ -461,6 +461,11 @@ INSERT INTO taskmill_pause (queue_name, task_path, paused_at)
 VALUES (%(queue)s, %(task)s, ${now})
 ON CONFLICT (queue_name, task_path) DO NOTHING
 
+-- name: queue_pauses
+-- The queues paused as a whole (blank: everything is paused).
+-- expects: nothing
+SELECT queue_name FROM taskmill_pause WHERE task_path = ''
+
 -- name: pause_exists
 -- Whether this very pause is in force.
 -- expects: nothing
