@@ -203,23 +203,27 @@ def test_a_rate_of_10_per_second_over_3_workers_gives_10_starts_a_second(start_w
     for _ in range(3):
         start_worker("--processes", "1", "--threads", "2")
     wait_until(lambda: finished(rated.module_path), timeout=60, message="the rated jobs")
-    starts = sorted(Execution.objects.filter(label__startswith="rated-")
-                    .values_list("started", flat=True))
-    assert len(starts) == 45
-    # Never more than 10 in any window of one second (the tasks' own clocks; a few ms of
-    # slack for the gap between the claim and the task's first line).
-    for i in range(len(starts) - 10):
-        assert starts[i + 10] - starts[i] >= 1.0 - 0.05, starts
-    # And the limit is used: 10 +- 1 starts in each whole second. A sliding window lets
-    # each second's starts go in a burst as the last second's expire, so the seconds are
-    # counted from half a second after the first start: between bursts, whatever the
-    # jitter between a claim and its task's first line.
-    first = starts[0] + 0.5
-    whole_seconds = int(starts[-1] - first)
-    per_second = [sum(1 for s in starts if k <= s - first < k + 1) for k in range(whole_seconds)]
+    jobs = Job.objects.filter(task_path=rated.module_path)
+    # The window counts each job when it is claimed: its last_attempted_at, by the
+    # database's clock. The task starts a few ms later, or later still if its worker
+    # process is held up (a loaded machine): so the promise is checked on the claims.
+    claims = sorted(moment.timestamp() for moment in
+                    jobs.values_list("last_attempted_at", flat=True))
+    assert len(claims) == 45
+    for i in range(len(claims) - 10):
+        assert claims[i + 10] - claims[i] >= 1.0 - 0.002, claims  # Never 11 in 1 s.
+    # And the limit is used: 10 +- 1 in each whole second. A sliding window lets each
+    # second's claims go in a burst as the last second's expire, so the seconds are
+    # counted from half a second after the first: between bursts.
+    first = claims[0] + 0.5
+    whole_seconds = int(claims[-1] - first)
+    per_second = [sum(1 for c in claims if k <= c - first < k + 1) for k in range(whole_seconds)]
     assert len(per_second) >= 3
     assert all(9 <= n <= 11 for n in per_second), per_second
-    jobs = Job.objects.filter(task_path=rated.module_path)
+    # The tasks' own start times: 45 starts at 10/s cannot all fit in less than 3.5 s.
+    starts = sorted(Execution.objects.filter(label__startswith="rated-")
+                    .values_list("started", flat=True))
+    assert len(starts) == 45 and starts[-1] - starts[0] >= 3.5, starts
     assert set(jobs.values_list("attempts", flat=True)) == {1}  # Waiting is free.
 
 
