@@ -210,8 +210,10 @@ def test_a_rate_of_10_per_second_over_3_workers_gives_10_starts_a_second(start_w
     claims = sorted(moment.timestamp() for moment in
                     jobs.values_list("last_attempted_at", flat=True))
     assert len(claims) == 45
+    # last_attempted_at is the claim statement's time; the window counts the start a few
+    # ms later, under the key's lock (the next statements): hence 50 ms of slack.
     for i in range(len(claims) - 10):
-        assert claims[i + 10] - claims[i] >= 1.0 - 0.002, claims  # Never 11 in 1 s.
+        assert claims[i + 10] - claims[i] >= 1.0 - 0.05, claims  # Never 11 in 1 s.
     # And the limit is used: 10 +- 1 in each whole second. A sliding window lets each
     # second's claims go in a burst as the last second's expire, so the seconds are
     # counted from half a second after the first: between bursts.
