@@ -52,6 +52,14 @@ class StoreConnection:
         cursor.execute(self.sql[name], params or {})
         return int(cursor.rowcount)
 
+    def update_or_add(self, cursor: CursorWrapper, update: str, add: str,
+                      params: Params) -> None:
+        """Run ``update``; if it found no row, run ``add`` (an insert that lets a racing
+        insert win) and ``update`` again: an upsert in words every database speaks."""
+        if self.execute(cursor, update, params) == 0:
+            self.execute(cursor, add, params)
+            self.execute(cursor, update, params)
+
     def run(self, name: str, params: Params | None = None) -> int:
         """:meth:`execute` on a cursor of its own."""
         with self.connection.cursor() as cursor:

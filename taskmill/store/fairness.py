@@ -58,7 +58,5 @@ class FairTurns(StoreConnection):
             return
         with self.cursor() as cursor:
             for queue, rank in sorted(reached.items()):
-                params = {"queue": queue, "key": "", "rank": rank}
-                if self.execute(cursor, "advance_queue_turn", params) == 0:
-                    self.execute(cursor, "add_fairness_clock", params)
-                    self.execute(cursor, "advance_queue_turn", params)
+                self.update_or_add(cursor, "advance_queue_turn", "add_fairness_clock",
+                                   {"queue": queue, "key": "", "rank": rank})

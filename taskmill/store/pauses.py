@@ -23,22 +23,23 @@ class Pauses(Enqueueing):
 
     def resume(self, queue: str | None, task_path: str | None) -> int:
         """Lift the pauses of ``queue`` and/or ``task_path`` (neither: all); how many."""
-        lifted = self.run("remove_pauses", {"queue": queue, "task": task_path})
-        if lifted:  # Wake idle workers at once (PostgreSQL); others see it at their poll.
-            self.notify(self.worker_queues())
-        return lifted
+        return self._wake_if(self.run("remove_pauses", {"queue": queue, "task": task_path}))
 
     def lift_pause(self, queue_name: str, task_path: str) -> int:
         """Lift exactly one pause ("" and "": the pause of everything); 1 if it was in force."""
-        lifted = self.run("remove_pause", {"queue": queue_name, "task": task_path})
-        if lifted:
-            self.notify(self.worker_queues())
-        return lifted
+        return self._wake_if(self.run("remove_pause", {"queue": queue_name, "task": task_path}))
 
     def pauses(self) -> list[tuple[str, str, dt.datetime | None]]:
         """Every pause in force: (queue, task path, since); blank means "any"."""
         return [(queue, task, self.dt_from_db(since))
                 for queue, task, since in self.fetchall("pauses")]
+
+    def _wake_if(self, lifted: int) -> int:
+        """After pauses were lifted: wake idle workers at once (PostgreSQL; others see it
+        at their next poll)."""
+        if lifted:
+            self.notify(self.worker_queues())
+        return lifted
 
     def worker_queues(self) -> set[str]:
         """The queues live workers serve (to wake them)."""

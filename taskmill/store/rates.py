@@ -64,9 +64,7 @@ class RateLimits(StoreConnection):
                 # Room again once the oldest counted slice is out of the window.
                 until = self.dt_param(dt.datetime.fromtimestamp(
                     (int(oldest) + SLICES + 1) * width, dt.UTC))
-            key_state = {"key": key, "until": until}
-            if self.execute(cursor, "set_rate_key_full", key_state) == 0:
-                self.execute(cursor, "add_rate_key", key_state)
-                self.execute(cursor, "set_rate_key_full", key_state)
+            self.update_or_add(cursor, "set_rate_key_full", "add_rate_key",
+                               {"key": key, "until": until})
             excess.extend(mine[room:])
         return excess
