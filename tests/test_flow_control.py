@@ -20,6 +20,8 @@ from tests.conftest import wait_until
 from tests.project.flow_tasks import (
     always_snoozes,
     other_queue_job,
+    partner_lookup,
+    partner_update,
     rated,
     rated_and_limited,
     snoozes_then_runs,
@@ -227,6 +229,23 @@ def test_a_rate_of_10_per_second_over_3_workers_gives_10_starts_a_second(start_w
                     .values_list("started", flat=True))
     assert len(starts) == 45 and starts[-1] - starts[0] >= 3.5, starts
     assert set(jobs.values_list("attempts", flat=True)) == {1}  # Waiting is free.
+
+
+def test_tasks_sharing_a_rate_key_share_one_window(start_worker):
+    for i in range(8):
+        partner_lookup.enqueue(f"lookup-{i}")
+        partner_update.enqueue(f"update-{i}")
+    for _ in range(2):
+        start_worker("--processes", "1", "--threads", "2")
+    paths = [partner_lookup.module_path, partner_update.module_path]
+    wait_until(lambda: all(finished(path) for path in paths), timeout=60,
+               message="the jobs sharing a rate key")
+    claims = sorted(moment.timestamp() for moment in Job.objects.filter(task_path__in=paths)
+                    .values_list("last_attempted_at", flat=True))
+    assert len(claims) == 16
+    for i in range(len(claims) - 5):  # 5/s for both tasks together, not 5/s each.
+        assert claims[i + 5] - claims[i] >= 1.0 - 0.05, claims
+    assert claims[-1] - claims[0] >= 2.0  # 16 starts at 5/s: three full windows at least.
 
 
 def test_jobs_without_a_rate_are_not_held_behind_rate_limited_ones(start_worker):

@@ -66,3 +66,13 @@ def rated_and_limited(label: str) -> None:
     started = time.time()
     time.sleep(0.05)
     Execution.objects.create(label=label, pid=os.getpid(), started=started, finished=time.time())
+
+
+@task(rate_limit="5/s", rate_key="partner-api", max_attempts=1)
+def partner_lookup(label: str) -> None:
+    _log(label)
+
+
+@task(rate_limit="5/s", rate_key="partner-api", max_attempts=1)
+def partner_update(label: str) -> None:
+    _log(label)
