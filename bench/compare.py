@@ -12,7 +12,8 @@ Why one run: the machine's speed drifts from run to run, so figures of two runs 
 compare. Rounds alternate (taskmill, pgqueuer, taskmill, pgqueuer, ...), each peer on a
 fresh database of its own per round (``bench_taskmill``, ``bench_pgqueuer``, dropped
 after), and the table at the end compares medians over the rounds, ratio
-taskmill/pgqueuer last.
+taskmill/pgqueuer last. ``--baseline REV`` adds taskmill as of an earlier commit (from a
+temporary git worktree, on its own database) to the same rounds, its ratio printed too.
 
 pgqueuer (``pgqueuer[asyncpg]==1.6.*``) lives in its own virtualenv, ``bench/.venvs/pgqueuer``,
 made here on first use; its side runs as that python's subprocesses
@@ -213,6 +214,9 @@ class Peer(ABC):
 
 
 class Taskmill(Peer):
+    """taskmill from ``root``: this checkout, or (``--baseline``) a worktree of an earlier
+    commit, which then runs the same rounds under a name and database of its own."""
+
     name = "taskmill"
     database = "bench_taskmill"
     table_pattern = "taskmill\\_%"
@@ -225,21 +229,30 @@ class Taskmill(Peer):
             extract(epoch FROM max(finished_at))
         FROM taskmill_job WHERE status = 'SUCCESSFUL'"""
 
+    def __init__(self, python: Path, root: Path = ROOT, revision: str = "") -> None:
+        super().__init__(python)
+        self.root = root
+        if revision:
+            self.name = f"taskmill@{revision}"
+            self.database = f"bench_taskmill_{re.sub(r'[^a-z0-9]', '_', revision.lower())}"
+
     def env(self) -> dict[str, str]:
+        # PYTHONPATH first on sys.path: a baseline worktree's taskmill shadows the installed one.
         return {**os.environ, "DJANGO_SETTINGS_MODULE": "bench.settings", "BENCH_DB": "postgresql",
-                "BENCH_PG_NAME": self.database, "PYTHONPATH": str(ROOT)}
+                "BENCH_PG_NAME": self.database, "PYTHONPATH": str(self.root)}
 
     def install(self) -> None:
         subprocess.run([str(self.python), "-m", "django", "migrate", "--verbosity", "0"],
-                       env=self.env(), cwd=ROOT, check=True)
+                       env=self.env(), cwd=self.root, check=True)
 
     def driver(self) -> tuple[list[str], Path]:
-        return [str(self.python), str(PEERS / "taskmill" / "tm_driver.py")], ROOT
+        return [str(self.python), str(self.root / "bench" / "peers" / "taskmill" / "tm_driver.py")
+                ], self.root
 
     def worker_commands(self, processes: int) -> tuple[list[list[str]], Path]:
         # The outside harness's command: a long-running worker, not --burst.
         return [[str(self.python), "-m", "django", "taskmill", "worker",
-                 "--processes", str(processes), "--threads", "1"]], ROOT
+                 "--processes", str(processes), "--threads", "1"]], self.root
 
 
 class Pgqueuer(Peer):
@@ -291,6 +304,17 @@ def pgqueuer_python() -> Path:
         subprocess.run([str(python), "-m", "pip", "install", "--quiet",
                         "--disable-pip-version-check", PGQ_REQUIREMENT], check=True)
     return python
+
+
+def baseline_worktree(revision: str) -> Path:
+    """A detached worktree of ``revision``, removed at exit. Its code runs with this
+    checkout's virtualenv, so a baseline whose dependencies differ needs its own run."""
+    path = Path(tempfile.mkdtemp(prefix="taskmill-baseline-"))
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--quiet", "--detach", str(path),
+                    revision], check=True)
+    atexit.register(subprocess.run, ["git", "-C", str(ROOT), "worktree", "remove", "--force",
+                                     str(path)], check=False)
+    return path
 
 
 def version_of(python: Path, distribution: str) -> str:
@@ -467,20 +491,27 @@ class Results:
                 f"\nthat INSERT with its NOTIFY / without: {ceiling / silent:.2f}")
 
     def table(self, peers: list[Peer]) -> str:
-        first, second = (peer.name for peer in peers)
-        lines = [f"| figure | {first} median | {second} median | ratio {first}/{second} |",
-                 "|---|---|---|---|"]
+        """Medians of each peer, and the first peer's ratio to each of the others."""
+        names = [peer.name for peer in peers]
+        first, others = names[0], names[1:]
+        lines = ["| figure | " + " | ".join(f"{name} median" for name in names) + " | "
+                 + " | ".join(f"ratio {first}/{other}" for other in others) + " |",
+                 "|---|" + "---|" * (len(names) + len(others))]
         for key, figure in self.figures.items():
-            a, b = (self.values[key].get(name) for name in (first, second))
-            if not a or not b:
+            found = [self.values[key].get(name) for name in names]
+            if not all(found):
                 continue
-            ma, mb = statistics.median(a), statistics.median(b)
-            ratio = ma / mb if mb else math.inf
-            ahead = (ratio > 1) == figure.higher_is_better
+            medians = [statistics.median(values or [0.0]) for values in found]
             direction = "higher" if figure.higher_is_better else "lower"
-            verdict = "even" if ratio == 1 else f"{first if ahead else second} ahead"
-            lines.append(f"| {figure.label} ({figure.unit}) | {ma:,.2f} | {mb:,.2f} | "
-                         f"{ratio:.2f} ({direction} is better: {verdict}) |")
+            ratios = []
+            for other, median in zip(others, medians[1:], strict=True):
+                ratio = medians[0] / median if median else math.inf
+                ahead = (ratio > 1) == figure.higher_is_better
+                verdict = "even" if ratio == 1 else f"{first if ahead else other} ahead"
+                ratios.append(f"{ratio:.2f} ({direction} is better: {verdict})")
+            lines.append(f"| {figure.label} ({figure.unit}) | "
+                         + " | ".join(f"{m:,.2f}" for m in medians) + " | "
+                         + " | ".join(ratios) + " |")
         return "\n".join(lines)
 
 
@@ -580,6 +611,9 @@ def main() -> None:
     parser.add_argument("--only", choices=["single", "bulk", "drain", "latency", "memory"],
                         help="one figure (latency and memory still run the drain they need)")
     parser.add_argument("--latency-samples", type=int, default=200)
+    parser.add_argument("--baseline", metavar="REV",
+                        help="also run taskmill as of this git revision (a temporary worktree), "
+                             "in the same interleaved rounds: is a change a regression?")
     parser.add_argument("--analyze", action="store_true",
                         help="ANALYZE the filled tables before a drain (not what the outside "
                              "harness did; with autovacuum off, nothing else does)")
@@ -587,12 +621,14 @@ def main() -> None:
     if args.big:
         args.jobs = BIG_JOBS
 
-    atexit.register(cleanup)
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, exit_on_signal)
 
     tm_python, pgq_python = taskmill_python(), pgqueuer_python()
     peers: list[Peer] = [Taskmill(tm_python), Pgqueuer(pgq_python)]
+    if args.baseline:
+        peers.append(Taskmill(tm_python, baseline_worktree(args.baseline), args.baseline))
+    atexit.register(cleanup)  # after the worktree's removal was registered: runs before it
     with psycopg.connect(f"{SERVER} dbname=postgres") as connection:
         server = connection.execute(
             "SELECT current_setting('server_version'), current_setting('autovacuum')").fetchone()
