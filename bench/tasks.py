@@ -14,3 +14,8 @@ def noop() -> None:
 def stamp() -> float:
     """Return when the job started (wall clock), for pickup latency."""
     return time.time()
+
+
+@task()
+def held() -> None:
+    """Kept paused by bench/hotpath.py: its due jobs wait on the served queue."""

@@ -13,6 +13,8 @@ CONCURRENTLY, so enqueues and claims go on while it reads a large table.
 
 from django.db import migrations
 
+from ._vendor_sql import run
+
 FORWARD = {
     "postgresql": [
         "CREATE INDEX CONCURRENTLY IF NOT EXISTS taskmill_job_claim_queue ON taskmill_job "
@@ -48,13 +50,6 @@ BACKWARD = {
     ],
 }
 
-
-def run(statements):
-    def apply(apps, schema_editor):
-        for sql in statements.get(schema_editor.connection.vendor, []):
-            schema_editor.execute(sql)
-
-    return apply
 
 
 class Migration(migrations.Migration):

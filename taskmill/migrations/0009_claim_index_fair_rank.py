@@ -11,6 +11,8 @@ index CONCURRENTLY.
 
 from django.db import migrations
 
+from ._vendor_sql import run
+
 FORWARD = {
     "postgresql": [
         "CREATE INDEX CONCURRENTLY IF NOT EXISTS taskmill_job_claim_fair ON taskmill_job "
@@ -54,13 +56,6 @@ BACKWARD = {
     ],
 }
 
-
-def run(statements):
-    def apply(apps, schema_editor):
-        for sql in statements.get(schema_editor.connection.vendor, []):
-            schema_editor.execute(sql)
-
-    return apply
 
 
 class Migration(migrations.Migration):

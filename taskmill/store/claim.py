@@ -20,6 +20,10 @@ from .rows import ClaimedJob
 #: :meth:`Claiming.unpaused`); while one is, they are read on every claim.
 PAUSES_RECHECK = 1.0
 
+#: How far back :meth:`Claiming.next_wake` looks for deferred jobs that came due: one
+#: that did between a claim and the idle wait after it is still seen.
+WAKE_LOOKBACK = 60.0
+
 
 class Claiming(ConcurrencyLimits, FairTurns):
     #: When pauses were last read and found to pause no queue as a whole.
@@ -51,6 +55,22 @@ class Claiming(ConcurrencyLimits, FairTurns):
             self.execute(cursor, "claim", {"worker": worker_id, "limit": limit,
                                            "queues": self.list_param(queues)})
             return list(cursor.fetchall())
+
+    def next_wake(self, queues: Sequence[str]) -> float | None:
+        """In how many seconds an idle worker of ``queues`` should look for jobs again
+        (None: no job asks for a time; the worker polls, or is woken).
+
+        Cheaper than :meth:`next_due` whatever waits: only deferred jobs are read, and
+        only from ``WAKE_LOOKBACK`` seconds ago. Hazard: a job due now that the last
+        claim missed is not reported; it waits for its enqueue's wake-up (NOTIFY on
+        PostgreSQL, the file watch on SQLite), a completion's, or the next poll.
+        """
+        queues = self.unpaused(queues)
+        if not queues:
+            return None
+        row = self.fetchone("next_wake", {"queues": self.list_param(queues),
+                                          "lookback": WAKE_LOOKBACK})
+        return None if row is None or row[0] is None else float(row[0])
 
     def waiting(self, queues: Sequence[str]) -> tuple[int, float | None]:
         """How many jobs of ``queues`` wait (due or not), and in how many seconds the

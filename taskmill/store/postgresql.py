@@ -12,7 +12,7 @@ from django.db.backends.utils import CursorWrapper
 
 from .base import JobStore
 from .connection import Params
-from .prepared import CUSTOM_PLANS, EXISTS, GENERIC_PLANS, HOT, MISSING, prepared_form
+from .prepared import EXISTS, HOT, MISSING, SESSION_RESETS, SESSION_SETTINGS, prepared_form
 from .rows import NewJob, Outcome
 
 logger = logging.getLogger("taskmill.store")
@@ -121,7 +121,8 @@ class PostgreSQLJobStore(JobStore):
             # run it now; inside one, the caller's transaction failed and is retried.
             self.prepare = False
             try:
-                cursor.execute(CUSTOM_PLANS)
+                for reset in SESSION_RESETS:
+                    cursor.execute(reset)
             except DatabaseError:
                 pass  # Best effort: only this session's prepared statements were affected.
             logger.warning("Prepared statements do not stay in one session on DATABASES[%r] "
@@ -133,7 +134,8 @@ class PostgreSQLJobStore(JobStore):
         return int(cursor.rowcount)
 
     def _prepare_all(self, cursor: CursorWrapper) -> None:
-        cursor.execute(GENERIC_PLANS)
+        for setting in SESSION_SETTINGS:
+            cursor.execute(setting)
         for form in self._forms.values():
             try:
                 cursor.execute(form.prepare)

@@ -332,7 +332,8 @@ class WorkerProcess:
                            self.worker_id, count, due_in or 0.0, BURST_HORIZON)
 
     def _idle_wait(self) -> float:
-        due_in = self._next_due()
+        due_in = self.gate.call(lambda: self.store.next_wake(self.config.queues),
+                                "check due jobs", self.stopping)
         if due_in is None:
             return self.config.poll_interval
         return max(0.0, min(self.config.poll_interval, due_in))

@@ -132,6 +132,24 @@ SELECT MIN(due.seconds) FROM (
     WHERE k.full_until > ${now}
 ) due
 
+-- name: next_wake
+-- When an idle worker should look again (seconds; NULL: no job asks for a time): the
+-- earliest deferred job of these queues that may start, or the moment a full rate key
+-- gets room. Only deferred jobs are read (due later than enqueued: delayed, retrying,
+-- snoozed), through their own partial index (migration 0010), from %(lookback)s s ago
+-- on: due jobs that cannot start (a saturated key, a paused task) are not walked, and
+-- a job due now is the claim's to find; it announces itself (NOTIFY, the SQLite watch)
+-- or the next poll finds it. See Claiming.next_wake.
+-- expects: READY, deferred, may start
+SELECT MIN(due.seconds) FROM (
+    SELECT ${seconds_until:MIN(j.run_after)} AS seconds FROM taskmill_job j
+    WHERE j.status = 'READY' AND j.run_after > j.enqueued_at AND j.queue_name ${in:queues}
+      AND j.run_after > ${now_minus:lookback} AND ${may_start}
+    UNION ALL
+    SELECT ${seconds_until:MIN(k.full_until)} AS seconds FROM taskmill_ratekey k
+    WHERE k.full_until > ${now}
+) due
+
 -- name: waiting_jobs
 -- How many jobs of these queues wait, and in how many seconds the first is due.
 -- expects: READY

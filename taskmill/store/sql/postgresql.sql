@@ -33,6 +33,24 @@ WHERE id IN (
 ) AND EXISTS (SELECT FROM commit_mode)
 RETURNING ${claim_columns}
 
+-- name: next_wake
+-- As common.sql's, each queue read on its own (an IN list of queues would read every
+-- deferred job of them to find the earliest): the deferred index in due order, stopping
+-- at the first job that may start.
+-- expects: READY, deferred, may start
+SELECT MIN(due.seconds) FROM (
+    SELECT ${seconds_until:MIN(w.run_after)} AS seconds
+    FROM unnest(%(queues)s::text[]) AS q(name) CROSS JOIN LATERAL (
+        SELECT j.run_after FROM taskmill_job j
+        WHERE j.status = 'READY' AND j.run_after > j.enqueued_at AND j.queue_name = q.name
+          AND j.run_after > ${now_minus:lookback} AND ${may_start}
+        ORDER BY j.run_after LIMIT 1
+    ) AS w
+    UNION ALL
+    SELECT ${seconds_until:MIN(k.full_until)} AS seconds FROM taskmill_ratekey k
+    WHERE k.full_until > ${now}
+) due
+
 -- name: complete_jobs
 -- Record a round's successful attempts in one statement (parallel arrays, one per column).
 -- expects: RUNNING, leased to %(worker)s for each job's attempt
