@@ -8,6 +8,7 @@ reads back which rows are still in the job table.
 from __future__ import annotations
 
 import io
+import json
 from argparse import ArgumentParser
 from collections.abc import Callable
 from datetime import timedelta
@@ -16,6 +17,9 @@ from typing import Any
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
+from django.db import connection
+from django.db.models import Count
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from taskmill.backend import taskmill_backend
@@ -317,3 +321,81 @@ def test_a_bad_rule_stops_django_at_start_up(configure, settings):
         configure(RETENTION=[{"queue": "emails", "ttl": 0}])
     (error,) = check_backends()
     assert error.id == "taskmill.E001" and "['RETENTION'][0]['ttl']" in error.msg
+
+
+# -- plans -----------------------------------------------------------------------------
+
+HISTORY_SQL = """
+INSERT INTO taskmill_job (id, backend, task_path, queue_name, priority, status, args, kwargs,
+    enqueued_at, run_after, started_at, last_attempted_at, finished_at, attempts,
+    max_attempts, retry_backoff, transactional, worker_ids, cancel_force)
+SELECT gen_random_uuid(), 'default', 'tests.project.tasks.record',
+    (ARRAY['default', 'emails', 'other'])[1 + g %% 3], 0,
+    CASE WHEN g %% 50 = 0 THEN 'FAILED' ELSE 'SUCCESSFUL' END, '[]', '{}', t, t, t, t,
+    t + interval '1 second', 1, 3, 2.0, false, 'old:1:w', false
+FROM generate_series(1, %s) AS g,
+     LATERAL (SELECT now() - interval '30 minutes' - g * interval '1 second' AS t) AS at
+"""
+
+
+def finished_index_plan(sql: str) -> list[str]:
+    """How the statement reads taskmill_job: SQLite's lines; PostgreSQL's scans of the
+    table and its indexes (``Seq Scan``, ``Index Scan taskmill_job_finished range``:
+    the index with a condition on finished_at, ...)."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "sqlite":
+            cursor.execute("EXPLAIN QUERY PLAN " + sql)
+            return [str(row[-1]) for row in cursor.fetchall() if "taskmill_job" in str(row[-1])]
+        cursor.execute("EXPLAIN (FORMAT JSON) " + sql)
+        (plan,) = cursor.fetchone()
+        nodes, found = [(json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]], []
+        while nodes:
+            node = nodes.pop()
+            nodes.extend(node.get("Plans", []))
+            if node.get("Relation Name") == "taskmill_job" or "Index Name" in node:
+                ranged = "finished_at <" in node.get("Index Cond", "")
+                found.append(" ".join(filter(None, [node["Node Type"], node.get("Index Name"),
+                                                    "range" if ranged else None])))
+        return sorted(found)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_every_pass_reads_a_range_of_the_finished_index(configure):
+    if connection.vendor == "mysql":
+        pytest.skip("MySQL's optimizer picks full scans of small tables whatever the "
+                    "indexes (tests/test_reporting_plans.py)")
+    config = configure(RESULT_TTL=3 * HOUR, RETENTION=[
+        {"queue": "other", "ttl": None},
+        {"queue": "emails", "status": "SUCCESSFUL", "ttl": HOUR},
+        {"status": "FAILED", "ttl": 30 * DAY},
+    ])
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:  # 14 hours of history, a job a second
+            cursor.execute(HISTORY_SQL, [50_000])
+            cursor.execute("ANALYZE taskmill_job")
+    else:
+        for queue in QUEUES:
+            jobs(100, S, 5 * HOUR, queue=queue)
+            jobs(2, F, 5 * HOUR, queue=queue)
+    before = dict(Job.objects.values_list("queue_name").annotate(n=Count("id")))
+    failures = Job.objects.filter(status=F).count()
+
+    with CaptureQueriesContext(connection) as captured:
+        deleted = prune(config)
+
+    selects = [q["sql"] for q in captured.captured_queries
+               if "ORDER BY finished_at" in q["sql"]]
+    assert len(selects) >= 3  # a pass per rule that deletes, and RESULT_TTL's
+    plans = {tuple(finished_index_plan(sql)) for sql in selects}
+    if connection.vendor == "postgresql":
+        assert plans <= {("Index Scan taskmill_job_finished range",),
+                         ("Bitmap Heap Scan", "Bitmap Index Scan taskmill_job_finished range")}
+    else:
+        assert plans == {("SEARCH taskmill_job USING INDEX taskmill_job_finished "
+                          "(finished_at>? AND finished_at<?)",)}
+    left = dict(Job.objects.values_list("queue_name").annotate(n=Count("id")))
+    assert left["other"] == before["other"]  # kept for ever
+    assert Job.objects.filter(queue_name="emails", status=S, finished_at__lt=timezone.now()
+                              - timedelta(hours=1)).count() == 0
+    assert Job.objects.filter(status=F).count() == failures
+    assert deleted == sum(before.values()) - sum(left.values())
