@@ -75,7 +75,7 @@ class TaskmillBackend(BaseTaskBackend):
 
     def __init__(self, alias: str, params: dict[str, Any]) -> None:
         super().__init__(alias, params)
-        self.config = BackendOptions.from_params(alias, self.options)
+        self.config = BackendOptions.from_params(alias, self.options, self.queues)
 
     @property
     def database(self) -> str:

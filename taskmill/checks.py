@@ -25,7 +25,8 @@ def check_backends(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
         if not str(params.get("BACKEND", "")).startswith("taskmill."):
             continue
         try:
-            options = BackendOptions.from_params(alias, params.get("OPTIONS", {}))
+            options = BackendOptions.from_params(alias, params.get("OPTIONS", {}),
+                                                params.get("QUEUES", ["default"]))
         except ImproperlyConfigured as exc:
             errors.append(checks.Error(str(exc), id="taskmill.E001"))
             continue

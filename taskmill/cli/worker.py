@@ -80,6 +80,7 @@ def build_config(options: dict[str, Any]) -> tuple[WorkerConfig, int]:
         shutdown_timeout=options["shutdown_timeout"],
         lease_seconds=backend.config.lease_seconds,
         result_ttl=backend.config.result_ttl,
+        retention=backend.config.retention,
         priority_aging=backend.config.priority_aging,
         poll_interval=poll,
         health_file=options.get("health_file"),

@@ -41,7 +41,8 @@ class TestWorker:
             self.configs.append(WorkerConfig(
                 database=database, queues=names, threads=threads,
                 shutdown_timeout=shutdown_timeout, lease_seconds=options.lease_seconds,
-                result_ttl=options.result_ttl, poll_interval=poll_interval,
+                result_ttl=options.result_ttl, retention=options.retention,
+                poll_interval=poll_interval,
                 maintenance=maintenance, priority_aging=options.priority_aging,
             ))
         self.processes: list[Any] = []

@@ -25,6 +25,7 @@ def banner(config: WorkerConfig, processes: int) -> list[str]:
         f"{config.threads} thread(s){'; --burst' if config.burst else ''}",
         f"  database {describe_database(config.database)}; notifications {wakeups}",
         f"  lease {config.lease_seconds:g}s; results kept {config.result_ttl:g}s"
+        + (f" ({len(config.retention)} RETENTION rule(s) first)" if config.retention else "")
         + (f"; recycled after {config.max_tasks_per_child} job(s)"
            if config.max_tasks_per_child else "")
         + (f"; health file {config.health_file}" if config.health_file else ""),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..conf import RetentionRule
 from ..store import JobStore, private_store
 
 
@@ -18,6 +19,8 @@ class WorkerConfig:
     shutdown_timeout: float = 30.0
     lease_seconds: float = 30.0
     result_ttl: float = 7 * 24 * 3600.0
+    #: ``RETENTION``: rules that keep some queues' or states' jobs longer or shorter.
+    retention: tuple[RetentionRule, ...] = ()
     poll_interval: float = 1.0
     #: ``PRIORITY_AGING`` (None: off); see :mod:`taskmill.services.aging`.
     priority_aging: float | None = None

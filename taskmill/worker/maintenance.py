@@ -118,7 +118,8 @@ class Maintenance(threading.Thread):
 
     def _prune(self) -> float | None:
         started = time.monotonic()
-        prune_finished(self.store, self.config.result_ttl, PRUNE_BUDGET)
+        prune_finished(self.store, self.config.result_ttl, PRUNE_BUDGET,
+                       self.config.retention)
         # Out of budget means more is left: come back soon rather than in a minute.
         return PRUNE_AGAIN if time.monotonic() - started >= PRUNE_BUDGET else None
 

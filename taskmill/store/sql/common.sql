@@ -410,10 +410,18 @@ DELETE FROM taskmill_job WHERE id ${in:ids} AND status = 'READY'
 -- ---------------------------------------------------------------------------------
 
 -- name: prunable_jobs
--- A chunk of finished jobs older than the cutoff.
--- expects: SUCCESSFUL or FAILED, finished before %(before)s
-SELECT id, batch_id FROM taskmill_job
-WHERE status IN ('SUCCESSFUL', 'FAILED') AND finished_at < %(before)s
+-- A chunk of finished jobs older than the cutoff, oldest first, from where the last
+-- chunk stopped (%(after)s): a range of the finished_at index, never the whole history.
+-- Each row in it is checked for the states and queue a retention rule names
+-- (%(queue)s NULL: any) and against the queues earlier rules keep for each state.
+-- expects: SUCCESSFUL or FAILED, finished in [%(after)s, %(before)s)
+SELECT id, batch_id, finished_at FROM taskmill_job
+WHERE finished_at >= %(after)s AND finished_at < %(before)s
+  AND status IN ('SUCCESSFUL', 'FAILED') AND status ${in:statuses}
+  AND (%(queue)s IS NULL OR queue_name = %(queue)s)
+  AND NOT (status = 'SUCCESSFUL' AND queue_name ${in:kept_successful})
+  AND NOT (status = 'FAILED' AND queue_name ${in:kept_failed})
+ORDER BY finished_at
 LIMIT %(chunk)s
 
 -- name: delete_finished_jobs
