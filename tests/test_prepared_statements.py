@@ -43,8 +43,9 @@ def test_claims_are_planned_once_per_connection(store):
     first, second = store.claim(["default"], 1, WORKER), store.claim(["default"], 1, WORKER)
     done = Outcome(job=first[0], finished_at=timezone.now(), succeeded=True, return_json="1")
     store.record_outcomes([done], WORKER)
+    store.next_wake(["default"])
     assert {name.rsplit("_", 1)[0] for name in prepared_statements(store)} == {
-        "taskmill_claim"}
+        "taskmill_claim", "taskmill_next_wake"}
     assert second[0].id != first[0].id
     assert Job.objects.get(id=first[0].id).status == JobStatus.SUCCESSFUL
     # The project's own connections prepare nothing: they may be shared through a pooler.

@@ -67,12 +67,12 @@ class StoreConnection:
 
     def fetchall(self, name: str, params: Params | None = None) -> list[tuple[Any, ...]]:
         with self.connection.cursor() as cursor:
-            cursor.execute(self.sql[name], params or {})
+            self.execute(cursor, name, params)
             return list(cursor.fetchall())
 
     def fetchone(self, name: str, params: Params | None = None) -> tuple[Any, ...] | None:
         with self.connection.cursor() as cursor:
-            cursor.execute(self.sql[name], params or {})
+            self.execute(cursor, name, params)
             row = cursor.fetchone()
         return None if row is None else tuple(row)
 
