@@ -42,20 +42,10 @@ os.environ.setdefault("BENCH_PG_NAME", "taskmill_hotpath")
 os.environ["BENCH_DB"] = "postgresql"
 os.environ["BENCH_ADMIN"] = ""  # bench.scale would add the admin, which the worker needs not
 
-from bench.scale import HISTORY, WEEK, analyze, execute, setup_database  # noqa: E402
+from bench.scale import HISTORY, WEEK, analyze, execute, median_ms, setup_database  # noqa: E402
 
 WORKER = "bench:hotpath:claims"
 HOLDER = "bench:hotpath:holder"  # owns the running job that saturates the key
-
-
-def median_ms(call: Callable[[], Any], runs: int) -> float:
-    call()
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        call()
-        times.append((time.perf_counter() - started) * 1000)
-    return statistics.median(times)
 
 
 _store: Any = None
