@@ -2,7 +2,7 @@
 for another queue's backlog, or for its own queue's blocked jobs?
 
     .venv/bin/python bench/hotpath.py                          # 10,000,000 finished, 1,000,000 elsewhere
-    .venv/bin/python bench/hotpath.py --history 200000 --elsewhere 100000 --blocked 20000
+    .venv/bin/python bench/hotpath.py --history 200000 --elsewhere 100000 --full-key 20000 --paused 20000
 
 PostgreSQL (database ``taskmill_hotpath``, made afresh). The table grows in steps, and
 each step is measured the same way, its ratio to the empty table printed:
@@ -10,9 +10,10 @@ each step is measured the same way, its ratio to the empty table printed:
 1. ``empty``: nothing but the measurement's own jobs;
 2. ``+history``: ``--history`` finished jobs of the served queue, over the past week;
 3. ``+elsewhere``: ``--elsewhere`` due READY jobs on a queue no worker here serves;
-4. ``+blocked``: ``--blocked`` due READY jobs on the served queue that may not start:
-   half behind a saturated concurrency key (limit 1, its one job running), half of a
-   paused task.
+4. ``+full key``: ``--full-key`` due jobs of the served queue behind a saturated
+   concurrency key (limit 1, its one job running), parked first as an idle worker
+   parks them (the time it takes is printed);
+5. ``+paused task``: ``--paused`` due jobs of the served queue of a paused task.
 
 Figures, for a worker of queue ``default``: a claim that finds nothing, ``next_wake`` (what
 every idle wait asks), ``next_due`` (what a ``--burst`` worker asks before it exits), the claim of one due job, pickup latency of a live one-process
@@ -185,11 +186,11 @@ def add_waiting(rows: int, queue: str, task: str, key: str | None = None) -> Non
         FROM generate_series(1, %s)""", [task, queue, key, 1 if key else None, rows])
 
 
-def add_blocked(rows: int) -> None:
-    """Half behind a saturated concurrency key, half of a paused task: due, not startable."""
+def add_full_key(rows: int) -> float:
+    """``rows`` due jobs behind a saturated concurrency key (limit 1, its one job
+    running); returns the ms an idle worker then takes to park them, once."""
     from django.utils import timezone
 
-    import taskmill
     from taskmill.models import Job, JobStatus, Worker
 
     now = timezone.now()
@@ -201,8 +202,19 @@ def add_blocked(rows: int) -> None:
                        started_at=now, last_attempted_at=now, attempts=1,
                        lease_owner=HOLDER, worker_ids=HOLDER, concurrency_key="k",
                        concurrency_limit=1)
-    add_waiting(rows // 2, "default", "bench.tasks.stamp", key="k")
-    add_waiting(rows - rows // 2, "default", "bench.tasks.held")
+    add_waiting(rows, "default", "bench.tasks.stamp", key="k")
+    analyze()
+    started = time.perf_counter()
+    while store().park_blocked(["default"]):  # What the first idle waits do.
+        pass
+    return (time.perf_counter() - started) * 1000
+
+
+def add_paused_task(rows: int) -> None:
+    """``rows`` due jobs of a paused task on the served queue (not parked: walked)."""
+    import taskmill
+
+    add_waiting(rows, "default", "bench.tasks.held")
     taskmill.pause(task="bench.tasks.held")
 
 
@@ -212,8 +224,10 @@ def main() -> None:
     parser.add_argument("--history", type=int, default=10_000_000, help="finished jobs")
     parser.add_argument("--elsewhere", type=int, default=1_000_000,
                         help="due jobs of a queue nobody here serves")
-    parser.add_argument("--blocked", type=int, default=100_000,
-                        help="due jobs of the served queue that may not start")
+    parser.add_argument("--full-key", type=int, default=100_000,
+                        help="due jobs of the served queue behind a saturated concurrency key")
+    parser.add_argument("--paused", type=int, default=100_000,
+                        help="due jobs of the served queue of a paused task")
     parser.add_argument("--runs", type=int, default=21, help="timed runs per statement")
     parser.add_argument("--samples", type=int, default=50, help="pickup samples")
     parser.add_argument("--drain", type=int, default=5_000, help="jobs in each drain")
@@ -224,7 +238,11 @@ def main() -> None:
         (f"+history ({args.history:,} finished)", lambda: add_history(args.history)),
         (f"+elsewhere ({args.elsewhere:,} due on another queue)",
          lambda: add_waiting(args.elsewhere, "elsewhere", "bench.tasks.noop")),
-        (f"+blocked ({args.blocked:,} due, may not start)", lambda: add_blocked(args.blocked)),
+        (f"+full key ({args.full_key:,} due behind a saturated concurrency key)",
+         lambda: print(f"    parked by an idle worker in {add_full_key(args.full_key):,.0f} ms",
+                       flush=True)),
+        (f"+paused task ({args.paused:,} due of a paused task)",
+         lambda: add_paused_task(args.paused)),
     ]
     first: dict[str, float] = {}
     for name, build in steps:

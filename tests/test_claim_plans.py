@@ -63,7 +63,7 @@ def test_a_claim_on_an_idle_queue_does_not_walk_another_queues_backlog():
     if connection.vendor == "postgresql":
         assert pages_touched(sql, params) < FEW_PAGES
     elif connection.vendor == "sqlite":
-        assert "USING INDEX taskmill_job_claim_fair (queue_name=?" in plan_lines(sql, params)
+        assert "USING INDEX taskmill_job_ready (queue_name=?" in plan_lines(sql, params)
     else:
         assert "taskmill_job_claim_fair_my" in plan_lines(sql, params)
     (job,) = get_store("default").claim(["idle"], 5, "plan:1:w")
@@ -79,7 +79,7 @@ def test_jobs_a_drain_finished_cost_no_heap_reads_until_vacuumed():
     first = pages_touched(sql, params)  # Reads each finished job's row once, and marks
     later = pages_touched(sql, params)  # its index entry dead: later claims skip them.
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_relation_size('taskmill_job_claim_fair') / 8192")
+        cursor.execute("SELECT pg_relation_size('taskmill_job_ready') / 8192")
         (index_pages,) = cursor.fetchone()
     assert later < first
     assert later <= index_pages + FEW_PAGES

@@ -5,10 +5,9 @@
 
 from django.db import migrations, models
 
-#: SQLite cannot add a NOT NULL column with a default through Django's schema editor
-#: without rebuilding the table, and a rebuild drops the indexes, the generated column's
-#: index and the triggers earlier migrations made in SQL (0002, 0007). Plain ALTER TABLE
-#: ADD COLUMN keeps them; the other databases go through the schema editor as usual.
+from ._vendor_sql import add_not_null_column as add_column_keeping_sql
+
+#: The NOT NULL columns, as SQLite declares them (see add_not_null_column).
 SQLITE_COLUMNS = {
     "fair_rank": "bigint NOT NULL DEFAULT 0",
     "snoozes": "integer unsigned NOT NULL DEFAULT 0 CHECK (snoozes >= 0)",
@@ -21,42 +20,8 @@ FIELDS = {
 }
 
 
-def _job_and_field(apps, name):
-    job = apps.get_model("taskmill", "Job")
-    field = FIELDS[name]()
-    field.set_attributes_from_name(name)
-    field.model = job
-    return job, field
-
-
-def add_column(name):
-    def apply(apps, schema_editor):
-        if schema_editor.connection.vendor == "sqlite":
-            schema_editor.execute(
-                f"ALTER TABLE taskmill_job ADD COLUMN {name} {SQLITE_COLUMNS[name]}")
-        else:
-            schema_editor.add_field(*_job_and_field(apps, name))
-
-    return apply
-
-
 def add_not_null_column(name):
-    """AddField in the migration state; in the database, the column as SQLITE_COLUMNS says."""
-    return migrations.SeparateDatabaseAndState(
-        state_operations=[migrations.AddField(model_name="job", name=name, field=FIELDS[name]())],
-        database_operations=[migrations.RunPython(add_column(name), drop_column(name),
-                                                  elidable=False)],
-    )
-
-
-def drop_column(name):
-    def apply(apps, schema_editor):
-        if schema_editor.connection.vendor == "sqlite":
-            schema_editor.execute(f"ALTER TABLE taskmill_job DROP COLUMN {name}")
-        else:
-            schema_editor.remove_field(*_job_and_field(apps, name))
-
-    return apply
+    return add_column_keeping_sql(name, FIELDS[name], SQLITE_COLUMNS[name])
 
 
 class Migration(migrations.Migration):

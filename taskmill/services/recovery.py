@@ -1,4 +1,5 @@
-"""Recovery: the jobs of workers that stopped heartbeating go back in line.
+"""Recovery: the jobs of workers that stopped heartbeating go back in line, and so do
+parked jobs whose concurrency key has room again (:mod:`taskmill.store.parking`).
 
 A worker silent for ``LEASE_SECONDS`` (by the database's clock) is declared dead; each of
 its RUNNING jobs is re-queued with the lost attempt recorded (``WorkerLost``), or ends
@@ -22,4 +23,7 @@ def recover_dead_workers(store: JobStore, lease_seconds: float) -> int:
     count = store.recover_orphans()
     if count:
         logger.warning("Recovered %d job(s) from dead workers.", count)
+    # Parked jobs of a key whose slot opened some other way (a running job deleted by
+    # hand, say): the paths that free slots unpark as they go; this is the backstop.
+    store.unpark_if_room()
     return count

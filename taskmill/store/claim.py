@@ -14,6 +14,7 @@ from typing import Any
 
 from .fairness import FairTurns
 from .limits import ConcurrencyLimits
+from .parking import Parking
 from .rows import ClaimedJob
 
 #: How long "no queue is paused" is trusted before pauses are read again (see
@@ -25,7 +26,7 @@ PAUSES_RECHECK = 1.0
 WAKE_LOOKBACK = 60.0
 
 
-class Claiming(ConcurrencyLimits, FairTurns):
+class Claiming(ConcurrencyLimits, FairTurns, Parking):
     #: When pauses were last read and found to pause no queue as a whole.
     _no_queue_paused_at = -math.inf
 

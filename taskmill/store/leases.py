@@ -85,6 +85,8 @@ class Leases(Outcomes):
                     finished_batches.add(self.id_from_db(batch_id))
             if finished_batches:  # A lost child that ends FAILED counts toward its batch.
                 self.finish_batches(finished_batches)
+        if recovered:  # Slots of their keys opened (the orphans' keys are not read here).
+            self.unpark_if_room()
         if queues:
             self.notify(queues)
         return recovered

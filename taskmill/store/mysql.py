@@ -19,6 +19,7 @@ from .connection import Params
 
 
 class MySQLJobStore(JobStore):
+    parks = False  # No partial indexes to keep parked jobs apart (see .parking).
     vendor = "mysql"
 
     def list_param(self, values: Sequence[Any]) -> Any:

@@ -58,9 +58,10 @@ class Outcomes(Batches, Claiming):
                 self.record_snooze(outcome, worker_id)
             elif not outcome.succeeded:
                 self.record_failure(outcome, worker_id)
-        freed = {o.job.queue_name for o in outcomes if o.job.concurrency_key and o.recorded}
-        if freed:  # A concurrency slot opened: wake workers waiting for it (PostgreSQL).
-            self.notify(freed)
+        freed = [o.job for o in outcomes if o.job.concurrency_key and o.recorded]
+        if freed:  # Concurrency slots opened: their keys' best parked jobs back in line,
+            self.unpark_freed(job.concurrency_key for job in freed)
+            self.notify({job.queue_name for job in freed})  # and workers woken (PostgreSQL).
         batch_ids = {o.job.batch_id for o in outcomes if o.job.batch_id and o.recorded}
         if batch_ids:
             self.finish_batches(batch_ids)
@@ -159,6 +160,7 @@ class Outcomes(Batches, Claiming):
                     ended.add(job.batch_id)
             if ended:  # Every path that ends a child finishes its batch.
                 self.finish_batches(ended)
+            self.unpark_freed(job.concurrency_key for job in jobs)  # Their slots opened.
         self.notify({job.queue_name for job in jobs})
         return ready
 

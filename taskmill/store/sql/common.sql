@@ -89,11 +89,12 @@ ${room_for_key} AND ${room_for_rate} AND ${task_not_paused}
 -- name: claimable
 -- The best due jobs of the worker's queues, in claim order (a fragment of the claims).
 -- Claim order: priority, then the job's turn among fairness keys (0 without a key),
--- then due time, then id (enqueue order).
+-- then due time, then id (enqueue order). Parked jobs (their key is full) are left out:
+-- the claim index keeps them apart (migration 0011).
 -- expects: READY, due, may start
 SELECT j.id FROM taskmill_job j
-WHERE j.status = 'READY' AND j.queue_name ${in:queues} AND j.run_after <= ${now}
-  AND ${may_start}
+WHERE j.status = 'READY' AND j.queue_name ${in:queues} AND j.parked = FALSE
+  AND j.run_after <= ${now} AND ${may_start}
 ORDER BY j.priority DESC, j.fair_rank, j.run_after, j.id
 LIMIT %(limit)s
 
@@ -149,6 +150,55 @@ SELECT MIN(due.seconds) FROM (
     SELECT ${seconds_until:MIN(k.full_until)} AS seconds FROM taskmill_ratekey k
     WHERE k.full_until > ${now}
 ) due
+
+-- name: blocked_jobs
+-- Due jobs of these queues, not parked, whose concurrency key is full (an idle worker
+-- parks them: taskmill/store/parking.py).
+-- expects: READY, due, key full
+SELECT j.id, j.concurrency_key FROM taskmill_job j
+WHERE j.status = 'READY' AND j.queue_name ${in:queues} AND j.parked = FALSE
+  AND j.run_after <= ${now} AND j.concurrency_key IS NOT NULL AND NOT ${room_for_key}
+LIMIT %(limit)s
+
+-- name: park_jobs
+-- Set jobs aside from the claims while their key is full.
+-- expects: READY
+UPDATE taskmill_job SET parked = TRUE WHERE id ${in:ids} AND status = 'READY'
+
+-- name: unpark_jobs
+-- Put the best %(count)s parked jobs of a key back in line (the parked index, in claim
+-- order): %(count)s of its slots opened.
+-- expects: READY, parked
+UPDATE taskmill_job SET parked = FALSE WHERE id IN (
+    SELECT p.id FROM taskmill_job p
+    WHERE p.status = 'READY' AND p.parked AND p.concurrency_key = %(key)s
+    ORDER BY p.priority DESC, p.fair_rank, p.run_after, p.id
+    LIMIT %(count)s
+)
+
+-- name: room_of_parked_keys
+-- Keys with parked jobs, and their free slots (a fragment: ${keys_filter} narrows it).
+-- expects: READY, parked
+SELECT k.concurrency_key, k.room FROM (
+    SELECT p.concurrency_key, MIN(p.concurrency_limit) - (
+        SELECT COUNT(*) FROM taskmill_job r
+        WHERE r.status = 'RUNNING' AND r.concurrency_key = p.concurrency_key
+    ) AS room
+    FROM taskmill_job p WHERE p.status = 'READY' AND p.parked
+
+-- name: parked_keys_with_room
+-- Every key with parked jobs and free slots, and how many (the recovery service's look).
+-- expects: READY, parked
+${room_of_parked_keys}
+    GROUP BY p.concurrency_key
+) k WHERE k.room > 0
+
+-- name: keys_with_room
+-- Which of these keys have parked jobs and free slots, and how many.
+-- expects: READY, parked
+${room_of_parked_keys} AND p.concurrency_key ${in:keys}
+    GROUP BY p.concurrency_key
+) k WHERE k.room > 0
 
 -- name: waiting_jobs
 -- How many jobs of these queues wait, and in how many seconds the first is due.

@@ -1,0 +1,161 @@
+"""A steady load while another session pins the oldest snapshot: what dead rows cost.
+
+    .venv/bin/python bench/pinned.py                       # 1,000 jobs/s; 120 s before, 600 s pinned, 120 s after
+    .venv/bin/python bench/pinned.py --rate 500 --phase 30 --pinned 60   # a quick look
+
+PostgreSQL (database ``taskmill_pinned``, made afresh). A producer process enqueues
+``--rate`` no-op jobs a second (a batch every 0.1 s) into an idle ``taskmill worker
+--processes 2 --threads 1``; a stamp job every 0.25 s measures pickup (enqueue commit to
+task start). Midway a third session opens a transaction, takes a snapshot and holds it
+(``BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 1``) for ``--pinned`` seconds, as an
+analytics query or a web request idle in transaction does: no row deleted or updated
+after that snapshot can be vacuumed until it ends. Autovacuum is left to the server's
+settings (on this machine: off, so the "after" phase runs a plain VACUUM first, as
+autovacuum would).
+
+Printed per phase (before, pinned, after): jobs done per second, the backlog at the
+phase's end, pickup p50 / p99, and the job table's and its indexes' sizes at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
+os.environ.setdefault("BENCH_PG_NAME", "taskmill_pinned")
+os.environ["BENCH_DB"] = "postgresql"
+os.environ["BENCH_ADMIN"] = ""
+
+from bench.scale import execute, setup_database  # noqa: E402
+
+BATCHES_PER_SECOND = 10
+PICKUP_GAP = 0.25
+
+
+def producer(rate: int, stop: threading.Event) -> None:
+    """``rate`` no-op jobs a second, a batch each tenth of a second, on time."""
+    from django.db import connection
+
+    import taskmill
+    from bench.tasks import noop
+
+    batch = max(1, rate // BATCHES_PER_SECOND)
+    due = time.monotonic()
+    while not stop.is_set():
+        taskmill.enqueue_many(noop, [()] * batch)
+        due += 1 / BATCHES_PER_SECOND
+        stop.wait(max(0.0, due - time.monotonic()))
+    connection.close()
+
+
+def pickups(samples: list[float], stop: threading.Event) -> None:
+    """A stamp job every PICKUP_GAP seconds; each one's commit-to-start time, in ms."""
+    from django.db import connection
+
+    from bench.tasks import stamp
+
+    while not stop.is_set():
+        result = stamp.enqueue()
+        committed = time.time()
+        deadline = committed + 60
+        while not result.is_finished and time.time() < deadline and not stop.is_set():
+            time.sleep(0.002)
+            result.refresh()
+        if result.is_finished:
+            samples.append((result.return_value - committed) * 1000)
+        stop.wait(PICKUP_GAP)
+    connection.close()
+
+
+def snapshot() -> dict[str, Any]:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("""
+            SELECT (SELECT COUNT(*) FROM taskmill_job WHERE status = 'SUCCESSFUL'),
+                   (SELECT COUNT(*) FROM taskmill_job WHERE status = 'READY'),
+                   pg_relation_size('taskmill_job'), pg_indexes_size('taskmill_job'),
+                   pg_relation_size('taskmill_job_ready'),
+                   (SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'taskmill_job')""")
+        done, ready, heap, indexes, claim_index, dead = cursor.fetchone()
+    return {"done": done, "ready": ready, "heap_mb": heap / 2**20,
+            "indexes_mb": indexes / 2**20, "claim_index_mb": claim_index / 2**20,
+            "dead": dead, "at": time.monotonic()}
+
+
+def pin(seconds: float, started: threading.Event) -> None:
+    """Hold one snapshot open for ``seconds``, on a connection of its own."""
+    import psycopg
+
+    with psycopg.connect(f"host=127.0.0.1 user=postgres dbname={os.environ['BENCH_PG_NAME']}") as c:
+        c.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        c.execute("SELECT COUNT(*) FROM taskmill_job")
+        started.set()
+        time.sleep(seconds)
+        c.rollback()
+
+
+def phase(name: str, seconds: float, samples: list[float]) -> None:
+    first, start = snapshot(), len(samples)
+    time.sleep(seconds)
+    last = snapshot()
+    taken = samples[start:]
+    rate = (last["done"] - first["done"]) / (last["at"] - first["at"])
+    p50 = statistics.median(taken) if taken else float("nan")
+    p99 = sorted(taken)[max(0, int(len(taken) * 0.99) - 1)] if taken else float("nan")
+    print(f"{name:<8} done {rate:,.0f} jobs/s; backlog at end {last['ready']:,}; pickup p50 "
+          f"{p50:.1f} ms, p99 {p99:.1f} ms ({len(taken)} samples); table {last['heap_mb']:.0f} MB, "
+          f"indexes {last['indexes_mb']:.0f} MB (claim index {last['claim_index_mb']:.1f} MB); "
+          f"dead rows {last['dead']:,}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--rate", type=int, default=1000, help="jobs enqueued per second")
+    parser.add_argument("--phase", type=float, default=120, help="seconds before and after")
+    parser.add_argument("--pinned", type=float, default=600, help="seconds the snapshot is held")
+    args = parser.parse_args()
+    setup_database()
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "django", "taskmill", "worker", "--processes", "2",
+         "--threads", "1"], env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stop, samples = threading.Event(), []
+    threads = [threading.Thread(target=producer, args=(args.rate, stop), daemon=True),
+               threading.Thread(target=pickups, args=(samples, stop), daemon=True)]
+    try:
+        time.sleep(3)
+        for thread in threads:
+            thread.start()
+        print(f"# {args.rate} jobs/s offered; phases of {args.phase:.0f} s, pinned "
+              f"{args.pinned:.0f} s", flush=True)
+        phase("before", args.phase, samples)
+        pinned = threading.Event()
+        holder = threading.Thread(target=pin, args=(args.pinned, pinned), daemon=True)
+        holder.start()
+        pinned.wait()
+        phase("pinned", args.pinned, samples)
+        holder.join()
+        execute("VACUUM taskmill_job")  # What autovacuum would do once the snapshot is gone.
+        phase("after", args.phase, samples)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=10)
+        worker.terminate()
+        worker.wait()
+
+
+if __name__ == "__main__":
+    main()

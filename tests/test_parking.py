@@ -1,0 +1,129 @@
+"""Parked jobs (taskmill/store/parking.py): the due jobs of a full concurrency key are
+set aside, so a claim no longer steps over them; whatever frees a slot puts the key's
+best ones back in line. MySQL does not park (no partial indexes)."""
+
+from __future__ import annotations
+
+import os  # noqa: F401  (the skipif conditions read it)
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from taskmill.models import Job, JobStatus
+from taskmill.services.recovery import recover_dead_workers
+from taskmill.store import Outcome, get_store
+from tests.jobrows import make_jobs
+from tests.project.coordination_tasks import limited
+from tests.project.tasks import record
+from tests.test_claim_plans import FEW_PAGES, pages_touched, plan_lines
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif("os.environ.get('TASKMILL_TEST_DB') == 'mysql'"),
+]
+
+WORKER = "park:1:w"
+#: Jobs of the full key: enough that stepping over them shows in a claim's pages.
+BACKLOG = 3000
+
+
+def parked() -> int:
+    return Job.objects.filter(status=JobStatus.READY, parked=True).count()
+
+
+def full_key_with_backlog(store, backlog: int = BACKLOG):
+    """One ``limited`` job running (its key's one slot taken) and ``backlog`` waiting."""
+    store.register_worker(WORKER, "host", 1, ["default"], 1)
+    limited.enqueue("running", 0)
+    (running,) = store.claim(["default"], 1, WORKER)
+    key = running.concurrency_key
+    make_jobs(backlog, task_path=limited.module_path, args=["waiting", 0], ago=60,
+              concurrency_key=key, concurrency_limit=1)
+    return running
+
+
+def done(job) -> Outcome:
+    return Outcome(job=job, finished_at=timezone.now(), succeeded=True)
+
+
+def test_an_idle_worker_parks_a_full_keys_jobs_and_claims_stop_stepping_over_them():
+    store = get_store("default")
+    full_key_with_backlog(store)
+    sql = store.sql["claim"]
+    params = {"worker": WORKER, "limit": 1, "queues": store.list_param(["default"])}
+    if connection.vendor == "postgresql":
+        before = pages_touched(sql, params)
+        assert before > 2 * FEW_PAGES  # Every one of them stepped over.
+    assert store.claim(["default"], 1, WORKER) == []  # Comes back short: the worker idles,
+    assert store.park_blocked(["default"]) == BACKLOG  # and parks what it stepped over.
+    assert parked() == BACKLOG
+    # On PostgreSQL the park left the jobs' old index entries behind, dead: the next
+    # claim steps over them once and marks them so (as after a drain, until vacuum).
+    assert store.claim(["default"], 1, WORKER) == []
+    record.enqueue("free")
+    if connection.vendor == "postgresql":
+        after = pages_touched(sql, params)
+        # The dead entries still fill index pages until vacuum: a few dozen, not thousands.
+        assert after < 2 * FEW_PAGES and after * 50 < before
+    else:
+        assert "USING INDEX taskmill_job_ready (queue_name=? AND parked=?)" in plan_lines(
+            sql, params)
+    (job,) = store.claim(["default"], 5, WORKER)
+    assert job.task_path == record.module_path
+    assert store.park_blocked(["default"]) == 0  # Nothing left to park: a short read.
+
+
+def test_a_completion_unparks_its_keys_best_job_for_the_slot_it_freed():
+    store = get_store("default")
+    running = full_key_with_backlog(store, backlog=5)
+    best = make_jobs(1, task_path=limited.module_path, args=["urgent", 0], priority=10,
+                     concurrency_key=running.concurrency_key, concurrency_limit=1)[0]
+    assert store.park_blocked(["default"]) == 6
+    store.complete([done(running)], WORKER)
+    unparked = Job.objects.filter(status=JobStatus.READY, parked=False)
+    assert list(unparked.values_list("id", flat=True)) == [best.id]  # One slot: one job,
+    assert parked() == 5  # the others stay aside.
+    (claimed,) = store.claim(["default"], 5, WORKER)
+    assert claimed.id == best.id
+    store.complete([done(claimed)], WORKER)
+    assert parked() == 4  # And so on, one slot at a time.
+
+
+def test_a_park_that_crosses_a_completion_puts_back_what_the_freed_slot_needs(monkeypatch):
+    """The park read the key full; the running job finished before the park landed (so
+    its completion found nothing parked). The park looks again: nothing may stay parked
+    behind a key with room, or it would wait for the recovery service."""
+    store = get_store("default")
+    running = full_key_with_backlog(store, backlog=3)
+    read = store.fetchall("blocked_jobs", {"queues": store.list_param(["default"]),
+                                           "limit": 100})
+    assert len(read) == 3
+    store.complete([done(running)], WORKER)  # Finds nothing parked: unparks nothing.
+    real_fetchall = store.fetchall
+    monkeypatch.setattr(store, "fetchall", lambda name, params=None: read
+                        if name == "blocked_jobs" else real_fetchall(name, params))
+    assert store.park_blocked(["default"]) == 3
+    assert parked() == 2  # The slot's one job is back in line.
+    assert len(store.claim(["default"], 5, WORKER)) == 1
+
+
+def test_the_recovery_service_unparks_a_key_whose_slot_opened_another_way():
+    store = get_store("default")
+    running = full_key_with_backlog(store, backlog=3)
+    store.park_blocked(["default"])
+    Job.objects.filter(id=running.id).delete()  # Deleted by hand: no completion ran.
+    recover_dead_workers(store, lease_seconds=30)
+    assert parked() == 2
+    assert len(store.claim(["default"], 5, WORKER)) == 1
+
+
+def test_a_job_handed_back_at_shutdown_unparks_one_for_its_slot():
+    store = get_store("default")
+    running = full_key_with_backlog(store, backlog=3)
+    store.park_blocked(["default"])
+    assert store.hand_back([running], WORKER, started=False) == 1
+    # The handed-back job is READY and unparked, and so is the best parked one: the
+    # claim takes one of them, the limit holds the other back.
+    assert parked() == 2
+    assert len(store.claim(["default"], 5, WORKER)) == 1
