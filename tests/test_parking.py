@@ -127,3 +127,58 @@ def test_a_job_handed_back_at_shutdown_unparks_one_for_its_slot():
     # claim takes one of them, the limit holds the other back.
     assert parked() == 2
     assert len(store.claim(["default"], 5, WORKER)) == 1
+
+
+def test_a_paused_tasks_backlog_is_parked_and_a_resume_puts_it_all_back():
+    import taskmill
+
+    store = get_store("default")
+    taskmill.pause(task=record.module_path)
+    make_jobs(BACKLOG, ago=60)  # record jobs, due
+    limited.enqueue("free", 0)
+    sql = store.sql["claim"]
+    params = {"worker": WORKER, "limit": 1, "queues": store.list_param(["default"])}
+    (job,) = store.claim(["default"], 1, WORKER)  # Steps over the paused ones to get it.
+    assert job.task_path == limited.module_path
+    assert store.park_blocked(["default"]) == BACKLOG
+    assert store.claim(["default"], 1, WORKER) == []  # (Marks the dead entries.)
+    if connection.vendor == "postgresql":
+        assert pages_touched(sql, params) < 2 * FEW_PAGES
+    assert taskmill.resume(task=record.module_path) == 1
+    assert parked() == 0
+    assert len(store.claim(["default"], BACKLOG, WORKER)) == BACKLOG
+
+
+def test_a_park_that_crosses_a_resume_puts_the_jobs_back(monkeypatch):
+    import taskmill
+
+    store = get_store("default")
+    taskmill.pause(task=record.module_path)
+    make_jobs(3, ago=60)
+    read = store.fetchall("blocked_jobs", {"queues": store.list_param(["default"]),
+                                           "limit": 100})
+    assert len(read) == 3
+    taskmill.resume(task=record.module_path)  # Finds nothing parked yet.
+    real_fetchall = store.fetchall
+    monkeypatch.setattr(store, "fetchall", lambda name, params=None: read
+                        if name == "blocked_jobs" else real_fetchall(name, params))
+    assert store.park_blocked(["default"]) == 3
+    assert parked() == 0
+    assert len(store.claim(["default"], 5, WORKER)) == 3
+
+
+def test_a_freed_slot_goes_to_a_job_that_may_start_not_to_a_paused_tasks():
+    import taskmill
+
+    store = get_store("default")
+    running = full_key_with_backlog(store, backlog=1)  # A limited job, may start later.
+    paused_one = make_jobs(1, priority=10, concurrency_key=running.concurrency_key,
+                           concurrency_limit=1)[0]  # Better placed, but its task is paused.
+    taskmill.pause(task=paused_one.task_path)
+    assert store.park_blocked(["default"]) == 2
+    store.complete([done(running)], WORKER)
+    still = set(Job.objects.filter(status=JobStatus.READY, parked=True)
+                .values_list("id", flat=True))
+    assert still == {paused_one.id}
+    (claimed,) = store.claim(["default"], 5, WORKER)
+    assert claimed.task_path == limited.module_path

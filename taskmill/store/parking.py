@@ -1,21 +1,25 @@
-"""Parked jobs: due jobs whose concurrency key is full, set aside from the claims.
+"""Parked jobs: due jobs that may not start, set aside from the claims.
 
-A job of a full key stays READY, and it stays in the claim index in claim order, so
-every claim stepped over it, and over all the others of its key: 140 ms a claim with
-100,000 of them waiting (``bench/hotpath.py``). So an idle worker *parks* the due jobs
-of full keys it finds (``Job.parked``; the claim index reads the unparked ones only,
-migration 0011), and whatever frees a slot of a key *unparks* that key's best parked
-jobs, as many as slots it freed: a completion, in the transaction that records it; a
-job handed back or recovered from a dead worker. The recovery service also unparks
-any key found with room (a slot freed some other way: a running job deleted by hand).
+A job whose concurrency key is full, or whose task is paused, stays READY, and it
+stays in the claim index in claim order, so every claim stepped over it and all its
+like: 140 ms a claim with 100,000 of them waiting (``bench/hotpath.py``). So an idle
+worker *parks* the due jobs of full keys and paused tasks it finds (``Job.parked``;
+the claim index reads the unparked ones only, migration 0011), and they are put back:
+
+- a key's best parked jobs, as many as slots opened: by a completion, in the
+  transaction that records it; by a job handed back or recovered from a dead worker;
+  and by the recovery service, for any key found with room (a slot freed some other
+  way: a running job deleted by hand);
+- every parked job that may start, when a pause is lifted (every lift goes through the
+  store: the API, the CLI and the admin).
 
 Parking is an optimisation only. The claim still checks each job's key, and the limit
 is still enforced after the claim under the key's lock (:mod:`.limits`), so a job
 parked or unparked a moment too early or late never runs over the limit.
 
-Hazard: a park and a completion of the same key can cross (the completion finds
-nothing parked yet, then the park lands): the park therefore looks again at the keys
-it parked and unparks those that have room by then.
+Hazard: a park can cross a completion of the same key or a resume of the same task
+(which find nothing parked yet, then the park lands): the park therefore looks again
+at what it parked and puts back what may start by then.
 
 MySQL is not parked (no partial index would keep the parked jobs apart): its claims
 still step over a full key's jobs.
@@ -36,23 +40,38 @@ class Parking(StoreConnection):
     #: Whether this database parks (see the module's docstring).
     parks = True
 
+    def unpaused(self, queues: Sequence[str]) -> list[str]:
+        """``queues`` without those paused as a whole (see ``Claiming.unpaused``)."""
+        return list(queues)
+
     def park_blocked(self, queues: Sequence[str]) -> int:
-        """Park the due jobs of ``queues`` whose concurrency key is full; how many.
+        """Park the due jobs of ``queues`` whose concurrency key is full or whose task is
+        paused; how many.
 
         Called by an idle worker, after a claim came back short. Reads the queues'
-        unparked due jobs of full keys (what that claim stepped over), once.
+        unparked due jobs that may not start (what that claim stepped over), once. A
+        queue paused as a whole is left alone: claims do not read it at all.
         """
+        queues = self.unpaused(queues)
         if not self.parks or not queues:
             return 0
         found = self.fetchall("blocked_jobs", {"queues": self.list_param(queues),
                                                "limit": PARK_AT_ONCE})
         if not found:
             return 0
-        parked = self.run("park_jobs", {"ids": self.ids_param(
-            [self.id_from_db(job_id) for job_id, _key in found])})
-        # A slot may have opened between the read and the park: look again (see above).
-        self.unpark_if_room({key for _job_id, key in found})
+        ids = [self.id_from_db(job_id) for job_id, _key in found]
+        parked = self.run("park_jobs", {"ids": self.ids_param(ids)})
+        # A slot may have opened, or a pause been lifted, between the read and the
+        # park: look again (see above). Keyed jobs go back as their keys have room.
+        self.unpark_if_room({key for _job_id, key in found if key is not None})
+        keyless = [job_id for job_id, (_, key) in zip(ids, found, strict=True) if key is None]
+        if keyless:
+            self.run("unpark_startable_of", {"ids": self.ids_param(keyless)})
         return parked
+
+    def unpark_startable(self) -> int:
+        """Put every parked job that may start now back in line (after a resume)."""
+        return self.run("unpark_startable") if self.parks else 0
 
     def unpark_freed(self, keys: Iterable[str | None]) -> None:
         """Each key given freed one slot (a key given twice, two): unpark its best jobs."""

@@ -9,9 +9,10 @@ from __future__ import annotations
 import datetime as dt
 
 from .enqueue import Enqueueing
+from .parking import Parking
 
 
-class Pauses(Enqueueing):
+class Pauses(Enqueueing, Parking):
     def pause(self, queue: str | None, task_path: str | None) -> bool:
         """Pause a queue, a task (on every queue, or on ``queue``), or everything;
         False if that pause was already in force."""
@@ -38,6 +39,7 @@ class Pauses(Enqueueing):
         """After pauses were lifted: wake idle workers at once (PostgreSQL; others see it
         at their next poll)."""
         if lifted:
+            self.unpark_startable()  # The jobs of a paused task idle workers parked.
             self.notify(self.worker_queues())
         return lifted
 

@@ -152,12 +152,13 @@ SELECT MIN(due.seconds) FROM (
 ) due
 
 -- name: blocked_jobs
--- Due jobs of these queues, not parked, whose concurrency key is full (an idle worker
--- parks them: taskmill/store/parking.py).
--- expects: READY, due, key full
+-- Due jobs of these queues, not parked, whose concurrency key is full or whose task is
+-- paused (an idle worker parks them: taskmill/store/parking.py).
+-- expects: READY, due, key full or task paused
 SELECT j.id, j.concurrency_key FROM taskmill_job j
 WHERE j.status = 'READY' AND j.queue_name ${in:queues} AND j.parked = FALSE
-  AND j.run_after <= ${now} AND j.concurrency_key IS NOT NULL AND NOT ${room_for_key}
+  AND j.run_after <= ${now}
+  AND ((j.concurrency_key IS NOT NULL AND NOT ${room_for_key}) OR NOT (${task_not_paused}))
 LIMIT %(limit)s
 
 -- name: park_jobs
@@ -167,14 +168,33 @@ UPDATE taskmill_job SET parked = TRUE WHERE id ${in:ids} AND status = 'READY'
 
 -- name: unpark_jobs
 -- Put the best %(count)s parked jobs of a key back in line (the parked index, in claim
--- order): %(count)s of its slots opened.
+-- order): %(count)s of its slots opened. Jobs of a paused task stay parked: a slot
+-- given to one would go unused.
 -- expects: READY, parked
 UPDATE taskmill_job SET parked = FALSE WHERE id IN (
-    SELECT p.id FROM taskmill_job p
-    WHERE p.status = 'READY' AND p.parked AND p.concurrency_key = %(key)s
-    ORDER BY p.priority DESC, p.fair_rank, p.run_after, p.id
+    SELECT j.id FROM taskmill_job j
+    WHERE j.status = 'READY' AND j.parked AND j.concurrency_key = %(key)s
+      AND ${task_not_paused}
+    ORDER BY j.priority DESC, j.fair_rank, j.run_after, j.id
     LIMIT %(count)s
 )
+
+-- name: parked_startable
+-- Parked jobs that may start now: their task not paused, their key (if any) with room
+-- (a fragment of the unparks below).
+-- expects: READY, parked
+SELECT j.id FROM taskmill_job j
+WHERE j.status = 'READY' AND j.parked AND ${task_not_paused} AND ${room_for_key}
+
+-- name: unpark_startable
+-- Put every parked job that may start now back in line (after a resume).
+-- expects: READY, parked
+UPDATE taskmill_job SET parked = FALSE WHERE id IN (${parked_startable})
+
+-- name: unpark_startable_of
+-- The same, among these jobs (after a park that may have crossed a resume).
+-- expects: READY, parked
+UPDATE taskmill_job SET parked = FALSE WHERE id IN (${parked_startable} AND j.id ${in:ids})
 
 -- name: room_of_parked_keys
 -- Keys with parked jobs, and their free slots (a fragment: ${keys_filter} narrows it).
