@@ -13,7 +13,8 @@ each step is measured the same way, its ratio to the empty table printed:
 4. ``+full key``: ``--full-key`` due jobs of the served queue behind a saturated
    concurrency key (limit 1, its one job running), parked first as an idle worker
    parks them (the time it takes is printed);
-5. ``+paused task``: ``--paused`` due jobs of the served queue of a paused task.
+5. ``+paused task``: ``--paused`` due jobs of the served queue of a paused task, parked
+   first in the same way.
 
 Figures, for a worker of queue ``default``: a claim that finds nothing, ``next_wake`` (what
 every idle wait asks), ``next_due`` (what a ``--burst`` worker asks before it exits), the claim of one due job, pickup latency of a live one-process
@@ -203,19 +204,26 @@ def add_full_key(rows: int) -> float:
                        lease_owner=HOLDER, worker_ids=HOLDER, concurrency_key="k",
                        concurrency_limit=1)
     add_waiting(rows, "default", "bench.tasks.stamp", key="k")
-    analyze()
-    started = time.perf_counter()
-    while store().park_blocked(["default"]):  # What the first idle waits do.
-        pass
-    return (time.perf_counter() - started) * 1000
+    return park_as_idle_workers_do()
 
 
-def add_paused_task(rows: int) -> None:
-    """``rows`` due jobs of a paused task on the served queue (not parked: walked)."""
+def add_paused_task(rows: int) -> float:
+    """``rows`` due jobs of a paused task on the served queue; returns the ms an idle
+    worker then takes to park them, once."""
     import taskmill
 
     add_waiting(rows, "default", "bench.tasks.held")
     taskmill.pause(task="bench.tasks.held")
+    return park_as_idle_workers_do()
+
+
+def park_as_idle_workers_do() -> float:
+    """Park what may not start, as the first idle waits do; the ms it took."""
+    analyze()
+    started = time.perf_counter()
+    while store().park_blocked(["default"]):
+        pass
+    return (time.perf_counter() - started) * 1000
 
 
 def main() -> None:
@@ -242,7 +250,8 @@ def main() -> None:
          lambda: print(f"    parked by an idle worker in {add_full_key(args.full_key):,.0f} ms",
                        flush=True)),
         (f"+paused task ({args.paused:,} due of a paused task)",
-         lambda: add_paused_task(args.paused)),
+         lambda: print(f"    parked by an idle worker in {add_paused_task(args.paused):,.0f} ms",
+                       flush=True)),
     ]
     first: dict[str, float] = {}
     for name, build in steps:
