@@ -21,10 +21,6 @@ from .rows import ClaimedJob
 #: :meth:`Claiming.unpaused`); while one is, they are read on every claim.
 PAUSES_RECHECK = 1.0
 
-#: How far back :meth:`Claiming.next_wake` looks for deferred jobs that came due: one
-#: that did between a claim and the idle wait after it is still seen.
-WAKE_LOOKBACK = 60.0
-
 
 class Claiming(ConcurrencyLimits, FairTurns, Parking):
     #: When pauses were last read and found to pause no queue as a whole.
@@ -59,18 +55,18 @@ class Claiming(ConcurrencyLimits, FairTurns, Parking):
 
     def next_wake(self, queues: Sequence[str]) -> float | None:
         """In how many seconds an idle worker of ``queues`` should look for jobs again
-        (None: no job asks for a time; the worker polls, or is woken).
+        (None: no job asks for a time; the worker polls, or is woken; 0 or less: now).
 
-        Cheaper than :meth:`next_due` whatever waits: only deferred jobs are read, and
-        only from ``WAKE_LOOKBACK`` seconds ago. Hazard: a job due now that the last
-        claim missed is not reported; it waits for its enqueue's wake-up (NOTIFY on
-        PostgreSQL, the file watch on SQLite), a completion's, or the next poll.
+        What :meth:`next_due` answers, without reading every waiting job: the due ones
+        are read in claim order up to the first that may start, with the parked ones
+        left out, and the deferred ones in due order through their own index. Hazard:
+        due jobs that may not start and are not parked (a full rate key's) are still
+        stepped over, as the claim steps over them.
         """
         queues = self.unpaused(queues)
         if not queues:
             return None
-        row = self.fetchone("next_wake", {"queues": self.list_param(queues),
-                                          "lookback": WAKE_LOOKBACK})
+        row = self.fetchone("next_wake", {"queues": self.list_param(queues)})
         return None if row is None or row[0] is None else float(row[0])
 
     def waiting(self, queues: Sequence[str]) -> tuple[int, float | None]:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 HOT: dict[str, dict[str, str]] = {
     "claim": {"worker": "text", "limit": "integer", "queues": "text[]"},
     # Every idle wait: planned afresh it took 1.0-1.7 ms, most of it planning.
-    "next_wake": {"queues": "text[]", "lookback": "double precision"},
+    "next_wake": {"queues": "text[]"},
 }
 #: Session settings of a worker's own connection, made where the statements are
 #: prepared; only such connections run nothing but the store's statements.

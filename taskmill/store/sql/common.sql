@@ -134,18 +134,25 @@ SELECT MIN(due.seconds) FROM (
 ) due
 
 -- name: next_wake
--- When an idle worker should look again (seconds; NULL: no job asks for a time): the
--- earliest deferred job of these queues that may start, or the moment a full rate key
--- gets room. Only deferred jobs are read (due later than enqueued: delayed, retrying,
--- snoozed), through their own partial index (migration 0010), from %(lookback)s s ago
--- on: due jobs that cannot start (a saturated key, a paused task) are not walked, and
--- a job due now is the claim's to find; it announces itself (NOTIFY, the SQLite watch)
--- or the next poll finds it. See Claiming.next_wake.
--- expects: READY, deferred, may start
+-- When an idle worker should look again, in seconds (NULL: no job asks for a time; 0 or
+-- less: now). The first of: a due job of these queues that may start (read in claim
+-- order, the parked ones left out: what the claim that came back short may have missed,
+-- a rate key's room reopening meanwhile, say); the next deferred job that may start (due
+-- later than enqueued: delayed, retrying, snoozed; through their own partial index,
+-- migration 0010); the moment a full rate key gets room. See Claiming.next_wake.
+-- expects: READY, may start
 SELECT MIN(due.seconds) FROM (
+    SELECT ${seconds_until:MIN(d.run_after)} AS seconds FROM (
+        SELECT j.run_after FROM taskmill_job j
+        WHERE j.status = 'READY' AND j.queue_name ${in:queues} AND j.parked = FALSE
+          AND j.run_after <= ${now} AND ${may_start}
+        ORDER BY j.priority DESC, j.fair_rank, j.run_after, j.id
+        LIMIT 1
+    ) d
+    UNION ALL
     SELECT ${seconds_until:MIN(j.run_after)} AS seconds FROM taskmill_job j
     WHERE j.status = 'READY' AND j.run_after > j.enqueued_at AND j.queue_name ${in:queues}
-      AND j.run_after > ${now_minus:lookback} AND ${may_start}
+      AND j.run_after > ${now} AND ${may_start}
     UNION ALL
     SELECT ${seconds_until:MIN(k.full_until)} AS seconds FROM taskmill_ratekey k
     WHERE k.full_until > ${now}

@@ -34,18 +34,26 @@ WHERE id IN (
 RETURNING ${claim_columns}
 
 -- name: next_wake
--- As common.sql's, each queue read on its own (an IN list of queues would read every
--- deferred job of them to find the earliest): the deferred index in due order, stopping
--- at the first job that may start.
--- expects: READY, deferred, may start
+-- As common.sql's, each queue read on its own, as the claim reads it (an IN list of
+-- queues would read every job of them): the claim index in claim order, and the
+-- deferred index in due order, each stopping at the first job that may start.
+-- expects: READY, may start
 SELECT MIN(due.seconds) FROM (
-    SELECT ${seconds_until:MIN(w.run_after)} AS seconds
-    FROM unnest(%(queues)s::text[]) AS q(name) CROSS JOIN LATERAL (
+    SELECT ${seconds_until:MIN(LEAST(d.run_after, w.run_after))} AS seconds
+    FROM unnest(%(queues)s::text[]) AS q(name)
+    LEFT JOIN LATERAL (
+        SELECT j.run_after FROM taskmill_job j
+        WHERE j.status = 'READY' AND j.queue_name = q.name AND j.parked = FALSE
+          AND j.run_after <= ${now} AND ${may_start}
+        ORDER BY j.priority DESC, j.fair_rank, j.run_after, j.id
+        LIMIT 1
+    ) AS d ON TRUE
+    LEFT JOIN LATERAL (
         SELECT j.run_after FROM taskmill_job j
         WHERE j.status = 'READY' AND j.run_after > j.enqueued_at AND j.queue_name = q.name
-          AND j.run_after > ${now_minus:lookback} AND ${may_start}
+          AND j.run_after > ${now} AND ${may_start}
         ORDER BY j.run_after LIMIT 1
-    ) AS w
+    ) AS w ON TRUE
     UNION ALL
     SELECT ${seconds_until:MIN(k.full_until)} AS seconds FROM taskmill_ratekey k
     WHERE k.full_until > ${now}
