@@ -118,3 +118,35 @@ def test_reload_is_refused_outside_development():
                              timeout=60)
     assert refused.returncode != 0
     assert "--reload is for development" in refused.stderr and "DEBUG = True" in refused.stderr
+
+
+def test_a_worker_runs_the_checks_its_jobs_need_not_the_web_servers(monkeypatch):
+    """The URL, template and admin checks load the project's URLconf and views, which a
+    worker would keep in every process; taskmill's own settings checks still stop it."""
+    from django.core import checks
+    from django.core.management import call_command
+    from django.core.management.base import SystemCheckError
+    from django.test.utils import override_settings
+
+    from taskmill.management.commands.taskmill import Command
+
+    ran: list[str] = []
+    monkeypatch.setattr(Command, "handle", lambda self, *args, **options: ran.append("worker"))
+
+    def urls_check(app_configs, **kwargs):
+        ran.append("urls check")
+        return []
+
+    checks.register(urls_check, checks.Tags.urls)
+    try:
+        # (call_command skips the checks unless told not to; manage.py runs them.)
+        call_command("taskmill", "worker", "--burst", skip_checks=False)
+        assert ran == ["worker"]  # The URL check was not run; the worker was.
+        call_command("taskmill", "status", skip_checks=False)  # Others run every check.
+        assert ran == ["worker", "urls check", "worker"]
+    finally:
+        checks.registry.registry.registered_checks.discard(urls_check)
+    ran.clear()
+    with override_settings(USE_TZ=False), pytest.raises(SystemCheckError, match="taskmill.E003"):
+        call_command("taskmill", "worker", "--burst", skip_checks=False)
+    assert ran == []
