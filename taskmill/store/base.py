@@ -10,8 +10,8 @@ through it. Its parts, each in a module of its own and each building on the last
 :mod:`.fairness`          turns of fairness keys, given at enqueue
 :mod:`.rates`             rate limits (a sliding-window log)
 :mod:`.limits`            concurrency and rate limits, enforced after a claim
-:mod:`.parking`           due jobs of full concurrency keys, set aside from the claims
-:mod:`.claim`             the claim, and when the next job is due
+:mod:`.parking`           due jobs that may not start, set aside from the claims
+:mod:`.claim`             the claim; parking what it stepped over; when to look again
 :mod:`.outcomes`          complete, fail, retry later, hand back, progress
 :mod:`.leases`            worker heartbeats, recovery of dead workers' jobs
 :mod:`.operations`        cancel, retry, purge, prune

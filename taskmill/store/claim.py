@@ -20,6 +20,8 @@ from .rows import ClaimedJob
 #: How long "no queue is paused" is trusted before pauses are read again (see
 #: :meth:`Claiming.unpaused`); while one is, they are read on every claim.
 PAUSES_RECHECK = 1.0
+#: Most jobs parked by one idle worker's look; a deeper backlog takes several looks.
+PARK_AT_ONCE = 10_000
 
 
 class Claiming(ConcurrencyLimits, FairTurns, Parking):
@@ -52,6 +54,26 @@ class Claiming(ConcurrencyLimits, FairTurns, Parking):
             self.execute(cursor, "claim", {"worker": worker_id, "limit": limit,
                                            "queues": self.list_param(queues)})
             return list(cursor.fetchall())
+
+    def park_blocked(self, queues: Sequence[str]) -> int:
+        """Park the due jobs of ``queues`` whose concurrency key is full or whose task is
+        paused (:mod:`.parking`); how many.
+
+        Called by an idle worker, after a claim came back short. Reads the queues'
+        unparked due jobs that may not start (what that claim stepped over), once. A
+        queue paused as a whole is left alone: claims do not read it at all.
+        """
+        queues = self.unpaused(queues)
+        if not self.parks or not queues:
+            return 0
+        found = self.fetchall("blocked_jobs", {"queues": self.list_param(queues),
+                                               "limit": PARK_AT_ONCE})
+        if not found:
+            return 0
+        parked = self.run("park_jobs", {"ids": self.ids_param(
+            [self.id_from_db(row[0]) for row in found])})
+        self.recheck_parked(found)
+        return parked
 
     def next_wake(self, queues: Sequence[str]) -> float | None:
         """In how many seconds an idle worker of ``queues`` should look for jobs again

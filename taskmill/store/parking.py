@@ -29,45 +29,14 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from .connection import StoreConnection
-
-#: Most jobs parked by one idle worker's look; a deeper backlog takes several looks.
-PARK_AT_ONCE = 10_000
 
 
 class Parking(StoreConnection):
     #: Whether this database parks (see the module's docstring).
     parks = True
-
-    def unpaused(self, queues: Sequence[str]) -> list[str]:
-        """``queues`` without those paused as a whole (see ``Claiming.unpaused``)."""
-        return list(queues)
-
-    def park_blocked(self, queues: Sequence[str]) -> int:
-        """Park the due jobs of ``queues`` whose concurrency key is full or whose task is
-        paused; how many.
-
-        Called by an idle worker, after a claim came back short. Reads the queues'
-        unparked due jobs that may not start (what that claim stepped over), once. A
-        queue paused as a whole is left alone: claims do not read it at all.
-        """
-        queues = self.unpaused(queues)
-        if not self.parks or not queues:
-            return 0
-        found = self.fetchall("blocked_jobs", {"queues": self.list_param(queues),
-                                               "limit": PARK_AT_ONCE})
-        if not found:
-            return 0
-        ids = [self.id_from_db(job_id) for job_id, _key in found]
-        parked = self.run("park_jobs", {"ids": self.ids_param(ids)})
-        # A slot may have opened, or a pause been lifted, between the read and the
-        # park: look again (see above). Keyed jobs go back as their keys have room.
-        self.unpark_if_room({key for _job_id, key in found if key is not None})
-        keyless = [job_id for job_id, (_, key) in zip(ids, found, strict=True) if key is None]
-        if keyless:
-            self.run("unpark_startable_of", {"ids": self.ids_param(keyless)})
-        return parked
 
     def unpark_startable(self) -> int:
         """Put every parked job that may start now back in line (after a resume)."""
@@ -80,15 +49,31 @@ class Parking(StoreConnection):
         for key, slots in Counter(key for key in keys if key is not None).items():
             self.run("unpark_jobs", {"key": key, "count": slots})
 
-    def unpark_if_room(self, keys: Iterable[str] | None = None) -> int:
-        """Unpark the best jobs of each key (None: every key with parked jobs) that has
-        free slots, as many as it has; returns how many keys had room."""
+    def unpark_if_room(self) -> int:
+        """Unpark the best jobs of every key with parked jobs and free slots, as many as
+        it has (the backstop); returns how many keys had room."""
         if not self.parks:
             return 0
-        if keys is None:
-            rows = self.fetchall("parked_keys_with_room")
-        else:
-            rows = self.fetchall("keys_with_room", {"keys": self.list_param(sorted(keys))})
+        rows = self.fetchall("parked_keys_with_room")
         for key, room in rows:
             self.run("unpark_jobs", {"key": key, "count": int(room)})
         return len(rows)
+
+    def recheck_parked(self, found: Sequence[tuple[Any, str | None, int | None]]) -> None:
+        """After parking ``found`` (id, concurrency key, limit): put back what may start by
+        now, as a slot opened or a pause was lifted while the park was on its way (see
+        the module's docstring). A key's room is its limit less its running jobs, one
+        probe of the RUNNING index each, not a count of what is parked."""
+        limits: dict[str, int] = {}
+        keyless = []
+        for job_id, key, limit in found:
+            if key is None:
+                keyless.append(self.id_from_db(job_id))
+            else:
+                limits[key] = min(limits.get(key, limit or 1), limit or 1)
+        for key, limit in sorted(limits.items()):
+            (running,) = self.fetchone("running_for_key", {"key": key}) or (0,)
+            if running < limit:
+                self.run("unpark_jobs", {"key": key, "count": limit - running})
+        if keyless:
+            self.run("unpark_startable_of", {"ids": self.ids_param(keyless)})

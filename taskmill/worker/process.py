@@ -332,9 +332,10 @@ class WorkerProcess:
                            self.worker_id, count, due_in or 0.0, BURST_HORIZON)
 
     def _idle_wait(self) -> float:
-        # The claim just came back short: set aside the jobs of full keys it stepped over.
+        # The claim just came back short: set aside the due jobs it stepped over (a full
+        # concurrency key's, a paused task's).
         self.gate.call(lambda: self.store.park_blocked(self.config.queues),
-                       "park jobs of full concurrency keys", self.stopping)
+                       "park jobs that may not start", self.stopping)
         due_in = self.gate.call(lambda: self.store.next_wake(self.config.queues),
                                 "check due jobs", self.stopping)
         if due_in is None:

@@ -162,14 +162,14 @@ SELECT MIN(due.seconds) FROM (
 -- Due jobs of these queues, not parked, whose concurrency key is full or whose task is
 -- paused (an idle worker parks them: taskmill/store/parking.py).
 -- expects: READY, due, key full or task paused
-SELECT j.id, j.concurrency_key FROM taskmill_job j
+SELECT j.id, j.concurrency_key, j.concurrency_limit FROM taskmill_job j
 WHERE j.status = 'READY' AND j.queue_name ${in:queues} AND j.parked = FALSE
   AND j.run_after <= ${now}
   AND ((j.concurrency_key IS NOT NULL AND NOT ${room_for_key}) OR NOT (${task_not_paused}))
 LIMIT %(limit)s
 
 -- name: park_jobs
--- Set jobs aside from the claims while their key is full.
+-- Set jobs aside from the claims while their key is full or their task paused.
 -- expects: READY
 UPDATE taskmill_job SET parked = TRUE WHERE id ${in:ids} AND status = 'READY'
 
@@ -203,8 +203,8 @@ UPDATE taskmill_job SET parked = FALSE WHERE id IN (${parked_startable})
 -- expects: READY, parked
 UPDATE taskmill_job SET parked = FALSE WHERE id IN (${parked_startable} AND j.id ${in:ids})
 
--- name: room_of_parked_keys
--- Keys with parked jobs, and their free slots (a fragment: ${keys_filter} narrows it).
+-- name: parked_keys_with_room
+-- Every key with parked jobs and free slots, and how many (the recovery service's look).
 -- expects: READY, parked
 SELECT k.concurrency_key, k.room FROM (
     SELECT p.concurrency_key, MIN(p.concurrency_limit) - (
@@ -212,18 +212,6 @@ SELECT k.concurrency_key, k.room FROM (
         WHERE r.status = 'RUNNING' AND r.concurrency_key = p.concurrency_key
     ) AS room
     FROM taskmill_job p WHERE p.status = 'READY' AND p.parked
-
--- name: parked_keys_with_room
--- Every key with parked jobs and free slots, and how many (the recovery service's look).
--- expects: READY, parked
-${room_of_parked_keys}
-    GROUP BY p.concurrency_key
-) k WHERE k.room > 0
-
--- name: keys_with_room
--- Which of these keys have parked jobs and free slots, and how many.
--- expects: READY, parked
-${room_of_parked_keys} AND p.concurrency_key ${in:keys}
     GROUP BY p.concurrency_key
 ) k WHERE k.room > 0
 

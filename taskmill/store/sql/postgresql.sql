@@ -13,8 +13,8 @@ ${lease_claimable}
 
 -- name: lease_claimable
 -- The claim's UPDATE (a fragment, after a commit_mode CTE). Each queue is read on its
--- own, in the order of its claim index (migration 0011: unparked jobs only), so a claim reads about LIMIT
--- rows per queue whatever waits elsewhere. A queue's pause is checked once per queue
+-- own, in the order of its claim index (migration 0011: the unparked jobs), so a claim
+-- reads about LIMIT rows per queue whatever waits elsewhere. A queue's pause is checked once per queue
 -- (it names q, not j), the rest of may_start per row.
 -- expects: READY, due, may start
 UPDATE taskmill_job SET ${lease_to_worker}
@@ -22,7 +22,8 @@ WHERE id IN (
     SELECT c.id FROM unnest(%(queues)s::text[]) AS q(name) CROSS JOIN LATERAL (
         SELECT j.id, j.priority, j.fair_rank, j.run_after FROM taskmill_job j
         WHERE j.status = 'READY' AND j.queue_name = q.name AND j.parked = FALSE
-          AND j.run_after <= ${now} AND ${room_for_key} AND ${room_for_rate} AND ${task_not_paused}
+          AND j.run_after <= ${now}
+          AND ${room_for_key} AND ${room_for_rate} AND ${task_not_paused}
           AND NOT EXISTS (SELECT 1 FROM taskmill_pause qp
                           WHERE qp.task_path = '' AND qp.queue_name IN ('', q.name))
         ORDER BY j.priority DESC, j.fair_rank, j.run_after, j.id
