@@ -182,3 +182,18 @@ def test_a_freed_slot_goes_to_a_job_that_may_start_not_to_a_paused_tasks():
     assert still == {paused_one.id}
     (claimed,) = store.claim(["default"], 5, WORKER)
     assert claimed.task_path == limited.module_path
+
+
+def test_parked_jobs_are_still_waiting_jobs_to_purge_and_cancel():
+    """SPEC: purge removes waiting jobs and running ones finish; a parked job is waiting."""
+    import taskmill
+
+    store = get_store("default")
+    running = full_key_with_backlog(store, backlog=3)
+    assert store.park_blocked(["default"]) == 3
+    parked_ids = list(Job.objects.filter(parked=True).values_list("id", flat=True))
+    cancelled = taskmill.cancel(str(parked_ids[0]))
+    assert cancelled.status == "FAILED"
+    assert taskmill.purge(queue="default") == 2
+    assert not Job.objects.filter(status=JobStatus.READY).exists()
+    assert Job.objects.get(id=running.id).status == JobStatus.RUNNING
