@@ -17,7 +17,8 @@ each step is measured the same way, its ratio to the empty table printed:
    first in the same way.
 
 Figures, for a worker of queue ``default``: a claim that finds nothing, ``next_wake`` (what
-every idle wait asks), ``next_due`` (what a ``--burst`` worker asks before it exits), the claim of one due job, pickup latency of a live one-process
+every idle wait asks, and a ``--burst`` worker before it exits), the claim of one due
+job, pickup latency of a live one-process
 worker (enqueue commit to task start, ``--samples`` jobs 20 ms apart), and the drain
 rate of ``--drain`` no-op jobs by ``taskmill worker --processes 2 --threads 1`` (first
 start to last finish). The statements are timed in this process through the store, as
@@ -70,10 +71,6 @@ def claim_nothing() -> None:
 
 def next_wake() -> None:
     store().next_wake(["default"])
-
-
-def next_due() -> None:
-    store().next_due(["default"])
 
 
 def claim_one(runs: int) -> float:
@@ -158,7 +155,6 @@ def measure(args: argparse.Namespace) -> dict[str, float]:
     figures = {
         "claim, nothing due (ms)": median_ms(claim_nothing, args.runs),
         "next_wake, each idle wait (ms)": median_ms(next_wake, args.runs),
-        "next_due, end of a burst (ms)": median_ms(next_due, args.runs),
         "claim of one due job (ms)": claim_one(args.runs),
         "pickup p50, live worker (ms)": pickup(args.samples),
         "drain, 2 processes (jobs/s)": drain(args.drain),

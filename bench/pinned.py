@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/pinned.py                       # 1,000 jobs/s; 120 s before, 600 s pinned, 120 s after
     .venv/bin/python bench/pinned.py --rate 500 --phase 30 --pinned 60   # a quick look
+    .venv/bin/python bench/pinned.py --pin-in other       # the snapshot held in another database
 
 PostgreSQL (database ``taskmill_pinned``, made afresh). A producer process enqueues
 ``--rate`` no-op jobs a second (a batch every 0.1 s) into an idle ``taskmill worker
@@ -12,6 +13,11 @@ analytics query or a web request idle in transaction does: no row deleted or upd
 after that snapshot can be vacuumed until it ends. Autovacuum is left to the server's
 settings (on this machine: off, so the "after" phase runs a plain VACUUM first, as
 autovacuum would).
+
+``--pin-in other`` holds the snapshot in another database of the same server
+(``taskmill_pinned_app``), as the project's own work does when the jobs have a database
+of their own (``TASKS[...]["OPTIONS"]["DATABASE"]``): since PostgreSQL 14 a snapshot
+holds back the cleanup of its own database's tables only.
 
 Printed per phase (before, pinned, after): jobs done per second, the backlog at the
 phase's end, pickup p50 / p99, and the job table's and its indexes' sizes at the end.
@@ -93,13 +99,22 @@ def snapshot() -> dict[str, Any]:
             "dead": dead, "at": time.monotonic()}
 
 
-def pin(seconds: float, started: threading.Event) -> None:
-    """Hold one snapshot open for ``seconds``, on a connection of its own."""
+def create_database(name: str) -> None:
+    """An empty database ``name`` on the jobs' server, made afresh."""
     import psycopg
 
-    with psycopg.connect(f"host=127.0.0.1 user=postgres dbname={os.environ['BENCH_PG_NAME']}") as c:
+    with psycopg.connect("host=127.0.0.1 user=postgres dbname=postgres", autocommit=True) as c:
+        c.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        c.execute(f'CREATE DATABASE "{name}"')
+
+
+def pin(seconds: float, database: str, started: threading.Event) -> None:
+    """Hold one snapshot open for ``seconds`` in ``database``, on a connection of its own."""
+    import psycopg
+
+    with psycopg.connect(f"host=127.0.0.1 user=postgres dbname={database}") as c:
         c.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
-        c.execute("SELECT COUNT(*) FROM taskmill_job")
+        c.execute("SELECT COUNT(*) FROM pg_class")  # Takes the snapshot, and keeps it.
         started.set()
         time.sleep(seconds)
         c.rollback()
@@ -125,8 +140,14 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=1000, help="jobs enqueued per second")
     parser.add_argument("--phase", type=float, default=120, help="seconds before and after")
     parser.add_argument("--pinned", type=float, default=600, help="seconds the snapshot is held")
+    parser.add_argument("--pin-in", choices=["jobs", "other"], default="jobs",
+                        help="the database the snapshot is held in: the jobs' own, or another")
     args = parser.parse_args()
     setup_database()
+    database = os.environ["BENCH_PG_NAME"]
+    if args.pin_in == "other":
+        database = f"{database}_app"
+        create_database(database)
     worker = subprocess.Popen(
         [sys.executable, "-m", "django", "taskmill", "worker", "--processes", "2",
          "--threads", "1"], env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT,
@@ -139,10 +160,10 @@ def main() -> None:
         for thread in threads:
             thread.start()
         print(f"# {args.rate} jobs/s offered; phases of {args.phase:.0f} s, pinned "
-              f"{args.pinned:.0f} s", flush=True)
+              f"{args.pinned:.0f} s in database {database}", flush=True)
         phase("before", args.phase, samples)
         pinned = threading.Event()
-        holder = threading.Thread(target=pin, args=(args.pinned, pinned), daemon=True)
+        holder = threading.Thread(target=pin, args=(args.pinned, database, pinned), daemon=True)
         holder.start()
         pinned.wait()
         phase("pinned", args.pinned, samples)

@@ -26,7 +26,14 @@ from django.http import HttpRequest, HttpResponse
 
 from .backend import taskmill_backend
 from .flow import paused
-from .reporting import database_now, finished_counts, live_workers, queue_depths, recent_durations
+from .reporting import (
+    database_now,
+    finished_counts,
+    live_workers,
+    oldest_transaction,
+    queue_depths,
+    recent_durations,
+)
 
 try:  # The optional "prometheus" extra; without it the view says how to install it.
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -87,6 +94,12 @@ class TaskmillCollector:
         yield from self._finished(since, finished)
         yield from self._workers(now)
         yield self._paused()
+        held = oldest_transaction(self.database)
+        yield GaugeMetricFamily(
+            "taskmill_oldest_transaction_seconds",
+            "Age of the oldest open transaction on the job database (PostgreSQL; 0 when "
+            "none): until it ends, vacuum cannot remove the job rows replaced since.",
+            value=0.0 if held is None else held.age)
 
     def _paused(self) -> Any:
         gauge = GaugeMetricFamily(

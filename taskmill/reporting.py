@@ -35,6 +35,7 @@ from django.utils import timezone
 from .models import Job, JobStatus, Worker
 from .results import Progress
 from .store import get_store
+from .store.rows import HeldSnapshot
 
 #: Minutes of history the finished-job counts of ``taskmill status`` cover.
 STATUS_WINDOW_MINUTES = 60
@@ -98,6 +99,12 @@ def estimated_rows(database: str, table: str) -> int | None:
     return int(row[0]) if row and row[0] and row[0] > 0 else None
 
 
+def oldest_transaction(database: str) -> HeldSnapshot | None:
+    """The open transaction holding back the cleanup of the job tables longest
+    (PostgreSQL; None elsewhere or when none is open)."""
+    return get_store(database).oldest_snapshot()
+
+
 def live_workers(database: str, now: dt.datetime | None = None) -> list[WorkerInfo]:
     now = now or database_now(database)
     return [
@@ -119,12 +126,18 @@ def status_report(database: str) -> dict[str, Any]:
         "finished_window_minutes": STATUS_WINDOW_MINUTES,
         # Every job row, finished ones included: the planner's estimate, or None.
         "estimated_job_rows": estimated_rows(database, Job._meta.db_table),
+        # Until it ends, vacuum cannot clean up after the jobs (None: none, or not told).
+        "oldest_transaction": _as_dict(oldest_transaction(database)),
         "workers": [
             {**asdict(w), "started_at": w.started_at.isoformat(),
              "last_heartbeat": w.last_heartbeat.isoformat()}
             for w in live_workers(database, now)
         ],
     }
+
+
+def _as_dict(held: HeldSnapshot | None) -> dict[str, Any] | None:
+    return None if held is None else asdict(held)
 
 
 # -- the dashboard and metrics ------------------------------------------------------------

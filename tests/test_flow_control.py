@@ -159,14 +159,14 @@ def test_a_paused_queues_backlog_is_not_walked_by_claims_or_idle_waits(monkeypat
     taskmill.enqueue_many(other_queue_job, [[f"held-{i}"] for i in range(50)])
     record.enqueue("free")
     store = get_store(connection)  # One store, as a worker's producer keeps it.
-    assert store.next_due(["other"]) is not None
+    assert store.next_wake(["other"]) is not None
     taskmill.pause(queue="other")
     # "Nothing paused" is trusted for PAUSES_RECHECK (1 s) after it was read: wait it out.
     monkeypatch.setattr("taskmill.store.claim.PAUSES_RECHECK", 0.05)
     time.sleep(0.1)
     with CaptureQueriesContext(connection) as queries:
         assert store.claim(["other"], 10, "test:1:w") == []
-        assert store.next_due(["other"]) is None
+        assert store.next_wake(["other"]) is None
     assert not [q["sql"] for q in queries if "taskmill_job" in q["sql"]]
     (job,) = store.claim(["other", "default"], 10, "test:1:w")  # Other queues go on.
     assert job.queue_name == "default"

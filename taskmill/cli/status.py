@@ -14,6 +14,8 @@ from typing import Any
 from ..flow import paused
 from ..models import describe_pause
 from ..reporting import status_report
+from ..services.snapshots import WARN_AFTER
+from ..store.rows import HeldSnapshot
 from .common import get_backend
 
 HELP = ("Show queues with job counts by state (finished ones: the last hour) and the "
@@ -58,6 +60,11 @@ def handle(command: Any, options: dict[str, Any]) -> None:
     write(f"Finished counts cover the last {minutes} minutes"
           + ("." if estimate is None
              else f"; the job table holds about {estimate:,} rows (planner's estimate)."))
+    held = report["oldest_transaction"]
+    if held is not None and held["age"] >= WARN_AFTER:
+        write(f"A transaction has been open for {_age(held['age'])} "
+              f"({HeldSnapshot(**held).describe()}): until it ends, vacuum cannot remove "
+              "the job rows replaced since, and claims slow down (docs/scaling.md).")
     write("")
     lease = backend.config.lease_seconds
     if report["workers"]:

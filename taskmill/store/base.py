@@ -29,6 +29,7 @@ from __future__ import annotations
 from .leases import Leases
 from .operations import Operations
 from .pauses import Pauses
+from .rows import HeldSnapshot
 
 
 class JobStore(Leases, Operations, Pauses):
@@ -36,3 +37,8 @@ class JobStore(Leases, Operations, Pauses):
 
     def prepare_for_worker(self) -> None:
         """What a worker process needs of the database once, when it starts."""
+
+    def oldest_snapshot(self) -> HeldSnapshot | None:
+        """The open transaction that holds back the cleanup of the job tables longest, if
+        the database tells (PostgreSQL does; None here)."""
+        return None

@@ -79,11 +79,11 @@ class Claiming(ConcurrencyLimits, FairTurns, Parking):
         """In how many seconds an idle worker of ``queues`` should look for jobs again
         (None: no job asks for a time; the worker polls, or is woken; 0 or less: now).
 
-        What :meth:`next_due` answers, without reading every waiting job: the due ones
-        are read in claim order up to the first that may start, with the parked ones
-        left out, and the deferred ones in due order through their own index. Hazard:
-        due jobs that may not start and are not parked (a full rate key's) are still
-        stepped over, as the claim steps over them.
+        Also the last look of a ``--burst`` worker, and of the test helpers' drain.
+        Read without walking every waiting job: the due ones in claim order up to the
+        first that may start, the parked ones left out, and the deferred ones in due order
+        through their own index. Hazard: due jobs that may not start and are not parked
+        (a full rate key's) are still stepped over, as the claim steps over them.
         """
         queues = self.unpaused(queues)
         if not queues:
@@ -124,12 +124,3 @@ class Claiming(ConcurrencyLimits, FairTurns, Parking):
             self._no_queue_paused_at = time.monotonic()
             return list(queues)
         return [] if "" in paused else [q for q in queues if q not in paused]
-
-    def next_due(self, queues: Sequence[str]) -> float | None:
-        """In how many seconds the earliest waiting job of ``queues`` is due, by the
-        database's clock (None: nothing waits; 0 or less: one is due now)."""
-        queues = self.unpaused(queues)
-        if not queues:
-            return None
-        row = self.fetchone("next_due", {"queues": self.list_param(queues)})
-        return None if row is None or row[0] is None else float(row[0])

@@ -13,7 +13,7 @@ from django.db.backends.utils import CursorWrapper
 from .base import JobStore
 from .connection import Params
 from .prepared import EXISTS, HOT, MISSING, SESSION_RESETS, SESSION_SETTINGS, prepared_form
-from .rows import NewJob, Outcome
+from .rows import HeldSnapshot, NewJob, Outcome
 
 logger = logging.getLogger("taskmill.store")
 
@@ -143,6 +143,14 @@ class PostgreSQLJobStore(JobStore):
                 if getattr(exc.__cause__, "sqlstate", None) != EXISTS:
                     raise  # (EXISTS: by its name, this very statement; fine.)
         self._session, self._ready = self.connection.connection, True
+
+    def oldest_snapshot(self) -> HeldSnapshot | None:
+        row = self.fetchone("oldest_snapshot")
+        if row is None:
+            return None
+        pid, age, application, state = row
+        return HeldSnapshot(pid=pid, age=float(age), application=application or "",
+                            state=state or "")
 
     def insert_rows(self, jobs: Sequence[NewJob],
                     while_sending: Callable[[], None] | None = None) -> None:

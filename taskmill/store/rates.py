@@ -13,7 +13,7 @@ than a row per start, so its cost does not grow with the rate:
 - The claim then records whether the window is full and until when
   (``taskmill_ratekey.full_until``: when its oldest slice leaves it). Claims pass over a
   full key's jobs by probing that one row (``room_for_rate``), so a waiting job is not
-  claimed over and over; ``next_due`` wakes an idle worker at that moment.
+  claimed over and over; ``next_wake`` wakes an idle worker at that moment.
 
 Jobs of a key wait in bursts: N start, then none until the oldest slice expires.
 """

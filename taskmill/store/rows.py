@@ -139,3 +139,20 @@ class Outcome:
 
 
 __all__ = ["CLAIM_COLUMNS", "INSERT_COLUMNS", "ClaimedJob", "NewJob", "Outcome"]
+
+
+@dataclass(slots=True)
+class HeldSnapshot:
+    """The oldest open transaction of the job database: until it ends, no row version
+    deleted or replaced after it began can be vacuumed away (docs/scaling.md)."""
+
+    pid: int
+    #: Seconds since its transaction began, by the database's clock.
+    age: float
+    application: str
+    #: ``active``, ``idle in transaction``, ...
+    state: str
+
+    def describe(self) -> str:
+        application = f" {self.application!r}," if self.application else ""
+        return f"pid {self.pid},{application} {self.state or 'state unknown'}"

@@ -115,7 +115,7 @@ class TestWorker:
             jobs = Job.objects.using(config.database).filter(queue_name__in=config.queues)
             if jobs.filter(status=JobStatus.RUNNING).exists():
                 return False
-            due_in = get_store(config.database).next_due(config.queues)
+            due_in = get_store(config.database).next_wake(config.queues)
             if due_in is not None and due_in <= 0:
                 return False
         return True

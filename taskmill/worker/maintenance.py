@@ -1,4 +1,5 @@
-"""The maintenance thread: recovery, pruning and the periodic scheduler.
+"""The maintenance thread: recovery, pruning, the periodic scheduler, and a watch on
+transactions that hold back vacuum.
 
 Kept off the heartbeat's thread and connection: a prune of a long history or a slow
 schedule entry can take its time here without delaying a lease renewal by a
@@ -22,6 +23,7 @@ from ..services import scheduler
 from ..services.aging import age_priorities
 from ..services.pruning import prune_finished
 from ..services.recovery import recover_dead_workers
+from ..services.snapshots import SnapshotWatch
 from ..store import JobStore, close_store
 from ..store.clock import DatabaseClock
 from .config import WorkerConfig
@@ -35,6 +37,8 @@ PRUNE_EVERY = 60.0
 PRUNE_AGAIN = 5.0
 #: Seconds one prune may take.
 PRUNE_BUDGET = 1.0
+#: Seconds between looks for a transaction that holds back vacuum.
+SNAPSHOT_CHECK_EVERY = 60.0
 
 
 @dataclass
@@ -63,7 +67,9 @@ class Maintenance(threading.Thread):
             _Service("recovery", max(1.0, lease / 2), self._recover),
             _Service("pruning", PRUNE_EVERY, self._prune),
             _Service("schedule", TICK, self._schedule, exclusive=False),
+            _Service("snapshots", SNAPSHOT_CHECK_EVERY, self._watch_snapshots),
         ]
+        self.snapshots = SnapshotWatch()
         if config.priority_aging:
             self.services.append(_Service("aging", max(0.1, config.priority_aging / 4),
                                           self._age))
@@ -126,6 +132,10 @@ class Maintenance(threading.Thread):
     def _age(self) -> float | None:
         assert self.config.priority_aging is not None
         age_priorities(self.store, self.config.queues, self.config.priority_aging)
+        return None
+
+    def _watch_snapshots(self) -> float | None:
+        self.snapshots.check(self.store)
         return None
 
     def _schedule(self) -> float | None:

@@ -252,7 +252,7 @@ class WorkerProcess:
             if claim and len(claimed) == claim:
                 continue  # Probably more waiting: claim again right away.
             if config.burst and idle and not claimed:
-                due_in = self._next_due()
+                due_in = self._next_wake()
                 if due_in is None or due_in > BURST_HORIZON:
                     self._say_what_is_left()
                     self.stop(EXIT_BURST_DONE)
@@ -316,8 +316,8 @@ class WorkerProcess:
             logger.error("Job %s: the database refused its outcome; recorded as a failure.",
                          outcome.job.id)
 
-    def _next_due(self) -> float | None:
-        return self.gate.call(lambda: self.store.next_due(self.config.queues),
+    def _next_wake(self) -> float | None:
+        return self.gate.call(lambda: self.store.next_wake(self.config.queues),
                               "check due jobs", self.stopping)
 
     def _say_what_is_left(self) -> None:
@@ -336,8 +336,7 @@ class WorkerProcess:
         # concurrency key's, a paused task's).
         self.gate.call(lambda: self.store.park_blocked(self.config.queues),
                        "park jobs that may not start", self.stopping)
-        due_in = self.gate.call(lambda: self.store.next_wake(self.config.queues),
-                                "check due jobs", self.stopping)
+        due_in = self._next_wake()
         if due_in is None:
             return self.config.poll_interval
         return max(0.0, min(self.config.poll_interval, due_in))

@@ -119,20 +119,6 @@ UPDATE taskmill_job SET ${lease_to_worker}
 WHERE id IN (${claimable} ${skip_locked})
 RETURNING ${claim_columns}
 
--- name: next_due
--- In how many seconds the earliest waiting job of these queues may start (NULL: none
--- waits; negative: already due), by the database's clock: the earliest due job that
--- may start, or the moment a rate-limited key of these queues gets room again (its
--- oldest start in the window expires), whichever comes first.
--- expects: READY, may start
-SELECT MIN(due.seconds) FROM (
-    SELECT ${seconds_until:MIN(j.run_after)} AS seconds FROM taskmill_job j
-    WHERE j.status = 'READY' AND j.queue_name ${in:queues} AND ${may_start}
-    UNION ALL
-    SELECT ${seconds_until:MIN(k.full_until)} AS seconds FROM taskmill_ratekey k
-    WHERE k.full_until > ${now}
-) due
-
 -- name: next_wake
 -- When an idle worker should look again, in seconds (NULL: no job asks for a time; 0 or
 -- less: now). The first of: a due job of these queues that may start (read in claim

@@ -107,3 +107,17 @@ SELECT pg_notify(%(channel)s, %(queue)s)
 -- Hold a concurrency key's lock until the claiming transaction ends.
 -- expects: inside a transaction
 SELECT pg_advisory_xact_lock(%(lock_class)s, hashtext(%(key)s))
+
+-- name: oldest_snapshot
+-- The open transaction of this database that holds back vacuum the longest (the oldest
+-- snapshot or transaction id; since PostgreSQL 14 only this database's sessions count
+-- for its tables), and how long it has been open. Sessions of other roles are seen only
+-- with pg_read_all_stats (or as superuser); the server's own processes are left out.
+-- expects: nothing
+SELECT a.pid, EXTRACT(EPOCH FROM clock_timestamp() - a.xact_start), a.application_name, a.state
+FROM pg_stat_activity a
+WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
+  AND a.backend_type = 'client backend' AND a.xact_start IS NOT NULL
+  AND (a.backend_xmin IS NOT NULL OR a.backend_xid IS NOT NULL)
+ORDER BY GREATEST(age(a.backend_xmin), age(a.backend_xid)) DESC, a.xact_start
+LIMIT 1

@@ -1,0 +1,111 @@
+"""A transaction left open on the job database is named: by the worker's log, by
+``taskmill status`` and by the metrics. Until it ends, vacuum cannot clean up after the
+jobs and every claim steps over what it left (``bench/pinned.py``)."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import time
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from django.core.management import call_command
+from django.db import connection
+
+from taskmill.cli import status
+from taskmill.services.snapshots import SnapshotWatch
+from taskmill.store import close_store, private_store
+from tests.test_metrics import scrape  # noqa: F401  (a fixture)
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def open_transaction(database: str, application: str) -> psycopg.Connection:
+    """Another session, in ``database``, holding a snapshot as an analytics query does."""
+    settings = connection.settings_dict
+    held = psycopg.connect(host=settings["HOST"], port=settings["PORT"] or 5432,
+                           user=settings["USER"], dbname=database,
+                           application_name=application)
+    held.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+    held.execute("SELECT 1")
+    return held
+
+
+@pytest.fixture
+def analytics() -> Iterator[psycopg.Connection]:
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL tells which transaction holds back vacuum")
+    held = open_transaction(connection.settings_dict["NAME"], "analytics")
+    time.sleep(0.3)
+    yield held
+    held.close()
+
+
+@pytest.fixture
+def store():
+    store = private_store("default")
+    yield store
+    close_store(store)
+
+
+def test_the_store_names_the_oldest_open_transaction_of_its_database(analytics, store):
+    held = store.oldest_snapshot()
+    assert held is not None
+    assert held.pid == analytics.info.backend_pid
+    assert held.application == "analytics"
+    assert held.state == "idle in transaction"
+    assert 0.3 <= held.age < 60
+    analytics.rollback()
+    after = store.oldest_snapshot()
+    assert after is None or after.pid != analytics.info.backend_pid
+
+
+def test_a_transaction_in_another_database_is_not_the_job_databases_concern(store):
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL tells which transaction holds back vacuum")
+    elsewhere = open_transaction("postgres", "elsewhere")
+    try:
+        held = store.oldest_snapshot()
+        assert held is None or held.pid != elsewhere.info.backend_pid
+    finally:
+        elsewhere.close()
+
+
+def test_the_worker_warns_once_per_transaction_and_again_while_it_stays_open(
+        analytics, store, caplog):
+    watch = SnapshotWatch(warn_after=0.1, repeat_every=0.5)
+    with caplog.at_level(logging.WARNING, logger="taskmill.worker"):
+        assert watch.check(store).pid == analytics.info.backend_pid
+        assert watch.check(store) is None  # Said already.
+        time.sleep(0.6)
+        assert watch.check(store).pid == analytics.info.backend_pid
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2
+    assert f"pid {analytics.info.backend_pid}, 'analytics', idle in transaction" in warnings[0]
+    assert "docs/scaling.md" in warnings[0]
+    assert SnapshotWatch(warn_after=3600).check(store) is None  # Not old enough to say.
+
+
+def test_status_names_the_transaction_and_json_gives_its_age(analytics, monkeypatch):
+    monkeypatch.setattr(status, "WARN_AFTER", 0.1)
+    out = io.StringIO()
+    call_command("taskmill", "status", stdout=out)
+    assert (f"(pid {analytics.info.backend_pid}, 'analytics', idle in transaction): until it "
+            "ends, vacuum cannot remove") in out.getvalue()
+    out = io.StringIO()
+    call_command("taskmill", "status", "--json", stdout=out)
+    held = json.loads(out.getvalue())["oldest_transaction"]
+    assert held["pid"] == analytics.info.backend_pid and held["age"] >= 0.3
+
+
+def test_status_says_nothing_of_a_short_transaction(analytics):
+    out = io.StringIO()
+    call_command("taskmill", "status", stdout=out)
+    assert "A transaction has been open" not in out.getvalue()
+
+
+def test_metrics_give_the_oldest_transactions_age(analytics, scrape):  # noqa: F811
+    assert scrape()[("taskmill_oldest_transaction_seconds", ())] >= 0.3
