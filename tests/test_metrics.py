@@ -100,7 +100,7 @@ def test_a_scrape_costs_the_same_few_queries_however_many_jobs(client, settings)
     make_jobs(200, status=JobStatus.SUCCESSFUL, ago=10)
     make_jobs(50, status=JobStatus.RUNNING)
     make_worker("w:1:a")
-    assert queries() == few <= 6
+    assert queries() == few <= 7  # PostgreSQL's one more: the oldest open transaction
 
 
 # -- structured logs -----------------------------------------------------------------------
