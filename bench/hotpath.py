@@ -2,7 +2,7 @@
 for another queue's backlog, or for its own queue's blocked jobs?
 
     .venv/bin/python bench/hotpath.py                          # 10,000,000 finished, 1,000,000 elsewhere
-    .venv/bin/python bench/hotpath.py --history 200000 --elsewhere 100000 --full-key 20000 --paused 20000
+    .venv/bin/python bench/hotpath.py --history 200000 --elsewhere 100000 --full-key 20000 --paused 20000 --rate-key 20000
 
 PostgreSQL (database ``taskmill_hotpath``, made afresh). The table grows in steps, and
 each step is measured the same way, its ratio to the empty table printed:
@@ -14,7 +14,9 @@ each step is measured the same way, its ratio to the empty table printed:
    concurrency key (limit 1, its one job running), parked first as an idle worker
    parks them (the time it takes is printed);
 5. ``+paused task``: ``--paused`` due jobs of the served queue of a paused task, parked
-   first in the same way.
+   first in the same way;
+6. ``+full rate key``: ``--rate-key`` due jobs of the served queue whose rate key's
+   window is full for the next hour, parked first in the same way.
 
 Figures, for a worker of queue ``default``: a claim that finds nothing, ``next_wake`` (what
 every idle wait asks, and a ``--burst`` worker before it exits), the claim of one due
@@ -171,16 +173,21 @@ def add_history(rows: int) -> None:
         execute(HISTORY["postgresql"] % {"n": rows, "step": WEEK / rows})
 
 
-def add_waiting(rows: int, queue: str, task: str, key: str | None = None) -> None:
-    """``rows`` due READY jobs, made in the server (uuid ids: the claim orders by id last)."""
+def add_waiting(rows: int, queue: str, task: str, key: str | None = None,
+                rate_key: str | None = None) -> None:
+    """``rows`` due READY jobs, made in the server (uuid ids: the claim orders by id last);
+    with ``key`` a concurrency key of limit 1, with ``rate_key`` a rate of 10 a second."""
     execute("""
         INSERT INTO taskmill_job (id, backend, task_path, queue_name, priority, status, args,
             kwargs, enqueued_at, run_after, attempts, max_attempts, retry_backoff,
-            transactional, worker_ids, cancel_force, concurrency_key, concurrency_limit)
+            transactional, worker_ids, cancel_force, concurrency_key, concurrency_limit,
+            rate_key, rate_limit, rate_period)
         SELECT gen_random_uuid(), 'default', %s, %s, 0, 'READY', '[]', '{}',
             now() - interval '1 hour', now() - interval '1 hour', 0, 1, 2.0, false, '',
-            false, %s, %s
-        FROM generate_series(1, %s)""", [task, queue, key, 1 if key else None, rows])
+            false, %s, %s, %s, %s, %s
+        FROM generate_series(1, %s)""", [task, queue, key, 1 if key else None, rate_key,
+                                         10 if rate_key else None,
+                                         1.0 if rate_key else None, rows])
 
 
 def add_full_key(rows: int) -> float:
@@ -213,6 +220,15 @@ def add_paused_task(rows: int) -> float:
     return park_as_idle_workers_do()
 
 
+def add_full_rate_key(rows: int) -> float:
+    """``rows`` due jobs whose rate key's window is full for the next hour; returns the
+    ms an idle worker then takes to park them, once."""
+    add_waiting(rows, "default", "bench.tasks.noop", rate_key="bench-rate")
+    execute("INSERT INTO taskmill_ratekey (rate_key, full_until, parked) "
+            "VALUES ('bench-rate', now() + interval '1 hour', false)")
+    return park_as_idle_workers_do()
+
+
 def park_as_idle_workers_do() -> float:
     """Park what may not start, as the first idle waits do; the ms it took."""
     analyze()
@@ -232,6 +248,8 @@ def main() -> None:
                         help="due jobs of the served queue behind a saturated concurrency key")
     parser.add_argument("--paused", type=int, default=100_000,
                         help="due jobs of the served queue of a paused task")
+    parser.add_argument("--rate-key", type=int, default=100_000,
+                        help="due jobs of the served queue behind a full rate key")
     parser.add_argument("--runs", type=int, default=21, help="timed runs per statement")
     parser.add_argument("--samples", type=int, default=50, help="pickup samples")
     parser.add_argument("--drain", type=int, default=5_000, help="jobs in each drain")
@@ -247,6 +265,9 @@ def main() -> None:
                        flush=True)),
         (f"+paused task ({args.paused:,} due of a paused task)",
          lambda: print(f"    parked by an idle worker in {add_paused_task(args.paused):,.0f} ms",
+                       flush=True)),
+        (f"+full rate key ({args.rate_key:,} due behind a full rate key)",
+         lambda: print(f"    parked by an idle worker in {add_full_rate_key(args.rate_key):,.0f} ms",
                        flush=True)),
     ]
     first: dict[str, float] = {}

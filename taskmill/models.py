@@ -280,6 +280,9 @@ class RateKey(models.Model):
 
     rate_key = models.CharField(max_length=255, primary_key=True)
     full_until = models.DateTimeField(null=True, blank=True)
+    #: Some of its jobs are parked: the next worker to see its room come back puts the
+    #: best of them back in line (taskmill.store.parking).
+    parked = models.BooleanField(default=False, db_default=False)
 
     class Meta:
         verbose_name = _("rate key")

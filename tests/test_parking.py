@@ -1,20 +1,25 @@
-"""Parked jobs (taskmill/store/parking.py): the due jobs of a full concurrency key are
-set aside, so a claim no longer steps over them; whatever frees a slot puts the key's
+"""Parked jobs (taskmill/store/parking.py): the due jobs of a full concurrency key, a
+paused task or a full rate key are set aside, so a claim no longer steps over them;
+whatever frees a slot, lifts the pause or brings the rate key's room back puts the
 best ones back in line. MySQL does not park (no partial indexes)."""
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import os  # noqa: F401  (the skipif conditions read it)
+import time
 
 import pytest
 from django.db import connection
 from django.utils import timezone
 
-from taskmill.models import Job, JobStatus
+from taskmill.models import Job, JobStatus, RateKey
 from taskmill.services.recovery import recover_dead_workers
 from taskmill.store import Outcome, get_store
 from tests.jobrows import make_jobs
 from tests.project.coordination_tasks import limited
+from tests.project.flow_tasks import rated
 from tests.project.tasks import record
 from tests.test_claim_plans import FEW_PAGES, pages_touched, plan_lines
 
@@ -197,3 +202,146 @@ def test_parked_jobs_are_still_waiting_jobs_to_purge_and_cancel():
     assert taskmill.purge(queue="default") == 2
     assert not Job.objects.filter(status=JobStatus.READY).exists()
     assert Job.objects.get(id=running.id).status == JobStatus.RUNNING
+
+
+# -- rate keys --------------------------------------------------------------------------
+
+def full_rate_key_with_backlog(store, backlog: int = BACKLOG, *, full_for: float = 3600):
+    """``backlog`` due jobs of ``rated`` (10/s, its own key) behind a window that is full
+    for ``full_for`` more seconds (as the claims that filled it leave it)."""
+    store.register_worker(WORKER, "host", 1, ["default"], 1)
+    make_jobs(backlog, task_path=rated.module_path, args=["waiting"], ago=60,
+              rate_key=rated.module_path, rate_limit=10, rate_period=1.0)
+    RateKey.objects.update_or_create(rate_key=rated.module_path, defaults={
+        "full_until": timezone.now() + dt.timedelta(seconds=full_for)})
+
+
+def rows_read_by_claim(store) -> int:
+    """Rows of the claim index a claim read (returned or filtered out), by PostgreSQL's
+    count; nothing is kept."""
+    params = {"worker": WORKER, "limit": 1, "queues": store.list_param(["default"])}
+    with connection.cursor() as cursor:
+        cursor.execute("BEGIN")
+        cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + store.sql["claim"], params)
+        (plan,) = cursor.fetchone()
+        cursor.execute("ROLLBACK")
+
+    def read(node: dict) -> int:
+        own = (node.get("Actual Rows", 0) + node.get("Rows Removed by Filter", 0)
+               if node.get("Index Name") == "taskmill_job_ready" else 0)
+        return own + sum(read(child) for child in node.get("Plans", []))
+
+    return read((json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"])
+
+
+def reopen(key: str) -> None:
+    """The window's oldest slice has left it: room again."""
+    RateKey.objects.filter(rate_key=key).update(
+        full_until=timezone.now() - dt.timedelta(seconds=1))
+
+
+def test_an_idle_worker_parks_a_full_rate_keys_jobs_and_claims_stop_stepping_over_them():
+    """Each of them cost the claim a probe of the key: 52 ms a claim (and as much each
+    idle wait) beside 100,000 of them before they were parked."""
+    store = get_store("default")
+    full_rate_key_with_backlog(store)
+    if connection.vendor == "postgresql":
+        assert rows_read_by_claim(store) == BACKLOG  # Every one of them stepped over.
+    assert store.claim(["default"], 1, WORKER) == []
+    assert store.park_blocked(["default"]) == BACKLOG
+    assert RateKey.objects.get(rate_key=rated.module_path).parked
+    assert store.unpark_reopened_rates() == 0  # Still full: nothing comes back.
+    record.enqueue("free")
+    if connection.vendor == "postgresql":
+        assert rows_read_by_claim(store) == 1  # The free job alone.
+    else:
+        assert "USING INDEX taskmill_job_ready (queue_name=? AND parked=?)" in plan_lines(
+            store.sql["claim"], {"worker": WORKER, "limit": 1,
+                                 "queues": store.list_param(["default"])})
+    (job,) = store.claim(["default"], 5, WORKER)
+    assert job.task_path == record.module_path
+    assert store.next_wake(["default"]) > 3000  # Woken when the key's room comes back.
+
+
+def test_when_a_rate_keys_room_comes_back_its_best_parked_jobs_come_back_as_many_as_its_limit():
+    store = get_store("default")
+    full_rate_key_with_backlog(store, backlog=25)
+    best = make_jobs(3, task_path=rated.module_path, args=["urgent"], priority=10,
+                     rate_key=rated.module_path, rate_limit=10, rate_period=1.0)
+    assert store.park_blocked(["default"]) == 28
+    reopen(rated.module_path)
+    assert store.unpark_reopened_rates() == 10  # The limit's worth, best first,
+    back = set(Job.objects.filter(status=JobStatus.READY, parked=False)
+               .values_list("id", flat=True))
+    assert {job.id for job in best} <= back and len(back) == 10
+    assert parked() == 18
+    # and the key stays flagged: more of it is parked, for its next reopening.
+    assert RateKey.objects.get(rate_key=rated.module_path).parked
+    claimed = store.claim(["default"], 20, WORKER)
+    assert len(claimed) == 10  # The window takes them all (limit 10), and is full again:
+    assert store.unpark_reopened_rates() == 0
+    assert parked() == 18
+
+
+def test_a_rate_keys_flag_goes_once_nothing_of_it_is_parked():
+    store = get_store("default")
+    full_rate_key_with_backlog(store, backlog=4)
+    assert store.park_blocked(["default"]) == 4
+    reopen(rated.module_path)
+    assert store.unpark_reopened_rates() == 4  # Fewer than the limit: all of them,
+    assert not RateKey.objects.get(rate_key=rated.module_path).parked  # and the flag goes.
+    assert store.unpark_reopened_rates() == 0
+
+
+def test_a_park_that_crosses_a_rate_keys_reopening_puts_the_jobs_back(monkeypatch):
+    """The park read the key full; its room came back (and the look for reopened keys
+    found nothing flagged) before the park landed. The park looks again at what it
+    parked, the rate key's room included, and puts them back; the flag it left goes at
+    the next look."""
+    store = get_store("default")
+    full_rate_key_with_backlog(store, backlog=3)
+    read = store.fetchall("blocked_jobs", {"queues": store.list_param(["default"]),
+                                           "limit": 100})
+    assert len(read) == 3
+    reopen(rated.module_path)
+    assert store.unpark_reopened_rates() == 0  # Nothing flagged yet.
+    real_fetchall = store.fetchall
+    monkeypatch.setattr(store, "fetchall", lambda name, params=None: read
+                        if name == "blocked_jobs" else real_fetchall(name, params))
+    assert store.park_blocked(["default"]) == 3
+    monkeypatch.undo()
+    assert parked() == 0
+    assert store.unpark_reopened_rates() == 0
+    assert not RateKey.objects.get(rate_key=rated.module_path).parked
+    assert len(store.claim(["default"], 5, WORKER)) == 3
+
+
+def test_a_job_with_a_concurrency_key_is_parked_for_that_key_only():
+    """Its rate key's unpark leaves it: the slot its concurrency key frees does."""
+    store = get_store("default")
+    running = full_key_with_backlog(store, backlog=2)
+    RateKey.objects.create(rate_key="shared", full_until=timezone.now()
+                           + dt.timedelta(seconds=3600))
+    Job.objects.filter(status=JobStatus.READY).update(rate_key="shared", rate_limit=10,
+                                                      rate_period=1.0)
+    assert store.park_blocked(["default"]) == 2
+    assert not RateKey.objects.get(rate_key="shared").parked
+    reopen("shared")
+    assert store.unpark_reopened_rates() == 0
+    store.complete([done(running)], WORKER)
+    assert parked() == 1
+
+
+def test_a_worker_drains_a_parked_rate_limited_backlog_at_its_rate():
+    """End to end, with a threaded worker: the idle worker parks the key's jobs, sleeps
+    until its room comes back, puts the next ten back in line and runs them."""
+    from taskmill.testing import worker
+
+    jobs = [rated.enqueue(f"drain-{i}") for i in range(35)]
+    started = time.monotonic()
+    with worker() as running:
+        running.wait(*jobs, timeout=30)
+    took = time.monotonic() - started
+    assert Job.objects.filter(task_path=rated.module_path,
+                              status=JobStatus.SUCCESSFUL).count() == 35
+    assert 2.5 < took < 12  # 10 a second: at least three windows after the first ten.

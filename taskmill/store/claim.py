@@ -56,8 +56,8 @@ class Claiming(ConcurrencyLimits, FairTurns, Parking):
             return list(cursor.fetchall())
 
     def park_blocked(self, queues: Sequence[str]) -> int:
-        """Park the due jobs of ``queues`` whose concurrency key is full or whose task is
-        paused (:mod:`.parking`); how many.
+        """Park the due jobs of ``queues`` whose concurrency key is full, whose task is
+        paused or whose rate key is full (:mod:`.parking`); how many.
 
         Called by an idle worker, after a claim came back short. Reads the queues'
         unparked due jobs that may not start (what that claim stepped over), once. A
@@ -70,9 +70,14 @@ class Claiming(ConcurrencyLimits, FairTurns, Parking):
                                                "limit": PARK_AT_ONCE})
         if not found:
             return 0
-        parked = self.run("park_jobs", {"ids": self.ids_param(
-            [self.id_from_db(row[0]) for row in found])})
-        self.recheck_parked(found)
+        rate_keys = sorted({rate_key for _, key, _, rate_key in found
+                            if key is None and rate_key is not None})
+        with self.atomic():
+            if rate_keys:  # First: the keys' row locks order this park and their unparks.
+                self.run("flag_rate_keys", {"keys": self.list_param(rate_keys)})
+            parked = self.run("park_jobs", {"ids": self.ids_param(
+                [self.id_from_db(row[0]) for row in found])})
+        self.recheck_parked([(job_id, key, limit) for job_id, key, limit, _ in found])
         return parked
 
     def next_wake(self, queues: Sequence[str]) -> float | None:

@@ -11,7 +11,12 @@ the claim index reads the unparked ones only, migration 0011), and they are put 
   and by the recovery service, for any key found with room (a slot freed some other
   way: a running job deleted by hand);
 - every parked job that may start, when a pause is lifted (every lift goes through the
-  store: the API, the CLI and the admin).
+  store: the API, the CLI and the admin);
+- a full rate key's best parked jobs, as many as its limit, once its room comes back:
+  by the first worker to look after that moment (an idle worker wakes for it; every
+  worker looks twice a second). The key's row carries a flag, set with the park and
+  taken with the unpark, so each reopening is unparked once. Only jobs without a
+  concurrency key are parked for their rate key.
 
 Parking is an optimisation only. The claim still checks each job's key, and the limit
 is still enforced after the claim under the key's lock (:mod:`.limits`), so a job
@@ -19,7 +24,8 @@ parked or unparked a moment too early or late never runs over the limit.
 
 Hazard: a park can cross a completion of the same key or a resume of the same task
 (which find nothing parked yet, then the park lands): the park therefore looks again
-at what it parked and puts back what may start by then.
+at what it parked and puts back what may start by then. A park of a rate key that
+crosses its reopening leaves the key flagged with room: the next look unparks it.
 
 MySQL is not parked (no partial index would keep the parked jobs apart): its claims
 still step over a full key's jobs.
@@ -32,6 +38,10 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from .connection import StoreConnection
+
+#: Most jobs of one rate key put back in line at its reopening; the rest wait for the
+#: next (a key reopens as each slice of its window expires, see :mod:`.rates`).
+RATE_UNPARK_AT_ONCE = 1_000
 
 
 class Parking(StoreConnection):
@@ -58,6 +68,32 @@ class Parking(StoreConnection):
         for key, room in rows:
             self.run("unpark_jobs", {"key": key, "count": int(room)})
         return len(rows)
+
+    def unpark_reopened_rates(self) -> int:
+        """Unpark the best parked jobs of every flagged rate key whose room came back, as
+        many as its limit (at most RATE_UNPARK_AT_ONCE); returns how many jobs.
+
+        Each key in a transaction of its own: taking the flag locks the key's row, so a
+        park of the same key (which flags it first) waits, then flags it again. The flag
+        is left set while the key may have more parked jobs than were put back.
+        """
+        if not self.parks:
+            return 0
+        unparked = 0
+        for (key,) in self.fetchall("reopened_rate_keys"):
+            with self.atomic():
+                if not self.run("take_rate_key_unpark", {"key": key}):
+                    continue  # Another worker took it, or it filled up again.
+                # Read after the lock: a park that crossed this look has landed by now.
+                best = self.fetchone("parked_rate_limit", {"key": key})
+                if best is None:
+                    continue  # Nothing of it is parked any more: the flag stays off.
+                count = min(int(best[0]), RATE_UNPARK_AT_ONCE)
+                done = self.run("unpark_rate_jobs", {"key": key, "count": count})
+                if done == count:
+                    self.run("flag_rate_keys", {"keys": self.list_param([key])})
+                unparked += done
+        return unparked
 
     def recheck_parked(self, found: Sequence[tuple[Any, str | None, int | None]]) -> None:
         """After parking ``found`` (id, concurrency key, limit): put back what may start by

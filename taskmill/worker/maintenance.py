@@ -1,5 +1,5 @@
-"""The maintenance thread: recovery, pruning, the periodic scheduler, and a watch on
-transactions that hold back vacuum.
+"""The maintenance thread: recovery, pruning, the periodic scheduler, rate keys' parked
+jobs, and a watch on transactions that hold back vacuum.
 
 Kept off the heartbeat's thread and connection: a prune of a long history or a slow
 schedule entry can take its time here without delaying a lease renewal by a
@@ -67,6 +67,9 @@ class Maintenance(threading.Thread):
             _Service("recovery", max(1.0, lease / 2), self._recover),
             _Service("pruning", PRUNE_EVERY, self._prune),
             _Service("schedule", TICK, self._schedule, exclusive=False),
+            # Busy workers never wait idle: jobs of a rate key whose room came back are
+            # put back in line here too, within a tick.
+            _Service("rates", TICK, self._unpark_rates, exclusive=False),
             _Service("snapshots", SNAPSHOT_CHECK_EVERY, self._watch_snapshots),
         ]
         self.snapshots = SnapshotWatch()
@@ -132,6 +135,10 @@ class Maintenance(threading.Thread):
     def _age(self) -> float | None:
         assert self.config.priority_aging is not None
         age_priorities(self.store, self.config.queues, self.config.priority_aging)
+        return None
+
+    def _unpark_rates(self) -> float | None:
+        self.store.unpark_reopened_rates()
         return None
 
     def _watch_snapshots(self) -> float | None:

@@ -333,9 +333,12 @@ class WorkerProcess:
 
     def _idle_wait(self) -> float:
         # The claim just came back short: set aside the due jobs it stepped over (a full
-        # concurrency key's, a paused task's).
+        # concurrency or rate key's, a paused task's), and put back those of rate keys
+        # whose room came back (the wait that ends at that moment comes here first).
         self.gate.call(lambda: self.store.park_blocked(self.config.queues),
                        "park jobs that may not start", self.stopping)
+        self.gate.call(self.store.unpark_reopened_rates, "unpark jobs of rate keys with room",
+                       self.stopping)
         due_in = self._next_wake()
         if due_in is None:
             return self.config.poll_interval

@@ -145,13 +145,15 @@ SELECT MIN(due.seconds) FROM (
 ) due
 
 -- name: blocked_jobs
--- Due jobs of these queues, not parked, whose concurrency key is full or whose task is
--- paused (an idle worker parks them: taskmill/store/parking.py).
+-- Due jobs of these queues, not parked, whose concurrency key is full, whose task is
+-- paused, or (without a concurrency key) whose rate key is full (an idle worker parks
+-- them: taskmill/store/parking.py).
 -- expects: READY, due, key full or task paused
-SELECT j.id, j.concurrency_key, j.concurrency_limit FROM taskmill_job j
+SELECT j.id, j.concurrency_key, j.concurrency_limit, j.rate_key FROM taskmill_job j
 WHERE j.status = 'READY' AND j.queue_name ${in:queues} AND j.parked = FALSE
   AND j.run_after <= ${now}
-  AND ((j.concurrency_key IS NOT NULL AND NOT ${room_for_key}) OR NOT (${task_not_paused}))
+  AND ((j.concurrency_key IS NOT NULL AND NOT ${room_for_key}) OR NOT (${task_not_paused})
+       OR (j.concurrency_key IS NULL AND j.rate_key IS NOT NULL AND NOT ${room_for_rate}))
 LIMIT %(limit)s
 
 -- name: park_jobs
@@ -185,9 +187,50 @@ WHERE j.status = 'READY' AND j.parked AND ${task_not_paused} AND ${room_for_key}
 UPDATE taskmill_job SET parked = FALSE WHERE id IN (${parked_startable})
 
 -- name: unpark_startable_of
--- The same, among these jobs (after a park that may have crossed a resume).
+-- The same, among these jobs, their rate key's room too (after a park that may have
+-- crossed a resume: a job parked for its full rate key stays parked).
 -- expects: READY, parked
-UPDATE taskmill_job SET parked = FALSE WHERE id IN (${parked_startable} AND j.id ${in:ids})
+UPDATE taskmill_job SET parked = FALSE
+WHERE id IN (${parked_startable} AND j.id ${in:ids} AND ${room_for_rate})
+
+-- name: flag_rate_keys
+-- These rate keys have parked jobs (in the park's transaction, before the jobs are
+-- parked: the row lock orders it against unpark_rate_key's).
+-- expects: the keys' rows exist (a full key has one)
+UPDATE taskmill_ratekey SET parked = TRUE WHERE rate_key ${in:keys}
+
+-- name: reopened_rate_keys
+-- Flagged rate keys with room again (through the index of flagged keys).
+-- expects: nothing
+SELECT k.rate_key FROM taskmill_ratekey k
+WHERE k.parked AND (k.full_until IS NULL OR k.full_until <= ${now})
+
+-- name: parked_rate_limit
+-- The rate limit of a key's best parked job (none: nothing of it is parked).
+-- expects: READY, parked, no concurrency key
+SELECT j.rate_limit FROM taskmill_job j
+WHERE j.status = 'READY' AND j.parked AND j.rate_key = %(key)s AND j.concurrency_key IS NULL
+ORDER BY j.priority DESC, j.fair_rank, j.run_after, j.id
+LIMIT 1
+
+-- name: take_rate_key_unpark
+-- Take the unpark of one reopened key: clears its flag, and locks its row until commit,
+-- so one worker unparks it and a park of it waits (see Parking.unpark_reopened_rates).
+-- expects: flagged, room again
+UPDATE taskmill_ratekey SET parked = FALSE
+WHERE rate_key = %(key)s AND parked AND (full_until IS NULL OR full_until <= ${now})
+
+-- name: unpark_rate_jobs
+-- Put the best %(count)s parked jobs of a rate key back in line (through the parked rate
+-- index, in claim order); jobs of a paused task stay parked.
+-- expects: READY, parked, no concurrency key
+UPDATE taskmill_job SET parked = FALSE WHERE id IN (
+    SELECT j.id FROM taskmill_job j
+    WHERE j.status = 'READY' AND j.parked AND j.rate_key = %(key)s
+      AND j.concurrency_key IS NULL AND ${task_not_paused}
+    ORDER BY j.priority DESC, j.fair_rank, j.run_after, j.id
+    LIMIT %(count)s
+)
 
 -- name: parked_keys_with_room
 -- Every key with parked jobs and free slots, and how many (the recovery service's look).
