@@ -275,12 +275,31 @@ def test_when_a_rate_keys_room_comes_back_its_best_parked_jobs_come_back_as_many
                .values_list("id", flat=True))
     assert {job.id for job in best} <= back and len(back) == 10
     assert parked() == 18
-    # and the key stays flagged: more of it is parked, for its next reopening.
-    assert RateKey.objects.get(rate_key=rated.module_path).parked
-    claimed = store.claim(["default"], 20, WORKER)
-    assert len(claimed) == 10  # The window takes them all (limit 10), and is full again:
+    # The flag waits for the key to fill again: more unparked now would only be in the way.
+    assert not RateKey.objects.get(rate_key=rated.module_path).parked
     assert store.unpark_reopened_rates() == 0
-    assert parked() == 18
+    claimed = store.claim(["default"], 20, WORKER)
+    assert len(claimed) == 10  # The window takes them all (limit 10) and is full again;
+    assert RateKey.objects.get(rate_key=rated.module_path).parked  # the claim flagged it,
+    assert store.unpark_reopened_rates() == 0
+    reopen(rated.module_path)
+    assert store.unpark_reopened_rates() == 10  # and its next reopening brings ten more.
+    assert parked() == 8
+
+
+def test_the_recovery_service_flags_a_rate_key_left_with_room_and_parked_jobs():
+    """The jobs unparked at its reopening were cancelled before they ran: the key never
+    filled again to flag itself."""
+    store = get_store("default")
+    full_rate_key_with_backlog(store, backlog=12)
+    assert store.park_blocked(["default"]) == 12
+    reopen(rated.module_path)
+    assert store.unpark_reopened_rates() == 10
+    Job.objects.filter(status=JobStatus.READY, parked=False).delete()
+    assert store.unpark_reopened_rates() == 0  # Not flagged: nothing fills it.
+    recover_dead_workers(store, lease_seconds=30)
+    assert store.unpark_reopened_rates() == 2
+    assert len(store.claim(["default"], 5, WORKER)) == 2
 
 
 def test_a_rate_keys_flag_goes_once_nothing_of_it_is_parked():

@@ -14,9 +14,10 @@ the claim index reads the unparked ones only, migration 0011), and they are put 
   store: the API, the CLI and the admin);
 - a full rate key's best parked jobs, as many as its limit, once its room comes back:
   by the first worker to look after that moment (an idle worker wakes for it; every
-  worker looks twice a second). The key's row carries a flag, set with the park and
-  taken with the unpark, so each reopening is unparked once. Only jobs without a
-  concurrency key are parked for their rate key.
+  worker looks twice a second). The key's row carries a flag, set by the park and by
+  the claim that fills the key while more of it is parked, and taken by the unpark, so
+  each reopening is unparked once; the recovery service flags any key left with room
+  and parked jobs. Only jobs without a concurrency key are parked for their rate key.
 
 Parking is an optimisation only. The claim still checks each job's key, and the limit
 is still enforced after the claim under the key's lock (:mod:`.limits`), so a job
@@ -61,9 +62,11 @@ class Parking(StoreConnection):
 
     def unpark_if_room(self) -> int:
         """Unpark the best jobs of every key with parked jobs and free slots, as many as
-        it has (the backstop); returns how many keys had room."""
+        it has, and flag every rate key with room and parked jobs for the next look (the
+        backstop); returns how many concurrency keys had room."""
         if not self.parks:
             return 0
+        self.run("flag_parked_rate_keys")
         rows = self.fetchall("parked_keys_with_room")
         for key, room in rows:
             self.run("unpark_jobs", {"key": key, "count": int(room)})
@@ -75,7 +78,9 @@ class Parking(StoreConnection):
 
         Each key in a transaction of its own: taking the flag locks the key's row, so a
         park of the same key (which flags it first) waits, then flags it again. The flag
-        is left set while the key may have more parked jobs than were put back.
+        stays off until the key fills up again (the claim that fills it flags it if more
+        of it is parked): unparking more before then would only put more jobs in the
+        claims' way.
         """
         if not self.parks:
             return 0
@@ -88,11 +93,8 @@ class Parking(StoreConnection):
                 best = self.fetchone("parked_rate_limit", {"key": key})
                 if best is None:
                     continue  # Nothing of it is parked any more: the flag stays off.
-                count = min(int(best[0]), RATE_UNPARK_AT_ONCE)
-                done = self.run("unpark_rate_jobs", {"key": key, "count": count})
-                if done == count:
-                    self.run("flag_rate_keys", {"keys": self.list_param([key])})
-                unparked += done
+                unparked += self.run("unpark_rate_jobs", {
+                    "key": key, "count": min(int(best[0]), RATE_UNPARK_AT_ONCE)})
         return unparked
 
     def recheck_parked(self, found: Sequence[tuple[Any, str | None, int | None]]) -> None:

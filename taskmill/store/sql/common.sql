@@ -199,6 +199,16 @@ WHERE id IN (${parked_startable} AND j.id ${in:ids} AND ${room_for_rate})
 -- expects: the keys' rows exist (a full key has one)
 UPDATE taskmill_ratekey SET parked = TRUE WHERE rate_key ${in:keys}
 
+-- name: flag_parked_rate_keys
+-- Flag every rate key with room and parked jobs (the recovery service's backstop: the
+-- jobs unparked at its last reopening were cancelled, say, so it never filled again).
+-- expects: READY, parked
+UPDATE taskmill_ratekey SET parked = TRUE
+WHERE parked = FALSE AND (full_until IS NULL OR full_until <= ${now}) AND EXISTS (
+    SELECT 1 FROM taskmill_job j
+    WHERE j.status = 'READY' AND j.parked AND j.rate_key = taskmill_ratekey.rate_key
+      AND j.concurrency_key IS NULL)
+
 -- name: reopened_rate_keys
 -- Flagged rate keys with room again (through the index of flagged keys).
 -- expects: nothing
@@ -639,9 +649,16 @@ INSERT INTO taskmill_ratekey (rate_key, full_until) VALUES (%(key)s, NULL)
 ON CONFLICT (rate_key) DO NOTHING
 
 -- name: set_rate_key_full
--- Sum a key's window up for the claims: full until %(until)s, or (NULL) open.
+-- Sum a key's window up for the claims: full until %(until)s, or (NULL) open. A key
+-- that fills while jobs of it are parked is flagged, so its next reopening unparks the
+-- next of them (one probe of the parked rate index; see Parking.unpark_reopened_rates).
 -- expects: the key's lock is held
-UPDATE taskmill_ratekey SET full_until = %(until)s WHERE rate_key = %(key)s
+UPDATE taskmill_ratekey SET full_until = %(until)s, parked = (parked OR (
+    %(until)s IS NOT NULL AND EXISTS (
+        SELECT 1 FROM taskmill_job j
+        WHERE j.status = 'READY' AND j.parked AND j.rate_key = %(key)s
+          AND j.concurrency_key IS NULL)))
+WHERE rate_key = %(key)s
 
 -- name: queue_turn
 -- The turn a queue's claims have reached among fairness keys (no row: 0).

@@ -88,6 +88,12 @@ ON DUPLICATE KEY UPDATE queue_name = queue_name
 INSERT INTO taskmill_ratekey (rate_key, full_until) VALUES (%(key)s, NULL)
 ON DUPLICATE KEY UPDATE rate_key = rate_key
 
+-- name: set_rate_key_full
+-- Sum a key's window up for the claims: full until %(until)s, or (NULL) open (MySQL
+-- parks nothing: no flag to keep).
+-- expects: the key's lock is held
+UPDATE taskmill_ratekey SET full_until = %(until)s WHERE rate_key = %(key)s
+
 -- name: add_rate_slice
 -- A rate key's slice, before its first start is counted.
 -- expects: the key's lock is held (else: another claim's insert wins)
