@@ -27,6 +27,7 @@ from django.http import HttpRequest, HttpResponse
 from .backend import taskmill_backend
 from .flow import paused
 from .reporting import (
+    BACKLOG_COUNT_CAP,
     database_now,
     finished_counts,
     live_workers,
@@ -82,14 +83,21 @@ class TaskmillCollector:
         oldest = GaugeMetricFamily("taskmill_queue_oldest_waiting_seconds",
                                    "Age of the oldest due job that waits, per queue.",
                                    labels=["queue"])
+        capped = GaugeMetricFamily(
+            "taskmill_queue_jobs_capped",
+            f"1 when a queue's READY jobs were counted up to {BACKLOG_COUNT_CAP + 1:,} only "
+            "(more wait; its waiting and scheduled figures are then lower bounds).",
+            labels=["queue"])
         finished = finished_counts(self.database, since)
         for depth in queue_depths(self.database, now, since, finished):
             jobs.add_metric([depth.queue, "waiting"], depth.waiting)
             jobs.add_metric([depth.queue, "scheduled"], depth.scheduled)
             jobs.add_metric([depth.queue, "running"], depth.running)
             oldest.add_metric([depth.queue], depth.oldest_waiting_age or 0.0)
+            capped.add_metric([depth.queue], 1.0 if depth.capped else 0.0)
         yield jobs
         yield oldest
+        yield capped
 
         yield from self._finished(since, finished)
         yield from self._workers(now)

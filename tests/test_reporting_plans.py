@@ -11,11 +11,13 @@ rows: ``docs/scaling.md``.
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from django.core.management import call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
@@ -127,7 +129,7 @@ def check_counts(dashboard: dict[str, Any], metrics: dict[Any, float],
     assert dashboard["totals"] == {
         "waiting": WAITING, "scheduled": SCHEDULED, "running": RUNNING,
         "succeeded": SUCCEEDED, "failed": FAILED,
-        "failure_rate": FAILED / (SUCCEEDED + FAILED)}
+        "failure_rate": FAILED / (SUCCEEDED + FAILED), "capped": False}
     assert sum(p["succeeded"] for p in dashboard["throughput"]) == SUCCEEDED
     assert len(dashboard["running"]) == RUNNING
 
@@ -170,3 +172,29 @@ def test_dashboard_metrics_and_status_read_no_history_and_count_right():
 def test_the_counts_are_right_on_every_database():
     build_history(SMALL_HISTORY)
     check_counts(*(REPORTS[name]() for name in ("dashboard", "metrics", "status")))
+
+
+def test_a_backlog_past_the_cap_is_counted_up_to_it_and_said_to_be_more(monkeypatch):
+    """Counting a backlog exactly means reading all of it: a million waiting jobs cost
+    every poll a quarter of a second. Past the cap, each report says "more" instead."""
+    from taskmill import reporting
+    from taskmill.cli import status as status_command
+
+    monkeypatch.setattr(reporting, "BACKLOG_COUNT_CAP", 20)
+    monkeypatch.setattr(status_command, "BACKLOG_COUNT_CAP", 20)
+    make_jobs(30, queue_name="flood", ago=30)
+    make_jobs(5, queue_name="trickle", ago=30)
+    dashboard = dashboard_snapshot("default", lease_seconds=30)
+    queues = {q["queue"]: q for q in dashboard["queues"]}
+    assert (queues["flood"]["waiting"], queues["flood"]["capped"]) == (21, True)
+    assert (queues["trickle"]["waiting"], queues["trickle"]["capped"]) == (5, False)
+    assert dashboard["totals"]["capped"] is True
+    metrics = scrape_metrics()
+    assert metrics[("taskmill_queue_jobs_capped", (("queue", "flood"),))] == 1
+    assert metrics[("taskmill_queue_jobs_capped", (("queue", "trickle"),))] == 0
+    assert metrics[("taskmill_queue_jobs", (("queue", "flood"), ("state", "waiting")))] == 21
+    _, statements = job_queries(lambda: dashboard_snapshot("default", lease_seconds=30))
+    assert any("LIMIT 21" in sql for sql in statements)  # Read no further than the cap.
+    out = io.StringIO()
+    call_command("taskmill", "status", stdout=out)
+    assert "21+" in out.getvalue() and "counted up to 21 a queue" in out.getvalue()

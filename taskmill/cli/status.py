@@ -13,7 +13,7 @@ from typing import Any
 
 from ..flow import paused
 from ..models import describe_pause
-from ..reporting import status_report
+from ..reporting import BACKLOG_COUNT_CAP, status_report
 from ..services.snapshots import WARN_AFTER
 from ..store.rows import HeldSnapshot
 from .common import get_backend
@@ -44,12 +44,15 @@ def handle(command: Any, options: dict[str, Any]) -> None:
     write(f"Backend {backend.alias!r}, database {report['database']!r}, at {report['time']}")
     write("")
     minutes = report["finished_window_minutes"]
+    capped = any(q["capped"] for q in report["queues"])
     if report["queues"]:
-        rows = [[q["queue"], *(f"{q['counts'][s]:,}" for s in STATES),
+        rows = [[q["queue"], *(f"{q['counts'][s]:,}" + ("+" if q["capped"] and s == "READY"
+                                                          else "") for s in STATES),
                  "-" if q["oldest_waiting_age"] is None else _age(q["oldest_waiting_age"])]
                 for q in report["queues"]]
         if len(rows) > 1:
             rows.append(["(all)", *(f"{sum(q['counts'][s] for q in report['queues']):,}"
+                                    + ("+" if capped and s == "READY" else "")
                                     for s in STATES), ""])
         window = _minutes(minutes)
         headers = [f"{s} ({window})" if s in FINISHED else s for s in STATES]
@@ -57,6 +60,9 @@ def handle(command: Any, options: dict[str, Any]) -> None:
     else:
         write(f"No jobs waiting or running, and none finished in the last {minutes} minutes.")
     estimate = report["estimated_job_rows"]
+    if capped:
+        write(f"READY is counted up to {BACKLOG_COUNT_CAP + 1:,} a queue (+: more wait; "
+              "counting them all would read them all).")
     write(f"Finished counts cover the last {minutes} minutes"
           + ("." if estimate is None
              else f"; the job table holds about {estimate:,} rows (planner's estimate)."))

@@ -116,17 +116,29 @@
     svg.replaceChildren(fragment);
   }
 
+  // A queue past the count's cap shows what was counted, and "+": there is more.
+  function atLeast(count, capped) {
+    return capped ? count + "+" : count;
+  }
+
   function render(data) {
     Object.keys(data.totals).forEach(function (key) {
       var node = root.querySelector('[data-total="' + key + '"]');
-      if (node) {
-        node.textContent = key === "failure_rate" ? percent(data.totals[key]) : data.totals[key];
+      if (!node) {
+        return;
       }
+      var value = data.totals[key];
+      if (key === "failure_rate") {
+        value = percent(value);
+      } else if (key === "waiting" || key === "scheduled") {
+        value = atLeast(value, data.totals.capped);
+      }
+      node.textContent = value;
     });
     drawChart(data.throughput);
     fill("tm-queues", data.queues.map(function (q) {
-      return row([q.queue, q.waiting, q.scheduled, q.running, q.succeeded, q.failed,
-                  age(q.oldest_waiting_age)]);
+      return row([q.queue, atLeast(q.waiting, q.capped), atLeast(q.scheduled, q.capped),
+                  q.running, q.succeeded, q.failed, age(q.oldest_waiting_age)]);
     }), "No jobs.", 7);
     document.getElementById("tm-paused-list").textContent = data.paused.join(", ");
     document.getElementById("tm-paused").hidden = data.paused.length === 0;
