@@ -31,10 +31,10 @@ from .reporting import (
     database_now,
     finished_counts,
     live_workers,
-    oldest_transaction,
     queue_depths,
     recent_durations,
 )
+from .store import get_store
 
 try:  # The optional "prometheus" extra; without it the view says how to install it.
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -102,7 +102,7 @@ class TaskmillCollector:
         yield from self._finished(since, finished)
         yield from self._workers(now)
         yield self._paused()
-        held = oldest_transaction(self.database)
+        held = get_store(self.database).oldest_snapshot()
         yield GaugeMetricFamily(
             "taskmill_oldest_transaction_seconds",
             "Age of the oldest open transaction on the job database (PostgreSQL; 0 when "

@@ -99,12 +99,6 @@ def estimated_rows(database: str, table: str) -> int | None:
     return int(row[0]) if row and row[0] and row[0] > 0 else None
 
 
-def oldest_transaction(database: str) -> HeldSnapshot | None:
-    """The open transaction holding back the cleanup of the job tables longest
-    (PostgreSQL; None elsewhere or when none is open)."""
-    return get_store(database).oldest_snapshot()
-
-
 def live_workers(database: str, now: dt.datetime | None = None) -> list[WorkerInfo]:
     now = now or database_now(database)
     return [
@@ -127,7 +121,7 @@ def status_report(database: str) -> dict[str, Any]:
         # Every job row, finished ones included: the planner's estimate, or None.
         "estimated_job_rows": estimated_rows(database, Job._meta.db_table),
         # Until it ends, vacuum cannot clean up after the jobs (None: none, or not told).
-        "oldest_transaction": _as_dict(oldest_transaction(database)),
+        "oldest_transaction": _as_dict(get_store(database).oldest_snapshot()),
         "workers": [
             {**asdict(w), "started_at": w.started_at.isoformat(),
              "last_heartbeat": w.last_heartbeat.isoformat()}
@@ -155,20 +149,6 @@ DURATION_SAMPLE = 5000
 #: reading all of it (about 0.25 µs a job on PostgreSQL: a million waiting jobs would
 #: cost every dashboard poll and every scrape a quarter of a second).
 BACKLOG_COUNT_CAP = 100_000
-
-#: The queues with READY jobs, each found with one probe of the claim index (a loose
-#: index scan: the next queue name after the last), not by reading every READY job.
-_READY_QUEUES = """
-WITH RECURSIVE ready_queue(name) AS (
-    SELECT MIN(queue_name) FROM taskmill_job WHERE status = 'READY'
-    UNION ALL
-    SELECT (SELECT MIN(j.queue_name) FROM taskmill_job j
-            WHERE j.status = 'READY' AND j.queue_name > r.name)
-    FROM ready_queue r WHERE r.name IS NOT NULL
-)
-SELECT name FROM ready_queue WHERE name IS NOT NULL
-"""
-
 
 @dataclass
 class QueueDepth:
@@ -203,7 +183,7 @@ def queue_depths(database: str, now: dt.datetime, since: dt.datetime,
     # queue_name and holds run_after: an index-only scan), up to the cap; RUNNING: a
     # RUNNING-only index.
     due = Q(run_after__lte=now)
-    for name in ready_queues(database):
+    for name in get_store(database).ready_queues():
         first = jobs.filter(status=JobStatus.READY, queue_name=name).values("run_after")
         counted = first[:BACKLOG_COUNT_CAP + 1].aggregate(
             n=Count("run_after"), due=Count("run_after", filter=due),
@@ -224,13 +204,6 @@ def queue_depths(database: str, now: dt.datetime, since: dt.datetime,
         else:
             depth.failed += done["n"]
     return [depths[name] for name in sorted(depths)]
-
-
-def ready_queues(database: str) -> list[str]:
-    """The queues that have READY jobs, in name order."""
-    with connections[database].cursor() as cursor:
-        cursor.execute(_READY_QUEUES)
-        return [name for (name,) in cursor.fetchall()]
 
 
 def finished_counts(database: str, since: dt.datetime) -> list[Mapping[str, Any]]:

@@ -73,10 +73,10 @@ class Claiming(ConcurrencyLimits, FairTurns, Parking):
         rate_keys = sorted({rate_key for _, key, _, rate_key in found
                             if key is None and rate_key is not None})
         with self.atomic():
-            if rate_keys:  # First: the keys' row locks order this park and their unparks.
-                self.run("flag_rate_keys", {"keys": self.list_param(rate_keys)})
             parked = self.run("park_jobs", {"ids": self.ids_param(
                 [self.id_from_db(row[0]) for row in found])})
+            if rate_keys:  # Job rows, then the keys' rows: the order a claim locks them in.
+                self.run("flag_rate_keys", {"keys": self.list_param(rate_keys)})
         self.recheck_parked([(job_id, key, limit) for job_id, key, limit, _ in found])
         return parked
 
@@ -103,6 +103,10 @@ class Claiming(ConcurrencyLimits, FairTurns, Parking):
         if row is None:
             return 0, None
         return int(row[0]), None if row[1] is None else float(row[1])
+
+    def ready_queues(self) -> list[str]:
+        """The queues that have READY jobs, in name order (the reports' first look)."""
+        return [name for (name,) in self.fetchall("ready_queues")]
 
     def top_priority(self, queue: str) -> int | None:
         """The highest priority among ``queue``'s due jobs (None: none is due)."""

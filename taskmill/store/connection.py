@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -64,6 +64,10 @@ class StoreConnection:
         """:meth:`execute` on a cursor of its own."""
         with self.connection.cursor() as cursor:
             return self.execute(cursor, name, params)
+
+    def notify(self, queues: Iterable[str]) -> None:
+        """Wake idle workers of these queues, for jobs made READY by an update (PostgreSQL
+        only; others poll). Inserts need no call: PostgreSQL's insert trigger sends it."""
 
     def fetchall(self, name: str, params: Params | None = None) -> list[tuple[Any, ...]]:
         with self.connection.cursor() as cursor:

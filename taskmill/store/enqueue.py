@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 
 from django.db.backends.utils import CursorWrapper
 
@@ -95,10 +95,6 @@ class Enqueueing(FairTurns):
         """True when inserted, from RETURNING; MySQL says False and reads back instead."""
         self.execute(cursor, "insert_unique_job", params)
         return cursor.fetchone() is not None
-
-    def notify(self, queues: Iterable[str]) -> None:
-        """Wake idle workers of these queues, for jobs made READY by an update (PostgreSQL
-        only; others poll). Inserts need no call: PostgreSQL's insert trigger sends it."""
 
     def enqueue_tick(self, name: str, tick: dt.datetime, job: NewJob) -> bool:
         """Enqueue ``job`` for ``tick`` of the periodic task ``name`` unless a worker did.

@@ -76,25 +76,31 @@ class Parking(StoreConnection):
         """Unpark the best parked jobs of every flagged rate key whose room came back, as
         many as its limit (at most RATE_UNPARK_AT_ONCE); returns how many jobs.
 
-        Each key in a transaction of its own: taking the flag locks the key's row, so a
-        park of the same key (which flags it first) waits, then flags it again. The flag
-        stays off until the key fills up again (the claim that fills it flags it if more
-        of it is parked): unparking more before then would only put more jobs in the
-        claims' way.
+        Taking the flag is a statement of its own, and so is the unpark: a transaction
+        holding the key's row while it waits for job rows could deadlock with a park or
+        a claim, which lock job rows first. A park in flight either flags the key after
+        the take (the next look unparks its jobs) or before it (the take waits for it,
+        and the unpark's fresh read sees its jobs). The flag stays off until the key
+        fills up again (the claim that fills it flags it if more of it is parked):
+        unparking more before then would only put more jobs in the claims' way. A look
+        that dies between the take and the unpark leaves the key to the recovery
+        service, which flags it again.
         """
         if not self.parks:
             return 0
         unparked = 0
         for (key,) in self.fetchall("reopened_rate_keys"):
-            with self.atomic():
-                if not self.run("take_rate_key_unpark", {"key": key}):
-                    continue  # Another worker took it, or it filled up again.
-                # Read after the lock: a park that crossed this look has landed by now.
-                best = self.fetchone("parked_rate_limit", {"key": key})
-                if best is None:
-                    continue  # Nothing of it is parked any more: the flag stays off.
-                unparked += self.run("unpark_rate_jobs", {
-                    "key": key, "count": min(int(best[0]), RATE_UNPARK_AT_ONCE)})
+            if not self.run("take_rate_key_unpark", {"key": key}):
+                continue  # Another worker took it, or it filled up again.
+            best = self.fetchone("parked_rate_limit", {"key": key})
+            if best is None:
+                continue  # Nothing of it is parked any more: the flag stays off.
+            queues = self.fetchall("unpark_rate_jobs", {
+                "key": key, "count": min(int(best[0]), RATE_UNPARK_AT_ONCE)})
+            # Idle workers that looked a moment before this committed sleep until their
+            # next poll otherwise (every idle worker wakes at the reopening; one unparks).
+            self.notify({queue for (queue,) in queues})
+            unparked += len(queues)
         return unparked
 
     def recheck_parked(self, found: Sequence[tuple[Any, str | None, int | None]]) -> None:

@@ -157,9 +157,11 @@ WHERE j.status = 'READY' AND j.queue_name ${in:queues} AND j.parked = FALSE
 LIMIT %(limit)s
 
 -- name: park_jobs
--- Set jobs aside from the claims while their key is full or their task paused.
--- expects: READY
-UPDATE taskmill_job SET parked = TRUE WHERE id ${in:ids} AND status = 'READY'
+-- Set jobs aside from the claims while their key is full or their task paused. Only
+-- unparked ones: the rows the unparks lock are parked ones, so the two never wait for
+-- each other's rows (each locks its rows in its own order: waiting could deadlock).
+-- expects: READY, not parked
+UPDATE taskmill_job SET parked = TRUE WHERE id ${in:ids} AND status = 'READY' AND parked = FALSE
 
 -- name: unpark_jobs
 -- Put the best %(count)s parked jobs of a key back in line (the parked index, in claim
@@ -194,8 +196,8 @@ UPDATE taskmill_job SET parked = FALSE
 WHERE id IN (${parked_startable} AND j.id ${in:ids} AND ${room_for_rate})
 
 -- name: flag_rate_keys
--- These rate keys have parked jobs (in the park's transaction, before the jobs are
--- parked: the row lock orders it against unpark_rate_key's).
+-- These rate keys have parked jobs (in the park's transaction, after the jobs are
+-- parked: job rows first, as a claim locks them).
 -- expects: the keys' rows exist (a full key has one)
 UPDATE taskmill_ratekey SET parked = TRUE WHERE rate_key ${in:keys}
 
@@ -224,23 +226,26 @@ ORDER BY j.priority DESC, j.fair_rank, j.run_after, j.id
 LIMIT 1
 
 -- name: take_rate_key_unpark
--- Take the unpark of one reopened key: clears its flag, and locks its row until commit,
--- so one worker unparks it and a park of it waits (see Parking.unpark_reopened_rates).
+-- Take the unpark of one reopened key: clears its flag, so one worker unparks it (see
+-- Parking.unpark_reopened_rates).
 -- expects: flagged, room again
 UPDATE taskmill_ratekey SET parked = FALSE
 WHERE rate_key = %(key)s AND parked AND (full_until IS NULL OR full_until <= ${now})
 
 -- name: unpark_rate_jobs
 -- Put the best %(count)s parked jobs of a rate key back in line (through the parked rate
--- index, in claim order); jobs of a paused task stay parked.
+-- index, in claim order), and name their queues; jobs of a paused task stay parked.
+-- Rows another statement holds are passed over (${skip_locked}): they are being unparked
+-- already, and waiting for them in claim order could deadlock with an unpark in id order.
 -- expects: READY, parked, no concurrency key
 UPDATE taskmill_job SET parked = FALSE WHERE id IN (
     SELECT j.id FROM taskmill_job j
     WHERE j.status = 'READY' AND j.parked AND j.rate_key = %(key)s
       AND j.concurrency_key IS NULL AND ${task_not_paused}
     ORDER BY j.priority DESC, j.fair_rank, j.run_after, j.id
-    LIMIT %(count)s
+    LIMIT %(count)s ${skip_locked}
 )
+RETURNING queue_name
 
 -- name: parked_keys_with_room
 -- Every key with parked jobs and free slots, and how many (the recovery service's look).
@@ -253,6 +258,20 @@ SELECT k.concurrency_key, k.room FROM (
     FROM taskmill_job p WHERE p.status = 'READY' AND p.parked
     GROUP BY p.concurrency_key
 ) k WHERE k.room > 0
+
+-- name: ready_queues
+-- The queues that have READY jobs, in name order: one probe of the claim index per queue
+-- (a loose index scan, each step the next name after the last), not a read of every
+-- READY job.
+-- expects: READY
+WITH RECURSIVE ready_queue(name) AS (
+    SELECT MIN(queue_name) FROM taskmill_job WHERE status = 'READY'
+    UNION ALL
+    SELECT (SELECT MIN(j.queue_name) FROM taskmill_job j
+            WHERE j.status = 'READY' AND j.queue_name > r.name)
+    FROM ready_queue r WHERE r.name IS NOT NULL
+)
+SELECT name FROM ready_queue WHERE name IS NOT NULL
 
 -- name: waiting_jobs
 -- How many jobs of these queues wait, and in how many seconds the first is due.
