@@ -364,3 +364,30 @@ def test_a_worker_drains_a_parked_rate_limited_backlog_at_its_rate():
     assert Job.objects.filter(task_path=rated.module_path,
                               status=JobStatus.SUCCESSFUL).count() == 35
     assert 2.5 < took < 12  # 10 a second: at least three windows after the first ten.
+
+
+@pytest.mark.skipif("os.environ.get('TASKMILL_TEST_DB') != 'postgresql'")
+def test_a_rate_unpark_passes_over_jobs_another_statement_holds():
+    """Waiting for them, in claim order, deadlocked with unparks and parks that lock in id
+    order (idle workers of one queue all look at the same moment)."""
+    from taskmill.store import close_store, private_store
+
+    store = get_store("default")
+    full_rate_key_with_backlog(store, backlog=5)
+    assert store.park_blocked(["default"]) == 5
+    reopen(rated.module_path)
+    best = Job.objects.filter(parked=True).order_by("run_after", "id").first()
+    other = private_store("default")
+    try:
+        with other.atomic(), other.connection.cursor() as cursor:
+            cursor.execute("SELECT id FROM taskmill_job WHERE id = %s FOR UPDATE", [best.id])
+            with connection.cursor() as mine:
+                mine.execute("SET lock_timeout = '2s'")
+            started = time.monotonic()
+            assert store.unpark_reopened_rates() == 4  # All but the one held, at once.
+            assert time.monotonic() - started < 1
+    finally:
+        close_store(other)
+        with connection.cursor() as mine:
+            mine.execute("RESET lock_timeout")
+    assert list(Job.objects.filter(parked=True).values_list("id", flat=True)) == [best.id]
