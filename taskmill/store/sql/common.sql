@@ -204,12 +204,16 @@ UPDATE taskmill_ratekey SET parked = TRUE WHERE rate_key ${in:keys}
 -- name: flag_parked_rate_keys
 -- Flag every rate key with room and parked jobs (the recovery service's backstop: the
 -- jobs unparked at its last reopening were cancelled, say, so it never filled again).
+-- Keys a claim holds are passed over, not waited for (that claim is using the key).
 -- expects: READY, parked
-UPDATE taskmill_ratekey SET parked = TRUE
-WHERE parked = FALSE AND (full_until IS NULL OR full_until <= ${now}) AND EXISTS (
-    SELECT 1 FROM taskmill_job j
-    WHERE j.status = 'READY' AND j.parked AND j.rate_key = taskmill_ratekey.rate_key
-      AND j.concurrency_key IS NULL)
+UPDATE taskmill_ratekey SET parked = TRUE WHERE rate_key IN (
+    SELECT k.rate_key FROM taskmill_ratekey k
+    WHERE k.parked = FALSE AND (k.full_until IS NULL OR k.full_until <= ${now}) AND EXISTS (
+        SELECT 1 FROM taskmill_job j
+        WHERE j.status = 'READY' AND j.parked AND j.rate_key = k.rate_key
+          AND j.concurrency_key IS NULL)
+    ${skip_locked}
+)
 
 -- name: reopened_rate_keys
 -- Flagged rate keys with room again (through the index of flagged keys).
