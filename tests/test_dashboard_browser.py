@@ -65,11 +65,16 @@ def staff_page(page, live_server, django_user_model, settings):
 
 
 def painted(page, selector: str, colour: tuple[int, int, int]) -> int:
-    """Pixels of ``colour`` inside the element, read from a real screenshot."""
-    png = base64.b64encode(page.screenshot()).decode()
-    box = page.locator(selector).first.bounding_box()
-    assert box, f"{selector} is not on screen"
-    return page.evaluate(COUNT_COLOUR, [png, box, list(colour)])
+    """Pixels of ``colour`` inside the element, read from a real screenshot. Each poll
+    re-renders the tables: an element seen a moment ago may be mid-replacement, so the
+    screenshot and the element's box are taken again, for up to two seconds."""
+    for _ in range(10):
+        png = base64.b64encode(page.screenshot()).decode()
+        box = page.locator(selector).first.bounding_box()
+        if box:
+            return page.evaluate(COUNT_COLOUR, [png, box, list(colour)])
+        page.wait_for_timeout(200)
+    raise AssertionError(f"{selector} is not on screen")
 
 
 def total(page, name: str) -> str:
