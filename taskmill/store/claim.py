@@ -88,7 +88,8 @@ class Claiming(ConcurrencyLimits, FairTurns, Parking):
         Read without walking every waiting job: the due ones in claim order up to the
         first that may start, the parked ones left out, and the deferred ones in due order
         through their own index. Hazard: due jobs that may not start and are not parked
-        (a full rate key's) are still stepped over, as the claim steps over them.
+        yet (or never: MySQL's, or a job's rate key when it has a concurrency key too) are
+        still stepped over, as the claim steps over them.
         """
         queues = self.unpaused(queues)
         if not queues:
