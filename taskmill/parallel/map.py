@@ -21,6 +21,12 @@ anything. Why: SQLite keeps locks per process and per file, and a fork while ano
 thread of the parent is inside SQLite hands the child a lock nobody will release.
 Worker processes keep their threads out of SQLite during a fork (:mod:`taskmill.forkgate`),
 but a thread of the project's own, or a cursor freed mid-fork, is beyond that gate.
+
+The import system has the same hazard: a module another thread is importing when the
+process forks stays locked in the child, and the child's first import of it waits for
+ever. Django imports its SQL compiler on a process's first ORM query, which in a worker
+is often a task's, on another thread, just as this one forks; so each database's
+compiler module is imported before the first fork (waiting out an import in flight).
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ import warnings
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from importlib import import_module
 from multiprocessing.connection import Connection, Pipe, wait
 from typing import Any, TypeVar
 
@@ -129,6 +136,7 @@ def parallel_map(func: Callable[[T], R], items: Iterable[T], *, processes: int |
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
+    _import_query_compilers()
     try:
         for _ in range(count):
             child = _start_child(func, [c.conn for c in children.values()])
@@ -156,6 +164,12 @@ def parallel_map(func: Callable[[T], R], items: Iterable[T], *, processes: int |
     finally:
         _stop_children(children.values(), kill=not finished)
     return [value for chunk_results in results for value in chunk_results]  # type: ignore[union-attr]
+
+
+def _import_query_compilers() -> None:
+    """Import what each database's first ORM query would (see the module's docstring)."""
+    for alias in connections:
+        import_module(connections[alias].ops.compiler_module)
 
 
 def _feed(child: _Child, payloads: deque[tuple[int, bytes]], chunksize: int) -> None:
