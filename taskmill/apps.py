@@ -9,4 +9,6 @@ class TaskmillConfig(AppConfig):
     def ready(self) -> None:
         # Here, not at the top: checks import models, which Django's app loading
         # allows only once every app is registered (that is, in ready()).
-        from . import checks, deploy  # noqa: F401  (register the system checks)
+        from . import checks, deploy, sharedcache  # noqa: F401  (checks register themselves)
+
+        sharedcache.install()  # Threads sharing Django's in-memory test database.

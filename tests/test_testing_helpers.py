@@ -217,9 +217,29 @@ def test_worker_fixture_with_marker(taskmill_worker):
 '''
 
 
-def test_plugin_fixtures_work_in_a_sample_test_module(pytester, tmp_path, monkeypatch):
-    """The entry-point plugin's fixtures, used by a project's tests under pytest-django."""
-    pytester.makepyfile(test_sample=SAMPLE)
+#: A test thread that reads and enqueues all the while the worker's threads write, on
+#: Django's in-memory test database (a shared cache, whose table locks fail at once).
+BUSY_SAMPLE = '''
+from taskmill.models import Job
+from tests.project.models import Execution
+from tests.project.tasks import record
+
+
+def test_the_test_thread_queries_while_the_worker_writes(taskmill_worker):
+    results = []
+    for i in range(150):
+        results.append(record.enqueue(f"row-{i}"))
+        Job.objects.filter(status="SUCCESSFUL").count()
+        Execution.objects.count()
+    taskmill_worker.wait(*results, timeout=60)
+    assert Execution.objects.count() == 150
+'''
+
+
+def run_sample(pytester, tmp_path, monkeypatch, source: str):
+    """``source`` as a test module of a sample project, run by pytest in a process of its
+    own on an in-memory SQLite test database (other vendors: a database of its own)."""
+    pytester.makepyfile(test_sample=source)
     pytester.makeini(textwrap.dedent("""
         [pytest]
         DJANGO_SETTINGS_MODULE = tests.project.settings
@@ -238,7 +258,17 @@ def test_plugin_fixtures_work_in_a_sample_test_module(pytester, tmp_path, monkey
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    result = pytester.run(sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
-                          "--create-db", "-q", str(pytester.path / "test_sample.py"),
-                          timeout=120)
-    result.assert_outcomes(passed=4)
+    return pytester.run(sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
+                        "--create-db", "-q", str(pytester.path / "test_sample.py"),
+                        timeout=120)
+
+
+def test_plugin_fixtures_work_in_a_sample_test_module(pytester, tmp_path, monkeypatch):
+    """The entry-point plugin's fixtures, used by a project's tests under pytest-django."""
+    run_sample(pytester, tmp_path, monkeypatch, SAMPLE).assert_outcomes(passed=4)
+
+
+def test_a_test_thread_never_meets_a_table_lock_of_the_worker(pytester, tmp_path, monkeypatch):
+    """On the in-memory test database, the test thread's queries wait for a worker thread's
+    write as they would on a file, instead of failing with "database table is locked"."""
+    run_sample(pytester, tmp_path, monkeypatch, BUSY_SAMPLE).assert_outcomes(passed=1)
