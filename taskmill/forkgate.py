@@ -19,7 +19,9 @@ already inside may re-enter: it cannot be the one forking, since forks happen ou
 database calls.
 
 A connection also keeps its turn from BEGIN to COMMIT (between two statements its
-transaction holds SQLite's locks, whose in-process records a child would inherit).
+transaction holds SQLite's locks, whose in-process records a child would inherit), and a
+write that returns rows outside a transaction is read to its end within one turn (until
+then it holds the write lock, while the connection says it is in no transaction).
 
 Hazard: a fork waits for the calls and transactions in flight, so a statement or a
 transaction that runs long, or waits on the busy timeout for another process's write
@@ -30,8 +32,10 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import sqlite3
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -141,7 +145,77 @@ def _gated_cursor(factory: type[sqlite3.Cursor]) -> type[sqlite3.Cursor]:
     fetching steps the statement, and closing ends its read transaction, both of which
     take the file's shared-memory lock as surely as executing does."""
     calls = {name: _gated(getattr(factory, name)) for name in _CURSOR_CALLS}
-    return type(f"Gated{factory.__name__}", (factory,), calls)
+    gated = type(f"Gated{factory.__name__}", (factory,), calls)
+    return type(f"Gated{factory.__name__}", (_ReturningReadAtOnce, gated), {})
+
+
+_RETURNING = re.compile(r"\bRETURNING\b", re.IGNORECASE)
+
+
+@functools.lru_cache(maxsize=512)
+def _writes_and_returns(sql: str) -> bool:
+    """Whether ``sql`` writes and returns rows (``INSERT ... RETURNING``: Django's
+    ``create()`` on SQLite 3.35+, the store's claims). A false match only has a
+    statement's rows read at once."""
+    return _RETURNING.search(sql) is not None
+
+
+class _ReturningReadAtOnce(sqlite3.Cursor):
+    """A gated cursor that reads a writing statement's returned rows inside its execute.
+
+    Why: outside a transaction, a write that returns rows holds the database's write lock
+    from its first step to its last, while the connection says it is in no transaction
+    (so the gate is free). A fork in between gives the child the lock's in-process
+    record, not the lock: the child's every write then waits on a lock nobody will
+    release, until its busy timeout ("database is locked"). Read here, within one turn of
+    the gate, the statement has finished (and committed) before any fork can happen;
+    ``fetch*`` hand out the rows kept.
+    """
+
+    def execute(self, sql: str, *args: Any, **kwargs: Any) -> Any:
+        with _gate.enter():
+            super().execute(sql, *args, **kwargs)
+            self._returned = (deque(super().fetchall())
+                              if self.description is not None and _writes_and_returns(sql)
+                              else None)
+        return self
+
+    def executemany(self, *args: Any, **kwargs: Any) -> Any:
+        self._returned = None
+        return super().executemany(*args, **kwargs)
+
+    def executescript(self, *args: Any, **kwargs: Any) -> Any:
+        self._returned = None
+        return super().executescript(*args, **kwargs)
+
+    def fetchone(self) -> Any:
+        rows = self.__dict__.get("_returned")
+        if rows is None:
+            return super().fetchone()
+        return rows.popleft() if rows else None
+
+    def fetchmany(self, size: int | None = None) -> list[Any]:
+        rows = self.__dict__.get("_returned")
+        if rows is None:
+            return super().fetchmany() if size is None else super().fetchmany(size)
+        count = min(self.arraysize if size is None else size, len(rows))
+        return [rows.popleft() for _ in range(count)]
+
+    def fetchall(self) -> list[Any]:
+        rows = self.__dict__.get("_returned")
+        if rows is None:
+            return super().fetchall()
+        taken = list(rows)
+        rows.clear()
+        return taken
+
+    def __next__(self) -> Any:
+        rows = self.__dict__.get("_returned")
+        if rows is None:
+            return super().__next__()
+        if rows:
+            return rows.popleft()
+        raise StopIteration
 
 
 _BASE_LEVEL: Any = sqlite3.Connection.__dict__["isolation_level"]

@@ -147,21 +147,22 @@ def _state(pid: int) -> str:
 
 
 #: A parallel_map child stuck in SQLite, in a faulthandler dump: its thread's innermost
-#: frame is Django's SQLite backend (connecting, or its first query), under _child_main.
+#: frame is Django's SQLite backend (connecting, or a query), under _child_main.
 _STUCK_IN_SQLITE = re.compile(
     r"(?:Current thread|Thread) 0x[0-9a-f]+ \(most recent call first\):\n"
     r"  File \"[^\"]*django/db/backends/sqlite3/base\.py\".*\n"
     r"(?:  File .*\n)*?  File \"[^\"]*taskmill/parallel/map\.py\", line \d+ in _child_main")
 
 SQLITE_FORK_HANG = (
-    "HANG: a parallel_map child process is blocked inside SQLite on its first query. It "
-    "was fork()ed while another thread of its parent (the worker's producer, heartbeat "
-    "or maintenance thread, or taskmill.testing.worker()'s) was inside SQLite on the same "
-    "database file, and inherited a lock that SQLite keeps per process and per file (the "
-    "WAL shared-memory mutex of the file's inode record): nobody will ever release it in "
-    "the child. The parent's parallel_map waits for the child without a timeout. This is "
-    "a taskmill issue (parallel_map forks a multi-threaded process that has SQLite "
-    "connections open), not the example's or the test's; the stacks follow.")
+    "HANG: a parallel_map child process is blocked inside SQLite. It was fork()ed while "
+    "another thread of its parent (the worker's producer, heartbeat or maintenance "
+    "thread, a task's, or taskmill.testing.worker()'s) was inside SQLite on the same "
+    "database file, or held a lock on it, and inherited what SQLite keeps per process "
+    "and per file: a mutex held (a hang at the first query), or the record of a write "
+    "lock without the lock (the child's first write waits out its busy timeout, then "
+    "'database is locked'). This is a taskmill issue (parallel_map forks a "
+    "multi-threaded process that has SQLite connections open), not the example's or the "
+    "test's; the stacks follow.")
 
 
 def diagnose(output: str) -> str:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import sqlite3
 import threading
 import time
 
 import pytest
 from django.db import connection, connections, transaction
 
+from taskmill import forkgate
 from taskmill.models import Job, JobStatus
 from taskmill.testing import worker
 from tests.conftest import wait_until
@@ -94,6 +98,62 @@ def test_parallel_map_never_forks_while_another_thread_of_the_worker_is_inside_s
     assert {job.status for job in Job.objects.filter(id__in=ids)} == {
         JobStatus.SUCCESSFUL}, burst.output[-3000:]
     assert Execution.objects.filter(label="fork-round").count() == 250
+
+
+def _write_in_a_child(path: str, timeout: float) -> tuple[int, float]:
+    """Fork; the child writes the file on a connection of its own. (Exit status, seconds.)"""
+    started = time.monotonic()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            with contextlib.closing(sqlite3.connect(path, timeout=timeout,
+                                                    isolation_level=None)) as own:
+                own.execute("BEGIN IMMEDIATE")
+                own.execute("INSERT INTO t (v) VALUES ('child')")
+                own.execute("COMMIT")
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), time.monotonic() - started
+
+
+def test_a_child_forked_mid_returning_write_of_another_thread_can_write(sqlite_only, tmp_path):
+    """Outside a transaction, ``INSERT ... RETURNING`` holds the write lock from its first
+    step to its last while the connection says it is in no transaction. A child forked in
+    between inherited the lock's in-process record without the lock, and every write of
+    its own waited out its timeout ("database is locked"). The gated cursor reads such a
+    statement to its end inside its execute."""
+    path = str(tmp_path / "returning.sqlite3")
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as setup:
+        setup.execute("PRAGMA journal_mode=WAL")
+        setup.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+    inserted, fork_done = threading.Event(), threading.Event()
+    returned: list[object] = []
+
+    def insert_and_wait() -> None:
+        with contextlib.closing(sqlite3.connect(path, factory=forkgate.GatedConnection,
+                                                isolation_level=None)) as gated:
+            cursor = gated.cursor()
+            cursor.execute("INSERT INTO t (v) VALUES ('a'), ('b'), ('c') RETURNING v")
+            inserted.set()
+            fork_done.wait(30)  # The rows are read only after the fork.
+            returned.extend([cursor.fetchone(), *cursor.fetchmany(1), *cursor])
+
+    thread = threading.Thread(target=insert_and_wait)
+    thread.start()
+    try:
+        assert inserted.wait(10)
+        code, seconds = _write_in_a_child(path, timeout=2.0)
+    finally:
+        fork_done.set()
+        thread.join()
+    assert (code, seconds < 1.5) == (0, True), f"the child's write: exit {code} after {seconds:.1f}s"
+    assert returned == [("a",), ("b",), ("c",)]
+    with contextlib.closing(sqlite3.connect(path)) as check:
+        assert check.execute("SELECT v FROM t ORDER BY id").fetchall() == [
+            ("a",), ("b",), ("c",), ("child",)]
 
 
 def test_an_idle_worker_is_woken_by_the_enqueue_not_its_poll(sqlite_only, start_worker):
