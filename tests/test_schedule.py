@@ -102,6 +102,36 @@ def test_missed_ticks_collapse_into_the_latest_one():
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_worker_that_looks_late_enqueues_each_tick_it_passed():
+    """A look after the tick that follows a due one used to enqueue only the later: a
+    running worker whose maintenance thread was a second late lost a tick."""
+    start = datetime(2030, 1, 1, 12, 0, 0, 400000, tzinfo=UTC)
+    every = entry(every=1)
+    store = get_store(connection)
+    scheduler = Scheduler([every])
+    assert scheduler.run_due(store, start) == 0  # New: starts with the next tick.
+    assert scheduler.run_due(store, start + timedelta(seconds=1)) == 1  # 12:00:01
+    assert scheduler.run_due(store, start + timedelta(seconds=3.5)) == 2  # :02 and :03
+    assert Scheduler([every]).run_due(store, start + timedelta(seconds=3.5)) == 0  # Done.
+    # A look over a minute after its last counts as a worker that was not running.
+    assert scheduler.run_due(store, start + timedelta(seconds=125)) == 1
+    assert ScheduleState.objects.get(name="t").last_tick == datetime(2030, 1, 1, 12, 2, 5,
+                                                                     tzinfo=UTC)
+    assert Job.objects.filter(task_path=TICK_PATH).count() == 4
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_entry_with_a_fractional_every_catches_up_exact_ticks():
+    start = datetime(2030, 1, 1, 12, 0, 0, 100000, tzinfo=UTC)
+    scheduler = Scheduler([entry(every=1.5)])
+    store = get_store(connection)
+    scheduler.run_due(store, start)
+    assert scheduler.run_due(store, start + timedelta(seconds=6)) == 4  # 01.5 03 04.5 06
+    assert ScheduleState.objects.get(name="t").last_tick == datetime(
+        2030, 1, 1, 12, 0, 6, tzinfo=UTC)
+
+
+@pytest.mark.django_db(transaction=True)
 def test_cron_entries_fire_on_their_instants_only():
     nightly = entry(cron="0 3 * * *", kwargs={}, queue_name="other", priority=5)
     scheduler = Scheduler([nightly])

@@ -7,8 +7,12 @@ hosts run the scheduler and however often they restart: the worker that enqueues
 moves ``ScheduleState.last_tick`` forward with a guarded ``UPDATE ... WHERE last_tick
 < tick`` in the same transaction as the enqueue, so of all the workers that try, one
 wins and the others change nothing. Ticks missed while no worker ran are not replayed
-one by one: the latest runs once. A new entry starts with the next tick after it was
-first seen (a nightly job added at 14:00 first runs that night, not at once).
+one by one: the latest runs once. A worker that was running but looked late (its
+maintenance thread busy, its host short of CPU) enqueues each tick since its own last
+look, up to ``CATCH_UP`` back, so a tick is lost only when no worker could reach the
+database (a look that failed on the database counts as not running). A new entry starts
+with the next tick after it was first seen (a nightly job added at 14:00 first runs that
+night, not at once).
 
 Cheap when nothing is due: each process computes the next tick of each entry and does
 not touch the database until then. Ticks are computed on the database's clock, so a
@@ -40,6 +44,8 @@ logger = logging.getLogger("taskmill.scheduler")
 KEYS = {"task", "every", "cron", "args", "kwargs", "queue_name", "priority"}
 #: Shortest ``every``: the scheduler looks twice a second.
 MIN_EVERY = 1.0
+#: How far back a worker that looked late enqueues the ticks it passed, one by one.
+CATCH_UP = dt.timedelta(seconds=60)
 NAME_MAX = 200  # ScheduleState.name
 
 
@@ -176,15 +182,42 @@ class Scheduler:
             if due is not None and now < due:
                 continue
             try:
-                if self._fire(store, entry, entry.latest_tick(now)):
-                    enqueued += 1
+                for tick in self._ticks_at(entry, due, now):
+                    if self._fire(store, entry, tick):
+                        enqueued += 1
             except (OperationalError, InterfaceError):
-                raise  # The database is away: the heartbeat's gate waits, we try again.
+                # The database is away: the heartbeat's gate waits, we try again. What
+                # is missed meanwhile collapses into the latest tick, as if stopped.
+                self.next_check.pop(entry.name, None)
+                raise
             except Exception:
                 logger.exception("Periodic task %r (%s) could not be enqueued; trying again "
                                  "at its next tick.", entry.name, entry.task_path)
             self.next_check[entry.name] = entry.next_tick(now)
         return enqueued
+
+    @staticmethod
+    def _ticks_at(entry: Entry, due: dt.datetime | None, now: dt.datetime) -> list[dt.datetime]:
+        """The ticks a look at ``now`` tries, oldest first: each one since this process's
+        last look (``due`` is the first tick after it) if that was under ``CATCH_UP``
+        ago; else, and at a first look, the latest only."""
+        latest = entry.latest_tick(now)
+        if due is None or now - due > CATCH_UP:
+            return [latest]
+        if entry.every is not None:  # Counted back from the latest: no float drift.
+            step = dt.timedelta(seconds=entry.every)
+            count = max(1, round((latest - due) / step) + 1)
+            return [latest - step * n for n in reversed(range(count))]
+        ticks = [due]  # Cron instants: whole seconds, each strictly after the last.
+        while ticks[-1] < latest:
+            ticks.append(entry.next_tick(ticks[-1]))
+        return ticks
+
+    def next_look(self) -> dt.datetime | None:
+        """When the next entry is due (the database's time); None before the first look."""
+        if len(self.next_check) < len(self.entries):
+            return None
+        return min(self.next_check.values())
 
     def _fire(self, store: JobStore, entry: Entry, tick: dt.datetime) -> bool:
         """Enqueue ``tick`` of ``entry`` unless a worker did already; True if we did."""
@@ -219,13 +252,19 @@ def get_scheduler() -> Scheduler | None:
     return _scheduler
 
 
-def run_due(store: JobStore, now: dt.datetime) -> int:
+def run_due(store: JobStore, now: dt.datetime) -> dt.datetime | None:
     """Enqueue every schedule tick that is due at ``now`` (the database's time); returns
-    how many were enqueued."""
+    when the next one is (None: no schedule).
+
+    Hazard: a look that comes after the tick following a due one enqueues only the later
+    (ticks collapse), so a look late by a whole ``every`` loses a tick although workers
+    ran: the caller looks again at the returned instant, not a poll interval after it.
+    """
     scheduler = get_scheduler()
     if scheduler is None:
-        return 0
-    return scheduler.run_due(store, now)
+        return None
+    scheduler.run_due(store, now)
+    return scheduler.next_look()
 
 
 __all__ = ["Entry", "Scheduler", "check_entry", "parse_schedule", "run_due"]

@@ -31,7 +31,9 @@ from .outage import DatabaseGate, DatabaseHealth
 
 logger = logging.getLogger("taskmill.worker")
 
-TICK = 0.5  # seconds between looks at what is due
+TICK = 0.5  # seconds between looks at what is due, at most
+#: Shortest wait between two passes over the services (a service due at once).
+MIN_WAIT = 0.01
 #: Seconds between prunes when the last one caught up, and when it ran out of budget.
 PRUNE_EVERY = 60.0
 PRUNE_AGAIN = 5.0
@@ -63,13 +65,15 @@ class Maintenance(threading.Thread):
         self._clock: DatabaseClock | None = None
         lease = config.lease_seconds
         now = time.monotonic()
+        # In the order they run when due at once: the schedule first, since a tick looked
+        # at late can be lost (see scheduler.run_due); a prune may take PRUNE_BUDGET.
         self.services = [
-            _Service("recovery", max(1.0, lease / 2), self._recover),
-            _Service("pruning", PRUNE_EVERY, self._prune),
             _Service("schedule", TICK, self._schedule, exclusive=False),
             # Busy workers never wait idle: jobs of a rate key whose room came back are
             # put back in line here too, within a tick.
             _Service("rates", TICK, self._unpark_rates, exclusive=False),
+            _Service("recovery", max(1.0, lease / 2), self._recover),
+            _Service("pruning", PRUNE_EVERY, self._prune),
             _Service("snapshots", SNAPSHOT_CHECK_EVERY, self._watch_snapshots),
         ]
         self.snapshots = SnapshotWatch()
@@ -92,7 +96,7 @@ class Maintenance(threading.Thread):
 
     def run(self) -> None:
         try:
-            while not self._stopped.wait(TICK):
+            while not self._stopped.wait(self._until_next_turn()):
                 for service in self.services:
                     if time.monotonic() >= service.next_at:
                         self._turn(service)
@@ -108,8 +112,13 @@ class Maintenance(threading.Thread):
         except Exception:
             logger.exception("The %s service failed; it runs again at its next turn.",
                              service.name)
-        every = service.every if next_in is None else next_in
-        service.next_at = time.monotonic() + every * random.uniform(0.9, 1.1)
+        # Spread at random, unless the service said when (a tick is due at an instant).
+        every = service.every * random.uniform(0.9, 1.1) if next_in is None else next_in
+        service.next_at = time.monotonic() + every
+
+    def _until_next_turn(self) -> float:
+        soonest = min(service.next_at for service in self.services)
+        return min(TICK, max(MIN_WAIT, soonest - time.monotonic()))
 
     def _take_and_run(self, service: _Service) -> float | None:
         # Held a little longer than the interval, so the holder keeps it while alive.
@@ -148,5 +157,8 @@ class Maintenance(threading.Thread):
     def _schedule(self) -> float | None:
         if self._clock is None:
             self._clock = DatabaseClock(self.store)
-        scheduler.run_due(self.store, self._clock.now())
-        return None
+        now = self._clock.now()
+        next_tick = scheduler.run_due(self.store, now)
+        if next_tick is None:
+            return None
+        return min(TICK, (next_tick - now).total_seconds())
