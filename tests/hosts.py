@@ -404,12 +404,18 @@ class HostNetwork:
             server.createdb(name)
         return server
 
-    def start_pgbouncer(self, server: servers.PrivatePostgres,
-                        pool_size: int = 20) -> servers.PgBouncer:
+    def start_pgbouncer(self, server: servers.PrivatePostgres, pool_size: int = 20,
+                        idle_transaction_timeout: float = 5.0) -> servers.PgBouncer:
         """PgBouncer in transaction mode in front of ``server``, on 127.0.0.1 and the
-        bridge; stopped by :meth:`close` (or its own ``stop()``)."""
+        bridge; stopped by :meth:`close` (or its own ``stop()``).
+
+        With ``idle_transaction_timeout``, as docs/multiprocessing.md asks of a deployment
+        whose hosts may vanish: a host cut inside a transaction otherwise keeps its row
+        locks (a job's, the schedule's) until PgBouncer notices it is gone, hours later,
+        and every other host's maintenance thread waits on them."""
         bouncer = servers.PgBouncer(server.port, extra_addresses=[self.gateway],
-                                    pool_size=pool_size)
+                                    pool_size=pool_size,
+                                    idle_transaction_timeout=idle_transaction_timeout)
         self._state["pgbouncers"].append({"pid": bouncer.process.pid, "dir": str(bouncer.dir)})
         self._save_state()
         self._servers.append(bouncer)

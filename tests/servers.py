@@ -101,7 +101,8 @@ class PgBouncer:
     ``extra_addresses``; ``pool_size`` server connections per database and user."""
 
     def __init__(self, server_port: int = 5432, *, server_host: str = "127.0.0.1",
-                 extra_addresses: Sequence[str] = (), pool_size: int = 8) -> None:
+                 extra_addresses: Sequence[str] = (), pool_size: int = 8,
+                 idle_transaction_timeout: float | None = None) -> None:
         self.dir = _private_dir("taskmill-pgbouncer-")
         self.port = free_port()
         listen = ",".join(("127.0.0.1", *extra_addresses))
@@ -115,6 +116,8 @@ class PgBouncer:
             f"pool_mode = transaction\nmax_client_conn = 200\ndefault_pool_size = {pool_size}\n"
             "ignore_startup_parameters = extra_float_digits,options\n"
             f"logfile = {self.dir}/pgbouncer.log\n"
+            + (f"idle_transaction_timeout = {idle_transaction_timeout:g}\n"
+               if idle_transaction_timeout is not None else "")
         )
         for name in ("users.txt", "pgbouncer.ini"):
             shutil.chown(self.dir / name, "postgres", "postgres")
