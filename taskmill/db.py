@@ -25,6 +25,7 @@ import contextlib
 import copy
 import functools
 import os
+import socket
 import stat
 import sys
 import threading
@@ -184,6 +185,10 @@ def private_connection(alias: str, *, vanish_after: float | None = None) -> Base
     children) must see what committed before the lock was theirs, not a REPEATABLE READ
     snapshot taken earlier in the transaction.
 
+    On PostgreSQL its ``application_name`` is ``taskmill worker <host>:<pid>`` (unless
+    ``OPTIONS`` names one): ``pg_stat_activity``, and a lock wait or a held transaction
+    seen there, then say which worker it is, through PgBouncer too.
+
     ``vanish_after``: seconds within which the server is to end this session once its
     client is gone without a word (its host cut off or powered down). Without it, a
     session left inside a transaction keeps its row locks until the operating system's
@@ -196,6 +201,9 @@ def private_connection(alias: str, *, vanish_after: float | None = None) -> Base
     if settings["ENGINE"].endswith("mysql"):
         options["isolation_level"] = "read committed"
     backend = load_backend(settings["ENGINE"]).DatabaseWrapper
+    if backend.vendor == "postgresql":
+        options.setdefault("application_name",
+                           f"taskmill worker {socket.gethostname()}:{os.getpid()}")
     if vanish_after is not None:
         backend = _bounded(backend)
     wrapper: BaseDatabaseWrapper = backend(settings, alias)

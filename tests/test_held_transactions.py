@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import socket
 import time
 from collections.abc import Iterator
 
@@ -16,8 +17,10 @@ from django.core.management import call_command
 from django.db import connection
 
 from taskmill.cli import status
+from taskmill.models import Worker
 from taskmill.services.snapshots import SnapshotWatch
 from taskmill.store import close_store, private_store
+from tests.conftest import wait_until
 from tests.test_metrics import scrape  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -109,3 +112,24 @@ def test_status_says_nothing_of_a_short_transaction(analytics):
 
 def test_metrics_give_the_oldest_transactions_age(analytics, scrape):  # noqa: F811
     assert scrape()[("taskmill_oldest_transaction_seconds", ())] >= 0.3
+
+
+def test_a_workers_own_sessions_say_which_worker_they_are(start_worker):
+    """What pg_stat_activity shows of a worker's connections (and so a lock wait or a held
+    transaction seen there): ``taskmill worker <host>:<pid>``."""
+    if connection.vendor != "postgresql":
+        pytest.skip("application_name is PostgreSQL's")
+    start_worker("--processes", "1")
+    pid = wait_until(lambda: Worker.objects.values_list("pid", flat=True).first(), timeout=30,
+                     message="the worker to register")
+
+    def named() -> list[str]:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT application_name FROM pg_stat_activity "
+                           "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+            return [name for (name,) in cursor.fetchall()]
+
+    expected = f"taskmill worker {socket.gethostname()}:{pid}"
+    sessions = wait_until(lambda: [name for name in named() if name == expected], timeout=10,
+                          message=f"a session named {expected!r}")
+    assert len(sessions) >= 2, named()  # The producer's, the heartbeat's, ...
