@@ -157,7 +157,7 @@ class Maintenance(threading.Thread):
     def _schedule(self) -> float | None:
         if self._clock is None:
             self._clock = DatabaseClock(self.store)
-        now = self._clock.now()
+        now = self._clock.reached()  # Looks come right at a tick: never a hair before it.
         next_tick = scheduler.run_due(self.store, now)
         if next_tick is None:
             return None
