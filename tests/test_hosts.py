@@ -290,19 +290,26 @@ class Stalled(AssertionError):
     """The other hosts stopped scheduling and recovering."""
 
 
+@pytest.mark.parametrize("via", ["postgresql", "pgbouncer"])
 def test_a_host_lost_inside_a_transaction_does_not_stall_the_others(
-        network: tuple[HostNetwork, PrivatePostgres], tmp_path: Path) -> None:
+        network: tuple[HostNetwork, PrivatePostgres], via: str, tmp_path: Path) -> None:
     """A host is cut at the worst moment: inside its tick transaction, after the UPDATE
     of the schedule's row and before its COMMIT. The window is made certain, not hoped
     for: a ``LOCK TABLE taskmill_job IN SHARE MODE`` held from the root namespace stops
     the tick's INSERT on the server; the host is cut while it waits, and the lock let go.
     The other two hosts must go on ticking, and recover the cut host's running job once
-    its lease is out, as they do when a host is cut anywhere else (the test above)."""
+    its lease is out, as they do when a host is cut anywhere else (the test above).
+    Directly, the bounds the worker sets on its sessions end the lost one; through
+    PgBouncer, its ``idle_transaction_timeout`` does (docs/multiprocessing.md)."""
     import psycopg
 
     net, server = network
     reset(server)
-    cluster = start(net, server, server.port, [], tmp_path)
+    port, extra = server.port, []
+    if via == "pgbouncer":
+        port = net.start_pgbouncer(server).port
+        extra = ["--poll-interval", "0.2"]
+    cluster = start(net, server, port, extra, tmp_path)
     try:
         cluster.enqueue("from taskmill import enqueue_many\nfrom tests.project.tasks import slow\n"
                         "enqueue_many(slow, [('held-%d' % i, 60.0) for i in range(3)])")
@@ -312,11 +319,13 @@ def test_a_host_lost_inside_a_transaction_does_not_stall_the_others(
         with psycopg.connect(host="127.0.0.1", port=server.port, dbname=DB,
                              user="postgres") as locker:
             locker.execute("LOCK TABLE taskmill_job IN SHARE MODE")
+            # Named by its application_name ("taskmill worker <host>:<pid>"): through
+            # PgBouncer the client address is PgBouncer's.
             waiting = cluster.wait(lambda: cluster.rows(
-                "SELECT host(client_addr) FROM pg_stat_activity WHERE datname = %s AND "
+                "SELECT application_name FROM pg_stat_activity WHERE datname = %s AND "
                 "wait_event_type = 'Lock' AND query LIKE 'INSERT INTO taskmill_job%%'", DB),
                 10, "a host's tick INSERT to wait for the table lock")
-            cut = next(h for h in net.hosts if h.address == waiting[0][0])
+            cut = net.host_named(waiting[0][0].split()[-1].split(":")[0])
             net.cut(cut)
             cluster.event(f"cut {cut.hostname} inside its tick transaction")
             locker.rollback()
