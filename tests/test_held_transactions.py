@@ -130,6 +130,4 @@ def test_a_workers_own_sessions_say_which_worker_they_are(start_worker):
             return [name for (name,) in cursor.fetchall()]
 
     expected = f"taskmill worker {socket.gethostname()}:{pid}"
-    sessions = wait_until(lambda: [name for name in named() if name == expected], timeout=10,
-                          message=f"a session named {expected!r}")
-    assert len(sessions) >= 2, named()  # The producer's, the heartbeat's, ...
+    wait_until(lambda: expected in named(), timeout=10, message=f"a session named {expected!r}")
