@@ -74,10 +74,8 @@ def wait_for_table_locks(execute: Callable[..., Any], sql: str, params: Any, man
 
 
 def _table_locked(exc: OperationalError) -> bool:
-    code = getattr(exc.__cause__, "sqlite_errorcode", None)  # Python 3.11+
-    if code is not None:
-        return bool(code & 0xFF == sqlite3.SQLITE_LOCKED)
-    return "table is locked" in str(exc)
+    code = getattr(exc.__cause__, "sqlite_errorcode", 0)  # sqlite3's error, as Django raised it
+    return bool(code & 0xFF == sqlite3.SQLITE_LOCKED)
 
 
 def _on_connect(sender: Any, connection: BaseDatabaseWrapper, **kwargs: Any) -> None:
