@@ -13,6 +13,7 @@ import pytest
 
 from taskmill.models import Job, JobError, JobStatus, ScheduleState, Worker
 from taskmill.store import get_store
+from taskmill.store.clock import DatabaseClock
 from tests.conftest import ROOT, database_env, wait_until
 from tests.project.models import Execution
 from tests.project.tasks import slow
@@ -76,3 +77,27 @@ def test_a_scheduler_whose_clock_runs_ahead_enqueues_no_tick_early(start_worker)
     assert state.last_tick <= now, (state.last_tick, now)
     # ...and each enqueued no earlier than the tick it stands for.
     assert last.enqueued_at >= state.last_tick, (last.enqueued_at, state.last_tick)
+
+
+class _SlowRequest:
+    """A store whose clock request takes a while to reach the database: the database
+    reads its time at the end of the round trip, not in the middle the clock assumes."""
+
+    def __init__(self, store, delay: float) -> None:
+        self.store, self.delay = store, delay
+
+    def database_now(self):
+        time.sleep(self.delay)
+        return self.store.database_now()
+
+
+def test_the_scheduler_clock_never_says_a_time_the_database_has_not_reached():
+    """The scheduler looks right at a tick; judged by ``now()``, an estimate up to half a
+    round trip ahead, it enqueued a tick 3 ms early (a CI-like run). ``reached()`` is
+    what it judges by."""
+    store = get_store("default")
+    clock = DatabaseClock(_SlowRequest(store, delay=0.6))
+    estimate, reached = clock.now(), clock.reached()
+    actual = store.database_now()
+    assert estimate > actual, (estimate, actual)  # About 0.3 s ahead: the hazard is real.
+    assert reached <= actual, (reached, actual)
