@@ -173,11 +173,12 @@ class _ReturningReadAtOnce(sqlite3.Cursor):
     """
 
     def execute(self, sql: str, *args: Any, **kwargs: Any) -> Any:
+        if not _writes_and_returns(sql):  # Most statements: nothing more on their way.
+            self._returned = None
+            return super().execute(sql, *args, **kwargs)
         with _gate.enter():
             super().execute(sql, *args, **kwargs)
-            self._returned = (deque(super().fetchall())
-                              if self.description is not None and _writes_and_returns(sql)
-                              else None)
+            self._returned = deque(super().fetchall()) if self.description is not None else None
         return self
 
     def executemany(self, *args: Any, **kwargs: Any) -> Any:
