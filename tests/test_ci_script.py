@@ -1,0 +1,76 @@
+"""scripts/test itself: a run that hangs is stopped at TASKMILL_RUN_LIMIT, with the
+stacks that say where, and the processes it started go with it.
+
+Without the limit, one hang that the per-test timeout cannot reach (a signal ignored,
+a wait in C code that retries after it) held the whole matrix until CI's own deadline,
+and CI printed nothing of the runs, whose output comes at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import django
+import pytest
+
+from tests.example_site import ROOT
+
+pytestmark = [
+    pytest.mark.slow,
+    # One lane is enough: the script is the same for every database.
+    pytest.mark.skipif(os.environ.get("TASKMILL_TEST_DB", "sqlite") != "sqlite"
+                       or django.VERSION >= (6, 0), reason="runs in the 5.2/SQLite lane"),
+]
+
+HANGING_SAMPLE = """
+import signal
+import subprocess
+import sys
+import threading
+
+
+def test_hangs_where_no_timeout_reaches():
+    signal.signal(signal.SIGALRM, signal.SIG_IGN)  # the per-test timeout's signal
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    with open({pid_file!r}, "w") as f:
+        f.write(str(child.pid))
+    threading.Event().wait(600)
+"""
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is gone for this purpose: it runs nothing and holds nothing.
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_a_hanging_run_is_stopped_at_the_limit_with_its_stacks(tmp_path: Path):
+    pid_file = tmp_path / "child.pid"
+    sample = tmp_path / "test_hanging_sample.py"
+    sample.write_text(HANGING_SAMPLE.format(pid_file=str(pid_file)))
+    env = {**os.environ, "TASKMILL_MATRIX": "5.2:sqlite", "TASKMILL_RUN_LIMIT": "10",
+           "TASKMILL_LINT": "0"}
+    started = time.monotonic()
+    done = subprocess.run(["bash", "scripts/test", str(sample)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=100)
+    took = time.monotonic() - started
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, output
+    assert "did not finish within TASKMILL_RUN_LIMIT=10s" in output, output
+    # pytest's faulthandler printed the stack of the hanging test before it stopped.
+    assert "in test_hangs_where_no_timeout_reaches" in output, output
+    assert "Django 5.2 on sqlite: started" in output, output
+    assert took < 10 + 60, took  # The limit, plus setup's checks: not pytest's 120 s.
+    child = int(pid_file.read_text())
+    deadline = time.monotonic() + 5
+    while alive(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(child), f"the run's child process {child} outlived the run"
+
