@@ -69,7 +69,10 @@ def _recreate(vendor: str, name: str, *, drop_only: bool) -> None:
     else:
         import MySQLdb
 
-        conn = MySQLdb.connect(host="127.0.0.1", user="root")
+        # A minute, not MariaDB's default day, behind a connection that still holds the
+        # database (an example process that did not stop): see tests/project/settings.py.
+        conn = MySQLdb.connect(host="127.0.0.1", user="root",
+                               init_command="SET SESSION lock_wait_timeout = 60")
         try:
             cursor = conn.cursor()
             cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
