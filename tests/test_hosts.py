@@ -248,7 +248,10 @@ def cut_host_is_recovered_changes_nothing_and_rejoins(cluster: Cluster) -> None:
     assert hosts.stop_all(others) == [0] * len(others), cluster.logs()
     # Its scheduler works again once the maintenance thread's connection does: at that
     # connection's next TCP retransmission, which backs off during a silent cut. Until
-    # then no host enqueues ticks; the next one enqueued is the latest (by design).
+    # then no host enqueues ticks. What it enqueues then depends on how its looks were
+    # held: a look that failed on the database collapses the missed ticks into the latest;
+    # one whose statement hung through the cut catches up each tick since its last look
+    # (up to a minute back). each_tick_once counts either way (once per tick).
     since = cluster.alone_since
     cluster.wait(lambda: any(t > since for t in ticks_in(cut_worker.output())), 30,
                  f"{cut.hostname} to schedule alone")
