@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.processes import abort_for_stacks, in_group
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -45,7 +47,7 @@ class WorkerHandle:
         self.args = args
         self.process = subprocess.Popen(
             [sys.executable, "-m", "django", "taskmill", "worker", *args],
-            env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env={**env, "PYTHONFAULTHANDLER": "1"}, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             start_new_session=True,
         )
         self.output = ""
@@ -57,6 +59,9 @@ class WorkerHandle:
         try:
             out, _ = self.process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
+            # Each of its processes prints its threads' stacks (PYTHONFAULTHANDLER) as it
+            # dies: a worker that does not stop says where it is.
+            abort_for_stacks(in_group(self.process.pid))
             self.kill()
             out, _ = self.process.communicate()
             self.output += out or ""

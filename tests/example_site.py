@@ -29,6 +29,8 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+from tests.processes import abort_for_stacks, descendants, in_group
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "example"
 
@@ -96,57 +98,6 @@ def example_env(db_env: dict[str, str], **extra: str) -> dict[str, str]:
 
 
 # -- hangs: find the processes, print their stacks, say what it is ------------------------
-
-
-def _processes() -> dict[int, tuple[int, int]]:
-    """pid -> (parent pid, process group) of every process, from /proc."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            fields = stat[stat.rindex(")") + 2:].split()  # after "pid (name) "
-            found[int(entry.name)] = (int(fields[1]), int(fields[2]))
-    return found
-
-
-def in_group(pgid: int) -> list[int]:
-    return [pid for pid, (_, group) in _processes().items() if group == pgid]
-
-
-def descendants(pid: int, *, below: int = 1) -> list[int]:
-    """Processes ``below`` or more generations under ``pid``."""
-    children: dict[int, list[int]] = {}
-    for child, (parent, _) in _processes().items():
-        children.setdefault(parent, []).append(child)
-    found, level = [], [pid]
-    for depth in range(1, 10):
-        level = [child for parent in level for child in children.get(parent, [])]
-        if depth >= below:
-            found += level
-    return found
-
-
-def abort_for_stacks(pids: list[int]) -> None:
-    """SIGABRT: with PYTHONFAULTHANDLER each prints its threads' stacks to stderr, then dies."""
-    for pid in pids:
-        with suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGABRT)
-    deadline = time.monotonic() + 5
-    while any(Path(f"/proc/{pid}").exists() and "zombie" not in _state(pid) for pid in pids):
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
-
-
-def _state(pid: int) -> str:
-    try:
-        return next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-                    if line.startswith("State:"))
-    except (OSError, StopIteration):
-        return "zombie"
 
 
 #: A parallel_map child stuck in SQLite, in a faulthandler dump: its thread's innermost

@@ -20,6 +20,7 @@ from tests.example_site import (
     run_to_the_end,
     running_example,
 )
+from tests.processes import descendants
 
 ON_SQLITE = os.environ.get("TASKMILL_TEST_DB", "sqlite") == "sqlite"
 
@@ -89,20 +90,6 @@ def _as_in_a_terminal() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def _descendants(pid: int) -> list[int]:
-    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True).stdout
-    children: dict[int, list[int]] = {}
-    for line in out.splitlines():
-        child, parent = map(int, line.split())
-        children.setdefault(parent, []).append(child)
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
 def _alive(pid: int) -> bool:
     try:
         return "zombie" not in Path(f"/proc/{pid}/status").read_text()
@@ -136,7 +123,7 @@ def test_demo_stops_everything_on_ctrl_c(tmp_path):
         assert "Rebuild the search index" in response.read().decode()
     # Server, worker supervisor, child (the worker forks its child once it has started).
     def all_started() -> list[int] | None:
-        found = _descendants(demo.pid)
+        found = descendants(demo.pid)
         return found if len(found) >= 3 else None
 
     started = wait_until(all_started, timeout=60, message="the worker's child to start")
