@@ -99,6 +99,36 @@ def test_a_stop_signal_lets_the_running_job_finish_and_claims_nothing_more(start
     assert Worker.objects.count() == 0
 
 
+#: A worker process whose main thread is inside ``wake``'s lock, as it is for a moment
+#: each time its idle wait ends, when SIGTERM is handled: Python runs the handler right
+#: there, on that thread, between two bytecodes.
+SIGNAL_UNDER_THE_WAKE_LOCK = """
+import os, signal, django
+django.setup()
+from taskmill.worker.config import WorkerConfig
+from taskmill.worker.process import WorkerProcess
+
+worker = WorkerProcess(WorkerConfig(database="default", queues=["default"]), "signals:1:w")
+worker.install_signal_handlers()
+with worker.wake._cond:
+    os.kill(os.getpid(), signal.SIGTERM)
+    for _ in range(100_000):
+        pass
+print("stopping" if worker.stopping.wait(10) else "not stopping", flush=True)
+"""
+
+
+def test_a_stop_signal_handled_while_the_worker_holds_its_wake_lock_still_stops_it():
+    """The handler used to set the worker's events itself, and so waited forever for the
+    lock its own thread held: the worker never stopped (a CI run caught one, after Ctrl-C
+    to its process group). Now a thread of the worker's acts on the signal."""
+    done = subprocess.run([sys.executable, "-c", SIGNAL_UNDER_THE_WAKE_LOCK],
+                          env=database_env(), cwd=ROOT, capture_output=True, text=True,
+                          timeout=30)
+    assert (done.returncode, done.stdout.strip()) == (0, "stopping"), done.stderr
+    assert "SIGTERM received, finishing running jobs" in done.stderr
+
+
 def test_sigterm_hands_back_a_job_that_outlives_the_shutdown_timeout(start_worker):
     result = slow.enqueue("handed-back", 1.5)
     worker = start_worker("--processes", "1", "--shutdown-timeout", "0.3")

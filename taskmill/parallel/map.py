@@ -226,6 +226,7 @@ def _child_main(func: Callable[[Any], Any], conn: Connection) -> int:  # pragma:
     # The parent stops children itself; a Ctrl-C meant for it must not spray tracebacks.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.set_wakeup_fd(-1)  # The worker's signal pipe (taskmill.worker.signals) is not ours.
     close_inherited_connections()
     try:
         _probe_sqlite()

@@ -12,6 +12,8 @@ Threads of a worker process and what each holds:
 * maintenance (:mod:`.maintenance`): recovery of dead workers' jobs, pruning, the
   periodic scheduler.
 * watchdog: enforces ``timeout`` and forced cancels (see :mod:`.watchdog`).
+* signals: acts on SIGTERM and SIGINT, which the signal handler itself must not
+  (see :mod:`.signals`).
 * listener (PostgreSQL): LISTEN for new jobs, so an idle worker starts within a
   millisecond or two of the enqueue's commit.
 
@@ -49,6 +51,7 @@ from .maintenance import Maintenance
 from .notifier import FileWatcher, Listener
 from .outage import DatabaseGate, DatabaseHealth
 from .reporting import log_outcome, resident_memory_mb
+from .signals import SignalRelay
 
 logger = logging.getLogger("taskmill.worker")
 
@@ -116,10 +119,11 @@ class WorkerProcess:
     # -- lifecycle ---------------------------------------------------------------------
 
     def install_signal_handlers(self) -> None:
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, self._on_signal)
+        """SIGTERM and SIGINT stop this process (running jobs finish); the main thread
+        must call it. They are acted on by a thread of their own (see :mod:`.signals`)."""
+        SignalRelay((signal.SIGTERM, signal.SIGINT), self._on_signal).install()
 
-    def _on_signal(self, signum: int, frame: Any) -> None:
+    def _on_signal(self, signum: int) -> None:
         if not self.stopping.is_set():
             logger.info("Worker %s: %s received, finishing running jobs.", self.worker_id,
                         signal.Signals(signum).name)
