@@ -21,7 +21,12 @@ from tests.jobrows import make_jobs
 from tests.project.coordination_tasks import limited
 from tests.project.flow_tasks import rated
 from tests.project.tasks import record
-from tests.test_claim_plans import FEW_PAGES, pages_touched, plan_lines
+from tests.test_claim_plans import (
+    FEW_PAGES,
+    pages_touched,
+    plan_lines,
+    wait_out_transactions_older_than_now,
+)
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -68,6 +73,8 @@ def test_an_idle_worker_parks_a_full_keys_jobs_and_claims_stop_stepping_over_the
     assert parked() == BACKLOG
     # On PostgreSQL the park left the jobs' old index entries behind, dead: the next
     # claim steps over them once and marks them so (as after a drain, until vacuum).
+    if connection.vendor == "postgresql":
+        wait_out_transactions_older_than_now()
     assert store.claim(["default"], 1, WORKER) == []
     record.enqueue("free")
     if connection.vendor == "postgresql":
@@ -149,6 +156,8 @@ def test_a_paused_tasks_backlog_is_parked_and_a_resume_puts_it_all_back():
     (job,) = store.claim(["default"], 1, WORKER)  # Steps over the paused ones to get it.
     assert job.task_path == limited.module_path
     assert store.park_blocked(["default"]) == BACKLOG
+    if connection.vendor == "postgresql":
+        wait_out_transactions_older_than_now()
     assert store.claim(["default"], 1, WORKER) == []  # (Marks the dead entries.)
     if connection.vendor == "postgresql":
         assert pages_touched(sql, params) < 2 * FEW_PAGES
