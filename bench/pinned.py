@@ -3,6 +3,7 @@
     .venv/bin/python bench/pinned.py                       # 1,000 jobs/s; 120 s before, 600 s pinned, 120 s after
     .venv/bin/python bench/pinned.py --rate 500 --phase 30 --pinned 60   # a quick look
     .venv/bin/python bench/pinned.py --pin-in other       # the snapshot held in another database
+    .venv/bin/python bench/pinned.py --pin-in other --hold write   # there, a transaction that wrote
 
 PostgreSQL (database ``taskmill_pinned``, made afresh). A producer process enqueues
 ``--rate`` no-op jobs a second (a batch every 0.1 s) into an idle ``taskmill worker
@@ -18,6 +19,11 @@ autovacuum would).
 (``taskmill_pinned_app``), as the project's own work does when the jobs have a database
 of their own (``TASKS[...]["OPTIONS"]["DATABASE"]``): since PostgreSQL 14 a snapshot
 holds back the cleanup of its own database's tables only.
+
+``--hold write`` makes the held transaction write first (it takes a transaction id, as
+any that inserted or updated a row does). A running transaction id holds back every
+database's cleanup, so with ``--pin-in other`` it shows what a write transaction left
+open by the project's own work costs the jobs.
 
 Printed per phase (before, pinned, after): jobs done per second, the backlog at the
 phase's end, pickup p50 / p99, and the job table's and its indexes' sizes at the end.
@@ -108,13 +114,16 @@ def create_database(name: str) -> None:
         c.execute(f'CREATE DATABASE "{name}"')
 
 
-def pin(seconds: float, database: str, started: threading.Event) -> None:
-    """Hold one snapshot open for ``seconds`` in ``database``, on a connection of its own."""
+def pin(seconds: float, database: str, write: bool, started: threading.Event) -> None:
+    """Hold one snapshot open for ``seconds`` in ``database``, on a connection of its own;
+    with ``write``, a transaction id too."""
     import psycopg
 
     with psycopg.connect(f"host=127.0.0.1 user=postgres dbname={database}") as c:
         c.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
         c.execute("SELECT COUNT(*) FROM pg_class")  # Takes the snapshot, and keeps it.
+        if write:
+            c.execute("SELECT txid_current()")  # As an INSERT or UPDATE would take one.
         started.set()
         time.sleep(seconds)
         c.rollback()
@@ -142,6 +151,8 @@ def main() -> None:
     parser.add_argument("--pinned", type=float, default=600, help="seconds the snapshot is held")
     parser.add_argument("--pin-in", choices=["jobs", "other"], default="jobs",
                         help="the database the snapshot is held in: the jobs' own, or another")
+    parser.add_argument("--hold", choices=["snapshot", "write"], default="snapshot",
+                        help="what the held transaction holds: a snapshot, or a write's id too")
     args = parser.parse_args()
     setup_database()
     database = os.environ["BENCH_PG_NAME"]
@@ -160,10 +171,11 @@ def main() -> None:
         for thread in threads:
             thread.start()
         print(f"# {args.rate} jobs/s offered; phases of {args.phase:.0f} s, pinned "
-              f"{args.pinned:.0f} s in database {database}", flush=True)
+              f"{args.pinned:.0f} s in database {database} ({args.hold})", flush=True)
         phase("before", args.phase, samples)
         pinned = threading.Event()
-        holder = threading.Thread(target=pin, args=(args.pinned, database, pinned), daemon=True)
+        holder = threading.Thread(target=pin, args=(args.pinned, database, args.hold == "write",
+                                                    pinned), daemon=True)
         holder.start()
         pinned.wait()
         phase("pinned", args.pinned, samples)
