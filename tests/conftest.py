@@ -47,8 +47,8 @@ class WorkerHandle:
         self.args = args
         self.process = subprocess.Popen(
             [sys.executable, "-m", "django", "taskmill", "worker", *args],
-            env={**env, "PYTHONFAULTHANDLER": "1"}, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            start_new_session=True,
+            env={**env, "PYTHONFAULTHANDLER": "1"}, cwd=ROOT, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True, start_new_session=True,
         )
         self.output = ""
 

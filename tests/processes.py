@@ -47,15 +47,17 @@ def abort_for_stacks(pids: list[int]) -> None:
         with suppress(ProcessLookupError):
             os.kill(pid, signal.SIGABRT)
     deadline = time.monotonic() + 5
-    while any(Path(f"/proc/{pid}").exists() and "zombie" not in _state(pid) for pid in pids):
+    while any(alive(pid) for pid in pids):
         if time.monotonic() > deadline:
             break
         time.sleep(0.05)
 
 
-def _state(pid: int) -> str:
+def alive(pid: int) -> bool:
+    """Whether ``pid`` still runs; a zombie does not (it runs nothing, holds nothing)."""
     try:
-        return next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-                    if line.startswith("State:"))
+        state = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                     if line.startswith("State:"))
     except (OSError, StopIteration):
-        return "zombie"
+        return False
+    return "zombie" not in state

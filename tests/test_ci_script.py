@@ -16,7 +16,8 @@ from pathlib import Path
 import django
 import pytest
 
-from tests.example_site import ROOT
+from tests.conftest import ROOT
+from tests.processes import alive
 
 pytestmark = [
     pytest.mark.slow,
@@ -39,16 +40,6 @@ def test_hangs_where_no_timeout_reaches():
         f.write(str(child.pid))
     threading.Event().wait(600)
 """
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie is gone for this purpose: it runs nothing and holds nothing.
-    with open(f"/proc/{pid}/stat") as stat:
-        return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def test_a_hanging_run_is_stopped_at_the_limit_with_its_stacks(tmp_path: Path):

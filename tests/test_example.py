@@ -7,7 +7,6 @@ import signal
 import subprocess
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 
@@ -20,7 +19,7 @@ from tests.example_site import (
     run_to_the_end,
     running_example,
 )
-from tests.processes import descendants
+from tests.processes import alive, descendants
 
 ON_SQLITE = os.environ.get("TASKMILL_TEST_DB", "sqlite") == "sqlite"
 
@@ -90,13 +89,6 @@ def _as_in_a_terminal() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        return "zombie" not in Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        return False
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(not ON_SQLITE, reason="the demo runs on SQLite; tested once per matrix row")
 def test_demo_check_runs_the_flow_end_to_end(tmp_path):
@@ -131,7 +123,7 @@ def test_demo_stops_everything_on_ctrl_c(tmp_path):
     os.killpg(demo.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the whole group.
     out, _ = demo.communicate(timeout=60)
     assert demo.returncode == 0, "".join(lines) + out
-    still_alive = [pid for pid in started if _alive(pid)]
+    still_alive = [pid for pid in started if alive(pid)]
     assert still_alive == [], "".join(lines) + out
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
