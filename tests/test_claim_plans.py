@@ -3,8 +3,8 @@
 A worker's queue is read in the order of its claim index (migration 0007): another
 queue's backlog and the jobs a drain just finished (dead index entries until vacuum)
 are not walked. Measured from the database's own account of the claim: the pages
-PostgreSQL's EXPLAIN (ANALYZE, BUFFERS) says it touched, the index SQLite and MySQL
-say they search by queue.
+PostgreSQL's EXPLAIN (ANALYZE, BUFFERS) says it touched, the index entries MySQL says
+it read, the index SQLite says it searches by queue.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from taskmill.models import Job, JobStatus
@@ -32,11 +32,15 @@ BACKLOG = 3000
 FEW_PAGES = 45
 
 
-def claim_sql() -> tuple[str, dict[str, Any]]:
+def claim_sql(queues: tuple[str, ...] = ("idle",),
+              worker: str = "plan:1:w") -> tuple[str, dict[str, Any]]:
+    """The statement that reads a claim's jobs (on MySQL, the locking SELECT before the
+    UPDATE), and its parameters, for one job of ``queues``."""
     store = get_store("default")
-    name = "claimable_jobs" if connection.vendor == "mysql" else "claim"
-    return store.sql[name], {"worker": "plan:1:w", "limit": 1,
-                             "queues": store.list_param(["idle"])}
+    if connection.vendor == "mysql":
+        return store.claimable(queues, 1)
+    return store.sql["claim"], {"worker": worker, "limit": 1,
+                                "queues": store.list_param(queues)}
 
 
 def pages_touched(sql: str, params: dict[str, Any]) -> int:
@@ -71,6 +75,23 @@ def wait_out_transactions_older_than_now(seconds: float = 30) -> None:
             time.sleep(0.05)
 
 
+def index_reads(sql: str, params: dict[str, Any]) -> int:
+    """Index entries the statement read (looked up or stepped to), by MySQL's handler
+    counts for this session; run in a transaction that is rolled back."""
+    def reads(cursor: Any) -> int:
+        cursor.execute("SHOW SESSION STATUS WHERE Variable_name IN "
+                       "('Handler_read_key', 'Handler_read_next', 'Handler_read_prev')")
+        return sum(int(value) for _, value in cursor.fetchall())
+
+    with transaction.atomic(), connection.cursor() as cursor:
+        before = reads(cursor)
+        cursor.execute(sql, params)
+        cursor.fetchall()
+        read = reads(cursor) - before
+        transaction.set_rollback(True)
+    return read
+
+
 def plan_lines(sql: str, params: dict[str, Any]) -> str:
     with connection.cursor() as cursor:
         prefix = "EXPLAIN QUERY PLAN " if connection.vendor == "sqlite" else "EXPLAIN "
@@ -87,7 +108,7 @@ def test_a_claim_on_an_idle_queue_does_not_walk_another_queues_backlog():
     elif connection.vendor == "sqlite":
         assert "USING INDEX taskmill_job_ready (queue_name=?" in plan_lines(sql, params)
     else:
-        assert "taskmill_job_claim_fair_my" in plan_lines(sql, params)
+        assert index_reads(sql, params) < 20
     (job,) = get_store("default").claim(["idle"], 5, "plan:1:w")
     assert job.queue_name == "idle"
 
@@ -116,16 +137,19 @@ def test_jobs_a_drain_finished_cost_no_heap_reads_until_vacuumed():
     assert later <= index_pages + FEW_PAGES
 
 
-@pytest.mark.skipif("os.environ.get('TASKMILL_TEST_DB') != 'postgresql'")
+@pytest.mark.skipif("os.environ.get('TASKMILL_TEST_DB') == 'sqlite'")
 def test_a_worker_of_several_queues_reads_each_in_claim_order():
+    """With the queues in one IN list, MySQL read every due job of them and sorted them
+    (175 ms a claim beside 100,000); each queue is read on its own, up to the limit."""
     make_jobs(BACKLOG, queue_name="busy", priority=-5)
     make_jobs(BACKLOG, queue_name="other", priority=-5)
     make_jobs(1, queue_name="idle", priority=7)
     store = get_store("default")
-    sql = store.sql["claim"]
-    params = {"worker": "plan:1:w", "limit": 1,
-              "queues": store.list_param(["busy", "other", "idle"])}
-    assert pages_touched(sql, params) < 3 * FEW_PAGES
+    sql, params = claim_sql(("busy", "other", "idle"))
+    if connection.vendor == "postgresql":
+        assert pages_touched(sql, params) < 3 * FEW_PAGES
+    else:
+        assert index_reads(sql, params) < 3 * 20
     (job,) = store.claim(["busy", "other", "idle"], 1, "plan:1:w")
     assert (job.queue_name, job.priority) == ("idle", 7)
 

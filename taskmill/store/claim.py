@@ -64,7 +64,7 @@ class Claiming(ConcurrencyLimits, FairTurns, Parking):
         queue paused as a whole is left alone: claims do not read it at all.
         """
         queues = self.unpaused(queues)
-        if not self.parks or not queues:
+        if not queues:
             return 0
         found = self.fetchall("blocked_jobs", {"queues": self.list_param(queues),
                                                "limit": PARK_AT_ONCE})
@@ -75,7 +75,8 @@ class Claiming(ConcurrencyLimits, FairTurns, Parking):
         with self.atomic():
             parked = self.run("park_jobs", {"ids": self.ids_param(
                 [self.id_from_db(row[0]) for row in found])})
-            if rate_keys:  # Job rows, then the keys' rows: the order a claim locks them in.
+            if rate_keys and self.parks_rate_keys:  # Job rows, then the keys' rows: the
+                # order a claim locks them in.
                 self.run("flag_rate_keys", {"keys": self.list_param(rate_keys)})
         self.recheck_parked([(job_id, key, limit) for job_id, key, limit, _ in found])
         return parked
@@ -88,8 +89,8 @@ class Claiming(ConcurrencyLimits, FairTurns, Parking):
         Read without walking every waiting job: the due ones in claim order up to the
         first that may start, the parked ones left out, and the deferred ones in due order
         through their own index. Hazard: due jobs that may not start and are not parked
-        yet (or never: MySQL's, or a job's rate key when it has a concurrency key too) are
-        still stepped over, as the claim steps over them.
+        yet (or never: a full rate key's on MySQL, or a job's rate key when it has a
+        concurrency key too) are still stepped over, as the claim steps over them.
         """
         queues = self.unpaused(queues)
         if not queues:

@@ -19,7 +19,7 @@ from .connection import Params
 
 
 class MySQLJobStore(JobStore):
-    parks = False  # No partial indexes to keep parked jobs apart (see .parking).
+    parks_rate_keys = False  # Their own index would cost every enqueue (migration 0013).
     vendor = "mysql"
 
     def list_param(self, values: Sequence[Any]) -> Any:
@@ -32,15 +32,32 @@ class MySQLJobStore(JobStore):
         with self.atomic():
             yield
 
+    def claimable(self, queues: Sequence[str], limit: int) -> tuple[str, Params]:
+        """The SELECT that locks a claim's jobs, and its parameters: one
+        ``claimable_in_queue`` per queue, united, the best ``limit`` of them kept.
+
+        Hazard: a queue's jobs that lose to another queue's stay locked until the claim
+        commits (at most ``limit`` a queue); other claims pass over them meanwhile.
+        """
+        part = self.sql["claimable_in_queue"]
+        params: dict[str, Any] = {"limit": limit}
+        parts = []
+        for index, queue in enumerate(queues):
+            params[f"queue_{index}"] = queue
+            parts.append(part.replace("%(queue)s", f"%(queue_{index})s"))
+        sql = (" UNION ALL ".join(parts)
+               + " ORDER BY priority DESC, fair_rank, run_after, id LIMIT %(limit)s")
+        return sql, params
+
     def claim_rows(self, queues: Sequence[str], limit: int,
                    worker_id: str) -> list[Sequence[Any]]:
-        params = {"worker": worker_id, "limit": limit, "queues": self.list_param(queues)}
+        sql, selecting = self.claimable(queues, limit)
         with self.cursor() as cursor:
-            self.execute(cursor, "claimable_jobs", params)
+            cursor.execute(sql, selecting)
             ids = [row[0] for row in cursor.fetchall()]
             if not ids:
                 return []
-            params["ids"] = self.list_param(ids)
+            params = {"worker": worker_id, "ids": self.list_param(ids)}
             self.execute(cursor, "mark_claimed", params)
             # Only rows this statement really took: a row that stopped being READY since
             # the SELECT (never expected under the lock, but cheap to rule out).

@@ -28,8 +28,9 @@ Hazard: a park can cross a completion of the same key or a resume of the same ta
 at what it parked and puts back what may start by then. A park of a rate key that
 crosses its reopening leaves the key flagged with room: the next look unparks it.
 
-MySQL is not parked (no partial index would keep the parked jobs apart): its claims
-still step over a full key's jobs.
+MySQL and MariaDB park for concurrency keys and paused tasks (two of their indexes
+carry ``parked``, migration 0013), not for rate keys: a full rate key's jobs are still
+stepped over there.
 """
 
 from __future__ import annotations
@@ -46,17 +47,15 @@ RATE_UNPARK_AT_ONCE = 1_000
 
 
 class Parking(StoreConnection):
-    #: Whether this database parks (see the module's docstring).
-    parks = True
+    #: Whether this database parks for rate keys too (see the module's docstring).
+    parks_rate_keys = True
 
     def unpark_startable(self) -> int:
         """Put every parked job that may start now back in line (after a resume)."""
-        return self.run("unpark_startable") if self.parks else 0
+        return self.run("unpark_startable")
 
     def unpark_freed(self, keys: Iterable[str | None]) -> None:
         """Each key given freed one slot (a key given twice, two): unpark its best jobs."""
-        if not self.parks:
-            return
         for key, slots in Counter(key for key in keys if key is not None).items():
             self.run("unpark_jobs", {"key": key, "count": slots})
 
@@ -64,9 +63,8 @@ class Parking(StoreConnection):
         """Unpark the best jobs of every key with parked jobs and free slots, as many as
         it has, and flag every rate key with room and parked jobs for the next look (the
         backstop); returns how many concurrency keys had room."""
-        if not self.parks:
-            return 0
-        self.run("flag_parked_rate_keys")
+        if self.parks_rate_keys:
+            self.run("flag_parked_rate_keys")
         rows = self.fetchall("parked_keys_with_room")
         for key, room in rows:
             self.run("unpark_jobs", {"key": key, "count": int(room)})
@@ -86,7 +84,7 @@ class Parking(StoreConnection):
         that dies between the take and the unpark leaves the key to the recovery
         service, which flags it again.
         """
-        if not self.parks:
+        if not self.parks_rate_keys:
             return 0
         unparked = 0
         for (key,) in self.fetchall("reopened_rate_keys"):

@@ -86,13 +86,19 @@ ${room_for_key} AND ${room_for_rate} AND ${task_not_paused}
   AND j.queue_name NOT IN (SELECT qp.queue_name FROM taskmill_pause qp WHERE qp.task_path = '')
   AND NOT EXISTS (SELECT 1 FROM taskmill_pause ap WHERE ap.task_path = '' AND ap.queue_name = '')
 
+-- name: ready_jobs
+-- The waiting jobs, as the claims read them: a FROM item, j (a fragment). SQLite is
+-- told to read them through the claim index (see sqlite.sql).
+-- expects: nothing
+taskmill_job j
+
 -- name: claimable
 -- The best due jobs of the worker's queues, in claim order (a fragment of the claims).
 -- Claim order: priority, then the job's turn among fairness keys (0 without a key),
 -- then due time, then id (enqueue order). Parked jobs (their key is full) are left out:
 -- the claim index keeps them apart (migration 0011).
 -- expects: READY, due, may start
-SELECT j.id FROM taskmill_job j
+SELECT j.id FROM ${ready_jobs}
 WHERE j.status = 'READY' AND j.queue_name ${in:queues} AND j.parked = FALSE
   AND j.run_after <= ${now} AND ${may_start}
 ORDER BY j.priority DESC, j.fair_rank, j.run_after, j.id
@@ -125,11 +131,13 @@ RETURNING ${claim_columns}
 -- order, the parked ones left out: what the claim that came back short may have missed,
 -- a rate key's room reopening meanwhile, say); the next deferred job that may start (due
 -- later than enqueued: delayed, retrying, snoozed; through their own partial index,
--- migration 0010); the moment a full rate key gets room. See Claiming.next_wake.
+-- migration 0010; never parked, as only due jobs are, which MySQL's claim index uses to
+-- leave a parked backlog out); the moment a full rate key gets room. See
+-- Claiming.next_wake.
 -- expects: READY, may start
 SELECT MIN(due.seconds) FROM (
     SELECT ${seconds_until:MIN(d.run_after)} AS seconds FROM (
-        SELECT j.run_after FROM taskmill_job j
+        SELECT j.run_after FROM ${ready_jobs}
         WHERE j.status = 'READY' AND j.queue_name ${in:queues} AND j.parked = FALSE
           AND j.run_after <= ${now} AND ${may_start}
         ORDER BY j.priority DESC, j.fair_rank, j.run_after, j.id
@@ -138,7 +146,7 @@ SELECT MIN(due.seconds) FROM (
     UNION ALL
     SELECT ${seconds_until:MIN(j.run_after)} AS seconds FROM taskmill_job j
     WHERE j.status = 'READY' AND j.run_after > j.enqueued_at AND j.queue_name ${in:queues}
-      AND j.run_after > ${now} AND ${may_start}
+      AND j.parked = FALSE AND j.run_after > ${now} AND ${may_start}
     UNION ALL
     SELECT ${seconds_until:MIN(k.full_until)} AS seconds FROM taskmill_ratekey k
     WHERE k.full_until > ${now}
@@ -149,12 +157,18 @@ SELECT MIN(due.seconds) FROM (
 -- paused, or (without a concurrency key) whose rate key is full (an idle worker parks
 -- them: taskmill/store/parking.py).
 -- expects: READY, due, key full or task paused
-SELECT j.id, j.concurrency_key, j.concurrency_limit, j.rate_key FROM taskmill_job j
+SELECT j.id, j.concurrency_key, j.concurrency_limit, j.rate_key FROM ${ready_jobs}
 WHERE j.status = 'READY' AND j.queue_name ${in:queues} AND j.parked = FALSE
   AND j.run_after <= ${now}
   AND ((j.concurrency_key IS NOT NULL AND NOT ${room_for_key}) OR NOT (${task_not_paused})
-       OR (j.concurrency_key IS NULL AND j.rate_key IS NOT NULL AND NOT ${room_for_rate}))
+       OR ${held_by_rate_alone})
 LIMIT %(limit)s
+
+-- name: held_by_rate_alone
+-- Park filter (a fragment): a job without a concurrency key whose rate key is full
+-- (MySQL overrides it: it does not park for rate keys).
+-- expects: j is a READY job
+(j.concurrency_key IS NULL AND j.rate_key IS NOT NULL AND NOT ${room_for_rate})
 
 -- name: park_jobs
 -- Set jobs aside from the claims while their key is full or their task paused. Only
