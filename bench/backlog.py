@@ -1,0 +1,170 @@
+"""What a backlog costs a worker's claims, on any database: a full concurrency key's,
+before and after idle workers park it, and a queue's, to a worker of several queues.
+
+    .venv/bin/python bench/backlog.py                      # PostgreSQL, 100,000 jobs
+    BENCH_DB=mysql .venv/bin/python bench/backlog.py
+    BENCH_DB=sqlite .venv/bin/python bench/backlog.py --backlog 20000
+
+A full key: one job of the key runs (its one slot taken) and ``--backlog`` due jobs of
+it wait. A claim finds nothing to start and an idle wait's ``next_wake`` nothing due:
+before the park each steps over the whole backlog. After the park (the store's own
+``park_blocked``, as an idle worker calls it, until nothing is left) the database is
+let settle as it would by itself (PostgreSQL: the ``VACUUM`` autovacuum runs; MySQL:
+InnoDB's purge of the old index entries; SQLite: nothing), and both are timed again,
+against an empty table.
+
+Several queues: ``--backlog`` due jobs wait on one queue, and a claim of one job by a
+worker of that queue alone is timed against one by a worker of it and another (each
+claim takes a job). Medians of ``--runs`` calls; the ratios come last on each line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
+
+from bench.drain import clear, setup_database  # noqa: E402
+
+WORKER = "bench:1:backlog"
+KEY = "bench.backlog"
+TASK = "bench.tasks.noop"
+
+
+def median_ms(call: Callable[[], Any], runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
+def settle() -> None:
+    """What the database does by itself between the park and the next look."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("VACUUM ANALYZE taskmill_job")
+        elif connection.vendor == "mysql":
+            cursor.execute("ANALYZE TABLE taskmill_job")
+            cursor.fetchall()
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:  # Until purge has caught up,
+                cursor.execute("SHOW ENGINE INNODB STATUS")
+                status = cursor.fetchone()[2]
+                length = next(int(line.split()[-1]) for line in status.splitlines()
+                              if line.startswith("History list length"))
+                if length == 0:
+                    break
+                time.sleep(0.2)
+            time.sleep(2)  # and removed the last entries (a claim still took 2 ms at 0).
+
+
+def add_jobs(count: int, **fields: Any) -> None:
+    """``count`` due jobs, written straight to the table."""
+    from django.utils import timezone
+
+    from taskmill.ids import new_job_id
+    from taskmill.models import Job, JobStatus
+
+    due = timezone.now() - dt.timedelta(minutes=1)
+    for start in range(0, count, 5000):
+        Job.objects.bulk_create([
+            Job(id=new_job_id(), task_path=TASK, queue_name="default", status=JobStatus.READY,
+                args=[], kwargs={}, enqueued_at=due, run_after=due, **fields)
+            for _ in range(min(5000, count - start))])
+
+
+def build(backlog: int) -> None:
+    """One job of the key running, ``backlog`` due ones waiting behind it."""
+    from taskmill.store import get_store
+
+    clear()
+    store = get_store("default")
+    store.register_worker(WORKER, "bench", os.getpid(), ["default"], 1)
+    add_jobs(1, concurrency_key=KEY, concurrency_limit=1)
+    (running,) = store.claim(["default"], 1, WORKER)
+    assert running.concurrency_key == KEY
+    add_jobs(backlog, concurrency_key=KEY, concurrency_limit=1)
+    settle()
+
+
+def several_queues(backlog: int, runs: int) -> dict[str, float]:
+    """A claim of one job beside ``backlog`` due ones, by a worker of their queue alone
+    and by one of it and another."""
+    from taskmill.store import get_store
+
+    clear()
+    store = get_store("default")
+    store.register_worker(WORKER, "bench", os.getpid(), ["default", "elsewhere"], 1)
+    add_jobs(backlog + 2 * runs)
+    settle()
+    return {"one queue": median_ms(lambda: store.claim(["default"], 1, WORKER), runs),
+            "two queues": median_ms(
+                lambda: store.claim(["default", "elsewhere"], 1, WORKER), runs)}
+
+
+def measure(runs: int) -> dict[str, float]:
+    from taskmill.store import get_store
+
+    store = get_store("default")
+    return {
+        "claim": median_ms(lambda: store.claim(["default"], 1, WORKER), runs),
+        "next_wake": median_ms(lambda: store.next_wake(["default"]), runs),
+    }
+
+
+def park() -> tuple[int, float]:
+    from taskmill.store import get_store
+
+    store = get_store("default")
+    started = time.perf_counter()
+    parked = 0
+    while found := store.park_blocked(["default"]):
+        parked += found
+    return parked, time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backlog", type=int, default=100_000, help="due jobs of the full key")
+    parser.add_argument("--runs", type=int, default=21, help="timed calls per figure")
+    args = parser.parse_args()
+    setup_database()
+    from django.db import connection
+
+    build(0)
+    empty = measure(args.runs)
+    build(args.backlog)
+    before = measure(args.runs)
+    parked, took = park()
+    settle()
+    after = measure(args.runs)
+    print(f"{connection.vendor}, {args.backlog:,} due jobs behind a full key; parked "
+          f"{parked:,} in {took:.1f} s")
+    print(f"{'call':<10} {'empty':>9} {'before park':>13} {'after park':>12} {'ratios to empty':>20}")
+    for name in empty:
+        print(f"{name:<10} {empty[name]:>7.2f}ms {before[name]:>11.2f}ms {after[name]:>10.2f}ms "
+              f"{before[name] / empty[name]:>8.1f}× {after[name] / empty[name]:>6.2f}×")
+    claims = several_queues(args.backlog, args.runs)
+    print(f"claim beside {args.backlog:,} due jobs: by a worker of their queue "
+          f"{claims['one queue']:.2f} ms, of it and another {claims['two queues']:.2f} ms "
+          f"({claims['two queues'] / claims['one queue']:.2f}×)")
+    clear()
+
+
+if __name__ == "__main__":
+    main()
