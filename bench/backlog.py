@@ -6,8 +6,9 @@ before and after idle workers park it, and a queue's, to a worker of several que
     BENCH_DB=sqlite .venv/bin/python bench/backlog.py --backlog 20000
 
 A full key: one job of the key runs (its one slot taken) and ``--backlog`` due jobs of
-it wait. A claim finds nothing to start and an idle wait's ``next_wake`` nothing due:
-before the park each steps over the whole backlog. After the park (the store's own
+it wait; then the same behind a full rate key, their concurrency key with room. A claim
+finds nothing to start and an idle wait's ``next_wake`` nothing due: before the park
+each steps over the whole backlog. After the park (the store's own
 ``park_blocked``, as an idle worker calls it, until nothing is left) the database is
 let settle as it would by itself (PostgreSQL: the ``VACUUM`` autovacuum runs; MySQL:
 InnoDB's purge of the old index entries; SQLite: nothing), and both are timed again,
@@ -87,17 +88,28 @@ def add_jobs(count: int, **fields: Any) -> None:
             for _ in range(min(5000, count - start))])
 
 
-def build(backlog: int) -> None:
-    """One job of the key running, ``backlog`` due ones waiting behind it."""
+def build(backlog: int, held_by: str) -> None:
+    """``backlog`` due jobs that may not start: ``key``, one job of their concurrency key
+    (limit 1) runs; ``rate``, their rate key's window is full for the next hour and
+    their concurrency key (limit 5) has room."""
+    from django.utils import timezone
+
+    from taskmill.models import RateKey
     from taskmill.store import get_store
 
     clear()
+    RateKey.objects.all().delete()
     store = get_store("default")
     store.register_worker(WORKER, "bench", os.getpid(), ["default"], 1)
-    add_jobs(1, concurrency_key=KEY, concurrency_limit=1)
-    (running,) = store.claim(["default"], 1, WORKER)
-    assert running.concurrency_key == KEY
-    add_jobs(backlog, concurrency_key=KEY, concurrency_limit=1)
+    if held_by == "key":
+        add_jobs(1, concurrency_key=KEY, concurrency_limit=1)
+        (running,) = store.claim(["default"], 1, WORKER)
+        assert running.concurrency_key == KEY
+        add_jobs(backlog, concurrency_key=KEY, concurrency_limit=1)
+    else:
+        RateKey.objects.create(rate_key=KEY, full_until=timezone.now() + dt.timedelta(hours=1))
+        add_jobs(backlog, concurrency_key=KEY, concurrency_limit=5, rate_key=KEY,
+                 rate_limit=10, rate_period=1.0)
     settle()
 
 
@@ -140,25 +152,29 @@ def park() -> tuple[int, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backlog", type=int, default=100_000, help="due jobs of the full key")
+    parser.add_argument("--backlog", type=int, default=100_000, help="due jobs held back")
     parser.add_argument("--runs", type=int, default=21, help="timed calls per figure")
     args = parser.parse_args()
     setup_database()
     from django.db import connection
 
-    build(0)
+    build(0, "key")
     empty = measure(args.runs)
-    build(args.backlog)
-    before = measure(args.runs)
-    parked, took = park()
-    settle()
-    after = measure(args.runs)
-    print(f"{connection.vendor}, {args.backlog:,} due jobs behind a full key; parked "
-          f"{parked:,} in {took:.1f} s")
-    print(f"{'call':<10} {'empty':>9} {'before park':>13} {'after park':>12} {'ratios to empty':>20}")
-    for name in empty:
-        print(f"{name:<10} {empty[name]:>7.2f}ms {before[name]:>11.2f}ms {after[name]:>10.2f}ms "
-              f"{before[name] / empty[name]:>8.1f}× {after[name] / empty[name]:>6.2f}×")
+    for held_by, what in [("key", "a full concurrency key"),
+                          ("rate", "a full rate key (their concurrency key has room)")]:
+        build(args.backlog, held_by)
+        before = measure(args.runs)
+        parked, took = park()
+        settle()
+        after = measure(args.runs)
+        print(f"{connection.vendor}, {args.backlog:,} due jobs held back by {what}; "
+              f"parked {parked:,} in {took:.1f} s")
+        print(f"{'call':<10} {'empty':>9} {'before park':>13} {'after park':>12} "
+              f"{'ratios to empty':>20}")
+        for name in empty:
+            print(f"{name:<10} {empty[name]:>7.2f}ms {before[name]:>11.2f}ms "
+                  f"{after[name]:>10.2f}ms {before[name] / empty[name]:>8.1f}× "
+                  f"{after[name] / empty[name]:>6.2f}×")
     claims = several_queues(args.backlog, args.runs)
     print(f"claim beside {args.backlog:,} due jobs: by a worker of their queue "
           f"{claims['one queue']:.2f} ms, of it and another {claims['two queues']:.2f} ms "

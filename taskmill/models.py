@@ -80,10 +80,14 @@ class Job(models.Model):
     unique_until_start = models.BooleanField(default=False, db_default=False)
     concurrency_key = models.CharField(max_length=255, null=True, blank=True)
     concurrency_limit = models.PositiveIntegerField(null=True, blank=True)
-    #: A READY job set aside while its concurrency key is full or its task paused, so
-    #: that claims do not step over it again and again; a slot of the key opening, or
-    #: the pause lifted, puts it back (see :mod:`taskmill.store.parking`).
+    #: A READY job set aside while its concurrency key is full, its rate key is full or
+    #: its task paused, so that claims do not step over it again and again; a slot of
+    #: the key opening, the rate key's room coming back, or the pause lifted, puts it
+    #: back (see :mod:`taskmill.store.parking`).
     parked = models.BooleanField(default=False, db_default=False)
+    #: Parked for its rate key (its concurrency key, if any, had room): only the rate
+    #: key's reopening puts it back, not a slot of its concurrency key.
+    parked_for_rate = models.BooleanField(default=False, db_default=False)
 
     #: Flow control (docs/flow-control.md). Columns the store's raw INSERTs do not name
     #: have a database default (``db_default``), not only a Python one.

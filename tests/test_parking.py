@@ -397,6 +397,50 @@ def test_a_job_with_a_concurrency_key_is_parked_for_that_key_only():
     assert parked() == 1
 
 
+@parks_rate_keys
+def test_a_job_that_its_rate_key_alone_holds_back_is_parked_for_it_concurrency_key_or_not():
+    """Its concurrency key has room: it was never parked, and every claim stepped over
+    it (a probe of the rate key each)."""
+    store = get_store("default")
+    full_rate_key_with_backlog(store)
+    Job.objects.filter(status=JobStatus.READY).update(concurrency_key="roomy",
+                                                      concurrency_limit=5)
+    if connection.vendor == "postgresql":
+        assert rows_read_by_claim(store) == BACKLOG
+    assert store.park_blocked(["default"]) == BACKLOG
+    assert Job.objects.filter(parked=True, parked_for_rate=True).count() == BACKLOG
+    assert RateKey.objects.get(rate_key=rated.module_path).parked
+    record.enqueue("free")
+    if connection.vendor == "postgresql":
+        assert rows_read_by_claim(store) == 1  # The free job alone.
+    reopen(rated.module_path)
+    assert store.unpark_reopened_rates() == 10  # The rate limit's worth, as without a key.
+    assert parked() == BACKLOG - 10
+
+
+@parks_rate_keys
+def test_a_concurrency_keys_slot_goes_to_a_job_parked_for_it_not_one_its_rate_key_holds():
+    """The job its rate key holds back is better placed, but the slot would go unused."""
+    store = get_store("default")
+    store.register_worker(WORKER, "host", 1, ["default"], 1)
+    pair = {"concurrency_key": "pair", "concurrency_limit": 2, "ago": 60}
+    make_jobs(1, **pair)
+    (first,) = store.claim(["default"], 1, WORKER)  # One of the key's two slots.
+    RateKey.objects.create(rate_key="shared", full_until=timezone.now()
+                           + dt.timedelta(seconds=3600))
+    (held,) = make_jobs(1, priority=10, rate_key="shared", rate_limit=10, rate_period=1.0,
+                        **pair)
+    assert store.park_blocked(["default"]) == 1  # For its rate key: the pair has room.
+    make_jobs(1, **pair)
+    assert len(store.claim(["default"], 5, WORKER)) == 1  # The pair is full now,
+    (waiting,) = make_jobs(1, **pair)
+    assert store.park_blocked(["default"]) == 1  # so this one is parked for it.
+    store.complete([done(first)], WORKER)
+    unparked = Job.objects.filter(status=JobStatus.READY, parked=False)
+    assert list(unparked.values_list("id", flat=True)) == [waiting.id]
+    assert Job.objects.get(id=held.id).parked
+
+
 def test_a_worker_drains_a_parked_rate_limited_backlog_at_its_rate():
     """End to end, with a threaded worker: the idle worker parks the key's jobs, sleeps
     until its room comes back, puts the next ten back in line and runs them."""

@@ -14,7 +14,7 @@ from typing import Any
 
 from .fairness import FairTurns
 from .limits import ConcurrencyLimits
-from .parking import Parking
+from .parking import ParkedJob, Parking
 from .rows import ClaimedJob
 
 #: How long "no queue is paused" is trusted before pauses are read again (see
@@ -66,19 +66,22 @@ class Claiming(ConcurrencyLimits, FairTurns, Parking):
         queues = self.unpaused(queues)
         if not queues:
             return 0
-        found = self.fetchall("blocked_jobs", {"queues": self.list_param(queues),
-                                               "limit": PARK_AT_ONCE})
+        found = [ParkedJob(self.id_from_db(job_id), key, limit, rate_key, bool(for_rate))
+                 for job_id, key, limit, rate_key, for_rate in self.fetchall(
+                     "blocked_jobs", {"queues": self.list_param(queues),
+                                      "limit": PARK_AT_ONCE})]
         if not found:
             return 0
-        rate_keys = sorted({rate_key for _, key, _, rate_key in found
-                            if key is None and rate_key is not None})
+        for_key = [job.id for job in found if not job.for_rate]
+        for_rate = [job.id for job in found if job.for_rate]
+        rate_keys = sorted({job.rate_key for job in found if job.for_rate and job.rate_key})
         with self.atomic():
-            parked = self.run("park_jobs", {"ids": self.ids_param(
-                [self.id_from_db(row[0]) for row in found])})
-            if rate_keys and self.parks_rate_keys:  # Job rows, then the keys' rows: the
-                # order a claim locks them in.
+            parked = self.run("park_jobs", {"ids": self.ids_param(for_key)}) if for_key else 0
+            if for_rate:
+                parked += self.run("park_jobs_for_rate", {"ids": self.ids_param(for_rate)})
+            if rate_keys:  # Job rows, then the keys' rows: the order a claim locks them in.
                 self.run("flag_rate_keys", {"keys": self.list_param(rate_keys)})
-        self.recheck_parked([(job_id, key, limit) for job_id, key, limit, _ in found])
+        self.recheck_parked(found)
         return parked
 
     def next_wake(self, queues: Sequence[str]) -> float | None:
@@ -89,8 +92,8 @@ class Claiming(ConcurrencyLimits, FairTurns, Parking):
         Read without walking every waiting job: the due ones in claim order up to the
         first that may start, the parked ones left out, and the deferred ones in due order
         through their own index. Hazard: due jobs that may not start and are not parked
-        yet (or never: a full rate key's on MySQL, or a job's rate key when it has a
-        concurrency key too) are still stepped over, as the claim steps over them.
+        yet (or never: a full rate key's on MySQL) are still stepped over, as the claim
+        steps over them.
         """
         queues = self.unpaused(queues)
         if not queues:

@@ -17,7 +17,15 @@ the claim index reads the unparked ones only, migration 0011), and they are put 
   worker looks twice a second). The key's row carries a flag, set by the park and by
   the claim that fills the key while more of it is parked, and taken by the unpark, so
   each reopening is unparked once; the recovery service flags any key left with room
-  and parked jobs. Only jobs without a concurrency key are parked for their rate key.
+  and parked jobs.
+
+A job is parked for one key, the one that holds it back: its concurrency key (or its
+task's pause) if that is full, else its rate key (``Job.parked_for_rate``, migration
+0014). Each key's unpark reads only the jobs parked for it, through an index of their
+own: one that walked past the other key's jobs would be O(backlog) when both keys are
+full, and a slot handed to a job its rate key holds back would go unused. A job put
+back while its other key is full is stepped over, and parked again for that key by
+the next idle look: at most a key's limit (or slots) of such churn per reopening.
 
 Parking is an optimisation only. The claim still checks each job's key, and the limit
 is still enforced after the claim under the key's lock (:mod:`.limits`), so a job
@@ -35,15 +43,27 @@ stepped over there.
 
 from __future__ import annotations
 
+import uuid
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import NamedTuple
 
 from .connection import StoreConnection
 
 #: Most jobs of one rate key put back in line at its reopening; the rest wait for the
 #: next (a key reopens as each slice of its window expires, see :mod:`.rates`).
 RATE_UNPARK_AT_ONCE = 1_000
+
+
+class ParkedJob(NamedTuple):
+    """A job a park found held back: by its concurrency key (its ``limit``) or a pause,
+    or (``for_rate``) by its rate key alone."""
+
+    id: uuid.UUID
+    key: str | None
+    limit: int | None
+    rate_key: str | None
+    for_rate: bool
 
 
 class Parking(StoreConnection):
@@ -101,21 +121,21 @@ class Parking(StoreConnection):
             unparked += len(queues)
         return unparked
 
-    def recheck_parked(self, found: Sequence[tuple[Any, str | None, int | None]]) -> None:
-        """After parking ``found`` (id, concurrency key, limit): put back what may start by
-        now, as a slot opened or a pause was lifted while the park was on its way (see
-        the module's docstring). A key's room is its limit less its running jobs, one
-        probe of the RUNNING index each, not a count of what is parked."""
+    def recheck_parked(self, found: Sequence[ParkedJob]) -> None:
+        """After parking ``found``: put back what may start by now, as a slot opened, a
+        pause was lifted or a rate key's room came back while the park was on its way
+        (see the module's docstring). A key's room is its limit less its running jobs,
+        one probe of the RUNNING index each, not a count of what is parked."""
         limits: dict[str, int] = {}
-        keyless = []
-        for job_id, key, limit in found:
-            if key is None:
-                keyless.append(self.id_from_db(job_id))
+        each = []  # Jobs looked at one by one: keyless ones, and those parked for rate.
+        for job in found:
+            if job.key is None or job.for_rate:
+                each.append(job.id)
             else:
-                limits[key] = min(limits.get(key, limit or 1), limit or 1)
+                limits[job.key] = min(limits.get(job.key, job.limit or 1), job.limit or 1)
         for key, limit in sorted(limits.items()):
             (running,) = self.fetchone("running_for_key", {"key": key}) or (0,)
             if running < limit:
                 self.run("unpark_jobs", {"key": key, "count": limit - running})
-        if keyless:
-            self.run("unpark_startable_of", {"ids": self.ids_param(keyless)})
+        if each:
+            self.run("unpark_startable_of", {"ids": self.ids_param(each)})

@@ -154,10 +154,11 @@ SELECT MIN(due.seconds) FROM (
 
 -- name: blocked_jobs
 -- Due jobs of these queues, not parked, whose concurrency key is full, whose task is
--- paused, or (without a concurrency key) whose rate key is full (an idle worker parks
--- them: taskmill/store/parking.py).
--- expects: READY, due, key full or task paused
-SELECT j.id, j.concurrency_key, j.concurrency_limit, j.rate_key FROM ${ready_jobs}
+-- paused, or whose rate key is full, and whether that last is all that holds them (an
+-- idle worker parks them: taskmill/store/parking.py).
+-- expects: READY, due, key full or task paused or rate key full
+SELECT j.id, j.concurrency_key, j.concurrency_limit, j.rate_key, ${held_by_rate_alone}
+FROM ${ready_jobs}
 WHERE j.status = 'READY' AND j.queue_name ${in:queues} AND j.parked = FALSE
   AND j.run_after <= ${now}
   AND ((j.concurrency_key IS NOT NULL AND NOT ${room_for_key}) OR NOT (${task_not_paused})
@@ -165,27 +166,36 @@ WHERE j.status = 'READY' AND j.queue_name ${in:queues} AND j.parked = FALSE
 LIMIT %(limit)s
 
 -- name: held_by_rate_alone
--- Park filter (a fragment): a job without a concurrency key whose rate key is full
--- (MySQL overrides it: it does not park for rate keys).
+-- Park filter (a fragment): a job whose rate key is full, and nothing else holds back:
+-- its concurrency key (if any) has room and its task is not paused. It is parked for the
+-- rate key (MySQL overrides it: it does not park for rate keys).
 -- expects: j is a READY job
-(j.concurrency_key IS NULL AND j.rate_key IS NOT NULL AND NOT ${room_for_rate})
+(j.rate_key IS NOT NULL AND NOT ${room_for_rate} AND ${room_for_key} AND ${task_not_paused})
 
 -- name: park_jobs
--- Set jobs aside from the claims while their key is full or their task paused. Only
--- unparked ones: the rows the unparks lock are parked ones, so the two never wait for
--- each other's rows (each locks its rows in its own order: waiting could deadlock).
+-- Set jobs aside from the claims while their concurrency key is full or their task
+-- paused. Only unparked ones: the rows the unparks lock are parked ones, so the two
+-- never wait for each other's rows (each locks its rows in its own order: waiting could
+-- deadlock).
 -- expects: READY, not parked
-UPDATE taskmill_job SET parked = TRUE WHERE id ${in:ids} AND status = 'READY' AND parked = FALSE
+UPDATE taskmill_job SET parked = TRUE, parked_for_rate = FALSE
+WHERE id ${in:ids} AND status = 'READY' AND parked = FALSE
+
+-- name: park_jobs_for_rate
+-- The same, for jobs that only their full rate key holds back.
+-- expects: READY, not parked
+UPDATE taskmill_job SET parked = TRUE, parked_for_rate = TRUE
+WHERE id ${in:ids} AND status = 'READY' AND parked = FALSE
 
 -- name: unpark_jobs
--- Put the best %(count)s parked jobs of a key back in line (the parked index, in claim
+-- Put the best %(count)s jobs parked for a key back in line (their index, in claim
 -- order): %(count)s of its slots opened. Jobs of a paused task stay parked: a slot
--- given to one would go unused.
+-- given to one would go unused; so do those parked for their rate key (their own index).
 -- expects: READY, parked
 UPDATE taskmill_job SET parked = FALSE WHERE id IN (
     SELECT j.id FROM taskmill_job j
-    WHERE j.status = 'READY' AND j.parked AND j.concurrency_key = %(key)s
-      AND ${task_not_paused}
+    WHERE j.status = 'READY' AND j.parked AND NOT j.parked_for_rate
+      AND j.concurrency_key = %(key)s AND ${task_not_paused}
     ORDER BY j.priority DESC, j.fair_rank, j.run_after, j.id
     LIMIT %(count)s
 )
@@ -225,7 +235,7 @@ UPDATE taskmill_ratekey SET parked = TRUE WHERE rate_key IN (
     WHERE k.parked = FALSE AND (k.full_until IS NULL OR k.full_until <= ${now}) AND EXISTS (
         SELECT 1 FROM taskmill_job j
         WHERE j.status = 'READY' AND j.parked AND j.rate_key = k.rate_key
-          AND j.concurrency_key IS NULL)
+          AND j.parked_for_rate)
     ${skip_locked}
 )
 
@@ -237,9 +247,9 @@ WHERE k.parked AND (k.full_until IS NULL OR k.full_until <= ${now})
 
 -- name: parked_rate_limit
 -- The rate limit of a key's best parked job (none: nothing of it is parked).
--- expects: READY, parked, no concurrency key
+-- expects: READY, parked for its rate key
 SELECT j.rate_limit FROM taskmill_job j
-WHERE j.status = 'READY' AND j.parked AND j.rate_key = %(key)s AND j.concurrency_key IS NULL
+WHERE j.status = 'READY' AND j.parked AND j.parked_for_rate AND j.rate_key = %(key)s
 ORDER BY j.priority DESC, j.fair_rank, j.run_after, j.id
 LIMIT 1
 
@@ -255,11 +265,11 @@ WHERE rate_key = %(key)s AND parked AND (full_until IS NULL OR full_until <= ${n
 -- index, in claim order), and name their queues; jobs of a paused task stay parked.
 -- Rows another statement holds are passed over (${skip_locked}): they are being unparked
 -- already, and waiting for them in claim order could deadlock with an unpark in id order.
--- expects: READY, parked, no concurrency key
+-- expects: READY, parked for its rate key
 UPDATE taskmill_job SET parked = FALSE WHERE id IN (
     SELECT j.id FROM taskmill_job j
     WHERE j.status = 'READY' AND j.parked AND j.rate_key = %(key)s
-      AND j.concurrency_key IS NULL AND ${task_not_paused}
+      AND j.parked_for_rate AND ${task_not_paused}
     ORDER BY j.priority DESC, j.fair_rank, j.run_after, j.id
     LIMIT %(count)s ${skip_locked}
 )
@@ -273,7 +283,7 @@ SELECT k.concurrency_key, k.room FROM (
         SELECT COUNT(*) FROM taskmill_job r
         WHERE r.status = 'RUNNING' AND r.concurrency_key = p.concurrency_key
     ) AS room
-    FROM taskmill_job p WHERE p.status = 'READY' AND p.parked
+    FROM taskmill_job p WHERE p.status = 'READY' AND p.parked AND NOT p.parked_for_rate
     GROUP BY p.concurrency_key
 ) k WHERE k.room > 0
 
@@ -694,7 +704,7 @@ UPDATE taskmill_ratekey SET full_until = %(until)s, parked = (parked OR (
     %(until)s IS NOT NULL AND EXISTS (
         SELECT 1 FROM taskmill_job j
         WHERE j.status = 'READY' AND j.parked AND j.rate_key = %(key)s
-          AND j.concurrency_key IS NULL)))
+          AND j.parked_for_rate)))
 WHERE rate_key = %(key)s
 
 -- name: queue_turn

@@ -119,7 +119,8 @@ FALSE
 -- order (taskmill_job_key_my, migration 0013) and stops at %(count)s.
 -- expects: READY, parked
 UPDATE taskmill_job j SET j.parked = FALSE
-WHERE j.status = 'READY' AND j.parked AND j.concurrency_key = %(key)s AND ${task_not_paused}
+WHERE j.status = 'READY' AND j.parked AND NOT j.parked_for_rate AND j.concurrency_key = %(key)s
+  AND ${task_not_paused}
 ORDER BY j.priority DESC, j.fair_rank, j.run_after, j.id
 LIMIT %(count)s
 
