@@ -65,7 +65,18 @@ class MySQLJobStore(JobStore):
             return list(cursor.fetchall())
 
     def prune_concurrency_locks(self) -> int:
-        return self.run("prune_concurrency_locks")
+        """Read the idle keys, then delete their rows: a DELETE that reads the jobs in
+        its own WHERE takes shared locks on their index entries, one lock row at a time,
+        and deadlocked with a claim that held a job of the key and wanted its lock row.
+
+        A key that gets a job between the read and the delete loses its row all the
+        same: harmless, the next claim of it inserts the row again; a claim holding the
+        row keeps it until it commits (the delete waits for it).
+        """
+        keys = [key for (key,) in self.fetchall("idle_concurrency_locks")]
+        if not keys:
+            return 0
+        return self.run("delete_concurrency_locks", {"keys": self.list_param(keys)})
 
     def _insert_if_key_free(self, cursor: CursorWrapper, params: Params) -> bool:
         """Read first: an insert that meets the key, even one that does nothing on the

@@ -55,13 +55,18 @@ ${insert_job}
 INSERT INTO taskmill_concurrency_lock (lock_key) VALUES (%(key)s)
 ON DUPLICATE KEY UPDATE lock_key = lock_key
 
--- name: prune_concurrency_locks
--- Forget the lock rows of keys no job waits for or runs (one row per key ever seen
--- otherwise); a claim that needs one again inserts it.
--- expects: no READY or RUNNING job with the key
-DELETE FROM taskmill_concurrency_lock
-WHERE NOT EXISTS (SELECT 1 FROM taskmill_job j WHERE j.concurrency_key = lock_key
+-- name: idle_concurrency_locks
+-- The lock rows of keys no job waits for or runs (one row per key ever seen otherwise),
+-- read without locking anything (see MySQLJobStore.prune_concurrency_locks).
+-- expects: nothing
+SELECT l.lock_key FROM taskmill_concurrency_lock l
+WHERE NOT EXISTS (SELECT 1 FROM taskmill_job j WHERE j.concurrency_key = l.lock_key
                   AND j.status IN ('READY', 'RUNNING'))
+
+-- name: delete_concurrency_locks
+-- Forget these lock rows; a claim that needs one again inserts it.
+-- expects: no READY or RUNNING job with the keys, as read a moment before
+DELETE FROM taskmill_concurrency_lock WHERE lock_key ${in:keys}
 
 -- name: insert_schedule_state
 -- A new periodic task: its first tick is the next one.
