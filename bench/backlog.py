@@ -24,10 +24,8 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import statistics
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,20 +33,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
 
-from bench.drain import clear, setup_database  # noqa: E402
+from bench.drain import clear, median_ms, setup_database  # noqa: E402
 
 WORKER = "bench:1:backlog"
 KEY = "bench.backlog"
 TASK = "bench.tasks.noop"
-
-
-def median_ms(call: Callable[[], Any], runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        call()
-        times.append((time.perf_counter() - started) * 1000)
-    return statistics.median(times)
 
 
 def settle() -> None:

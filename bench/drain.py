@@ -16,7 +16,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -61,6 +63,17 @@ def clear() -> None:
 
 def report(name: str, value: float, unit: str) -> None:
     print(f"{name}: {value:,.1f} {unit}", flush=True)
+
+
+def median_ms(call: Callable[[], Any], runs: int) -> float:
+    """The median of ``runs`` timed calls, in milliseconds, after one untimed call."""
+    call()  # Warm: the connection, the plan cache, the pages.
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
 
 
 def bench_enqueue(n_single: int, n_many: int) -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import statistics
 import sys
 import tempfile
 import time
@@ -36,6 +35,8 @@ os.environ.setdefault("BENCH_PG_NAME", "taskmill_scale")
 os.environ.setdefault("BENCH_MYSQL_NAME", "taskmill_scale")
 os.environ.setdefault("BENCH_SQLITE_NAME", os.path.join(tempfile.gettempdir(),
                                                         "taskmill-scale.sqlite3"))
+
+from bench.drain import median_ms  # noqa: E402
 
 WEEK = 7 * 24 * 3600
 
@@ -210,16 +211,6 @@ def label(sql: str) -> str:
         return text[:150]
     head, tail = text.split(" FROM taskmill_job", 1)
     return f"{head.removeprefix('SELECT ')[:40]} … {tail.strip()}"[:150]
-
-
-def median_ms(call: Callable[[], Any], runs: int) -> float:
-    call()  # Warm: the connection, the plan cache, the pages.
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        call()
-        times.append((time.perf_counter() - started) * 1000)
-    return statistics.median(times)
 
 
 def measure(runs: int) -> dict[str, tuple[float, dict[str, float]]]:
