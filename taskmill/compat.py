@@ -2,13 +2,14 @@
 
 Django 6.x ships ``django.tasks``; on Django 5.2 the ``django-tasks`` backport provides
 the same API under ``django_tasks``. Everything else in taskmill imports the framework
-from here. When both are installed (Django 6 with an app that still imports the
-backport), Django's own framework is the one taskmill builds on, and the backport's
-signals are sent as well so its listeners keep working.
+from here. On Django 6, Django's own framework is the one taskmill builds on; when an
+app still imports the backport (its task decorator, its signals), the backport's
+signals are sent as well so its listeners keep working, and its tasks run too.
 """
 
 from __future__ import annotations
 
+import sys
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -33,12 +34,6 @@ if NATIVE:
     from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
     from django.tasks.signals import task_enqueued, task_finished, task_started
     from django.utils.json import normalize_json
-
-    _backport_signals: ModuleType | None
-    try:  # The backport, when an installed app still uses it.
-        from django_tasks import signals as _backport_signals
-    except ImportError:  # pragma: no cover - depends on the environment
-        _backport_signals = None
 else:
     from django_tasks import (
         DEFAULT_TASK_BACKEND_ALIAS,
@@ -57,17 +52,16 @@ else:
     from django_tasks.signals import task_enqueued, task_finished, task_started
     from django_tasks.utils import normalize_json
 
-    _backport_signals = None
 
+def _backport(module: str) -> ModuleType | None:
+    """The backport's ``module`` on Django 6, if something imported it.
 
-#: What counts as a task: Django's, and the backport's when it is installed alongside.
-TASK_CLASSES: tuple[type, ...] = (Task,)
-try:  # A task defined with the backport's decorator, on either Django line.
-    from django_tasks.base import Task as _BackportTask
-
-    TASK_CLASSES = (Task, _BackportTask)
-except ImportError:  # pragma: no cover - django-tasks is a dependency
-    pass
+    Never imported here: on Django 6 nothing needs it unless an app uses it, and its
+    package monkeypatches Django's generic classes on import, which loads the admin,
+    the sitemaps and the feeds into every worker process. An app that defines a task
+    with the backport's decorator, or listens to its signals, has imported it.
+    """
+    return sys.modules.get(f"django_tasks.{module}") if NATIVE else None
 
 if TYPE_CHECKING:
     # Generic in the type stubs only (Django's classes are not subscriptable at run time).
@@ -79,16 +73,22 @@ else:
 
 
 def is_task(obj: object) -> bool:
-    """Whether ``obj`` was defined as a task (only tasks are ever run)."""
-    return isinstance(obj, TASK_CLASSES)
+    """Whether ``obj`` was defined as a task (only tasks are ever run): with Django's
+    decorator, or with the backport's (on Django 6 too, when an app still uses it)."""
+    if isinstance(obj, Task):
+        return True
+    backport = _backport("base")
+    return backport is not None and isinstance(obj, backport.Task)
 
 
 def send_signal(name: str, sender: type, task_result: AnyTaskResult) -> None:
-    """Send ``task_enqueued``/``task_started``/``task_finished`` on every installed framework."""
+    """Send ``task_enqueued``/``task_started``/``task_finished`` on every framework in use
+    (on Django 6, the backport's too when an app imported its signals)."""
     signal = {"enqueued": task_enqueued, "started": task_started, "finished": task_finished}[name]
     signal.send(sender=sender, task_result=task_result)
-    if _backport_signals is not None:
-        getattr(_backport_signals, f"task_{name}").send(sender=sender, task_result=task_result)
+    backport = _backport("signals")
+    if backport is not None:
+        getattr(backport, f"task_{name}").send(sender=sender, task_result=task_result)
 
 
 __all__ = [
@@ -98,7 +98,6 @@ __all__ = [
     "DEFAULT_TASK_BACKEND_ALIAS",
     "DEFAULT_TASK_QUEUE_NAME",
     "NATIVE",
-    "TASK_CLASSES",
     "BaseTaskBackend",
     "InvalidTask",
     "Task",
