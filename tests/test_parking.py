@@ -1,8 +1,7 @@
 """Parked jobs (taskmill/store/parking.py): the due jobs of a full concurrency key, a
 paused task or a full rate key are set aside, so a claim no longer steps over them;
 whatever frees a slot, lifts the pause or brings the rate key's room back puts the
-best ones back in line. MySQL parks for concurrency keys and paused tasks, not for rate
-keys (migration 0013)."""
+best ones back in line. MySQL too (migrations 0013, 0015)."""
 
 from __future__ import annotations
 
@@ -32,8 +31,6 @@ from tests.test_claim_plans import (
 )
 
 pytestmark = pytest.mark.django_db(transaction=True)
-#: The rate-key tests: MySQL does not park for rate keys.
-parks_rate_keys = pytest.mark.skipif("os.environ.get('TASKMILL_TEST_DB') == 'mysql'")
 
 WORKER = "park:1:w"
 #: Jobs of the full key: enough that stepping over them shows in a claim's pages.
@@ -240,6 +237,7 @@ def test_parked_jobs_are_still_waiting_jobs_to_purge_and_cancel():
     parked_ids = list(Job.objects.filter(parked=True).values_list("id", flat=True))
     cancelled = taskmill.cancel(str(parked_ids[0]))
     assert cancelled.status == "FAILED"
+    assert not Job.objects.get(id=parked_ids[0]).parked  # Out of MySQL's parked index.
     assert taskmill.purge(queue="default") == 2
     assert not Job.objects.filter(status=JobStatus.READY).exists()
     assert Job.objects.get(id=running.id).status == JobStatus.RUNNING
@@ -281,7 +279,6 @@ def reopen(key: str) -> None:
         full_until=timezone.now() - dt.timedelta(seconds=1))
 
 
-@parks_rate_keys
 def test_an_idle_worker_parks_a_full_rate_keys_jobs_and_claims_stop_stepping_over_them():
     """Each of them cost the claim a probe of the key: 52 ms a claim (and as much each
     idle wait) beside 100,000 of them before they were parked."""
@@ -289,6 +286,8 @@ def test_an_idle_worker_parks_a_full_rate_keys_jobs_and_claims_stop_stepping_ove
     full_rate_key_with_backlog(store)
     if connection.vendor == "postgresql":
         assert rows_read_by_claim(store) == BACKLOG  # Every one of them stepped over.
+    elif connection.vendor == "mysql":
+        assert index_reads(*claim_sql(("default",), WORKER)) > BACKLOG
     assert store.claim(["default"], 1, WORKER) == []
     assert store.park_blocked(["default"]) == BACKLOG
     assert RateKey.objects.get(rate_key=rated.module_path).parked
@@ -296,6 +295,8 @@ def test_an_idle_worker_parks_a_full_rate_keys_jobs_and_claims_stop_stepping_ove
     record.enqueue("free")
     if connection.vendor == "postgresql":
         assert rows_read_by_claim(store) == 1  # The free job alone.
+    elif connection.vendor == "mysql":
+        assert index_reads(*claim_sql(("default",), WORKER)) < 20
     else:
         assert "USING INDEX taskmill_job_ready (queue_name=? AND parked=?)" in plan_lines(
             store.sql["claim"], {"worker": WORKER, "limit": 1,
@@ -305,7 +306,6 @@ def test_an_idle_worker_parks_a_full_rate_keys_jobs_and_claims_stop_stepping_ove
     assert store.next_wake(["default"]) > 3000  # Woken when the key's room comes back.
 
 
-@parks_rate_keys
 def test_when_a_rate_keys_room_comes_back_its_best_parked_jobs_come_back_as_many_as_its_limit():
     store = get_store("default")
     full_rate_key_with_backlog(store, backlog=25)
@@ -330,7 +330,6 @@ def test_when_a_rate_keys_room_comes_back_its_best_parked_jobs_come_back_as_many
     assert parked() == 8
 
 
-@parks_rate_keys
 def test_the_recovery_service_flags_a_rate_key_left_with_room_and_parked_jobs():
     """The jobs unparked at its reopening were cancelled before they ran: the key never
     filled again to flag itself."""
@@ -346,7 +345,6 @@ def test_the_recovery_service_flags_a_rate_key_left_with_room_and_parked_jobs():
     assert len(store.claim(["default"], 5, WORKER)) == 2
 
 
-@parks_rate_keys
 def test_a_rate_keys_flag_goes_once_nothing_of_it_is_parked():
     store = get_store("default")
     full_rate_key_with_backlog(store, backlog=4)
@@ -357,7 +355,6 @@ def test_a_rate_keys_flag_goes_once_nothing_of_it_is_parked():
     assert store.unpark_reopened_rates() == 0
 
 
-@parks_rate_keys
 def test_a_park_that_crosses_a_rate_keys_reopening_puts_the_jobs_back(monkeypatch):
     """The park read the key full; its room came back (and the look for reopened keys
     found nothing flagged) before the park landed. The park looks again at what it
@@ -397,7 +394,6 @@ def test_a_job_with_a_concurrency_key_is_parked_for_that_key_only():
     assert parked() == 1
 
 
-@parks_rate_keys
 def test_a_job_that_its_rate_key_alone_holds_back_is_parked_for_it_concurrency_key_or_not():
     """Its concurrency key has room: it was never parked, and every claim stepped over
     it (a probe of the rate key each)."""
@@ -418,7 +414,6 @@ def test_a_job_that_its_rate_key_alone_holds_back_is_parked_for_it_concurrency_k
     assert parked() == BACKLOG - 10
 
 
-@parks_rate_keys
 def test_a_concurrency_keys_slot_goes_to_a_job_parked_for_it_not_one_its_rate_key_holds():
     """The job its rate key holds back is better placed, but the slot would go unused."""
     store = get_store("default")
@@ -456,7 +451,8 @@ def test_a_worker_drains_a_parked_rate_limited_backlog_at_its_rate():
     assert 2.5 < took < 12  # 10 a second: at least three windows after the first ten.
 
 
-@pytest.mark.skipif("os.environ.get('TASKMILL_TEST_DB') != 'postgresql'")
+@pytest.mark.skipif("os.environ.get('TASKMILL_TEST_DB') == 'sqlite'",
+                    reason="one writer at a time: nothing to pass over")
 def test_a_rate_unpark_passes_over_jobs_another_statement_holds():
     """Waiting for them, in claim order, deadlocked with unparks and parks that lock in id
     order (idle workers of one queue all look at the same moment)."""
@@ -470,14 +466,17 @@ def test_a_rate_unpark_passes_over_jobs_another_statement_holds():
     other = private_store("default")
     try:
         with other.atomic(), other.connection.cursor() as cursor:
-            cursor.execute("SELECT id FROM taskmill_job WHERE id = %s FOR UPDATE", [best.id])
+            cursor.execute("SELECT id FROM taskmill_job WHERE id = %s FOR UPDATE",
+                           [other.id_param(best.id)])
             with connection.cursor() as mine:
-                mine.execute("SET lock_timeout = '2s'")
+                mine.execute("SET lock_timeout = '2s'" if connection.vendor == "postgresql"
+                             else "SET SESSION innodb_lock_wait_timeout = 2")
             started = time.monotonic()
             assert store.unpark_reopened_rates() == 4  # All but the one held, at once.
             assert time.monotonic() - started < 1
     finally:
         close_store(other)
         with connection.cursor() as mine:
-            mine.execute("RESET lock_timeout")
+            mine.execute("RESET lock_timeout" if connection.vendor == "postgresql"
+                         else "SET SESSION innodb_lock_wait_timeout = DEFAULT")
     assert list(Job.objects.filter(parked=True).values_list("id", flat=True)) == [best.id]

@@ -11,8 +11,8 @@ in place of new ones, so an enqueue writes no more index entries than before:
   counts a key's RUNNING jobs (its first two columns), and now also finds a key's best
   parked jobs when a slot opens.
 
-Jobs of a full rate key are not parked here: finding them by rate key would take an
-index of its own (see docs/scaling.md). Other databases: nothing to do. Not atomic:
+Jobs of a full rate key are not parked here: finding them by rate key takes an index
+of its own (0015). Other databases: nothing to do. Not atomic:
 MySQL cannot run DDL in a transaction.
 """
 

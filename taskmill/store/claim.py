@@ -92,8 +92,7 @@ class Claiming(ConcurrencyLimits, FairTurns, Parking):
         Read without walking every waiting job: the due ones in claim order up to the
         first that may start, the parked ones left out, and the deferred ones in due order
         through their own index. Hazard: due jobs that may not start and are not parked
-        yet (or never: a full rate key's on MySQL) are still stepped over, as the claim
-        steps over them.
+        yet are still stepped over, as the claim steps over them.
         """
         queues = self.unpaused(queues)
         if not queues:

@@ -19,7 +19,6 @@ from .connection import Params
 
 
 class MySQLJobStore(JobStore):
-    parks_rate_keys = False  # Their own index would cost every enqueue (migration 0013).
     vendor = "mysql"
 
     def list_param(self, values: Sequence[Any]) -> Any:
@@ -63,6 +62,29 @@ class MySQLJobStore(JobStore):
             # the SELECT (never expected under the lock, but cheap to rule out).
             self.execute(cursor, "claimed_jobs", params)
             return list(cursor.fetchall())
+
+    def unpark_rate_jobs(self, key: str, count: int) -> list[str]:
+        """Lock the best parked jobs (passing over held ones), then unpark them: MySQL's
+        UPDATE returns no rows, and takes no LIMIT in an IN subquery."""
+        with self.atomic(), self.cursor() as cursor:
+            self.execute(cursor, "lock_parked_rate_jobs", {"key": key, "count": count})
+            locked = list(cursor.fetchall())
+            if locked:
+                self.execute(cursor, "unpark_locked_jobs",
+                             {"ids": self.list_param([job_id for job_id, _ in locked])})
+        return [queue for _, queue in locked]
+
+    def flag_parked_rate_keys(self) -> None:
+        """Read the keys, then flag them: an UPDATE whose subquery reads the jobs would
+        lock them (and MySQL's may not read the table it updates)."""
+        keys = [key for (key,) in self.fetchall("rate_keys_to_flag")]
+        if keys:
+            self.run("flag_rate_keys_with_room", {"keys": self.list_param(keys)})
+
+    def rate_key_has_parked(self, cursor: CursorWrapper, key: str) -> bool:
+        self.execute(cursor, "rate_key_has_parked", {"key": key})
+        row = cursor.fetchone()
+        return bool(row and row[0])
 
     def prune_concurrency_locks(self) -> int:
         """Read the idle keys, then delete their rows: a DELETE that reads the jobs in

@@ -36,9 +36,10 @@ Hazard: a park can cross a completion of the same key or a resume of the same ta
 at what it parked and puts back what may start by then. A park of a rate key that
 crosses its reopening leaves the key flagged with room: the next look unparks it.
 
-MySQL and MariaDB park for concurrency keys and paused tasks (two of their indexes
-carry ``parked``, migration 0013), not for rate keys: a full rate key's jobs are still
-stepped over there.
+MySQL and MariaDB have no partial indexes: two of their indexes carry ``parked``
+(migration 0013) and a full one finds the jobs parked for a rate key (0015); the
+statements that would lock job rows from an UPDATE's subquery there read first
+instead (:mod:`.mysql`).
 """
 
 from __future__ import annotations
@@ -67,9 +68,6 @@ class ParkedJob(NamedTuple):
 
 
 class Parking(StoreConnection):
-    #: Whether this database parks for rate keys too (see the module's docstring).
-    parks_rate_keys = True
-
     def unpark_startable(self) -> int:
         """Put every parked job that may start now back in line (after a resume)."""
         return self.run("unpark_startable")
@@ -83,8 +81,7 @@ class Parking(StoreConnection):
         """Unpark the best jobs of every key with parked jobs and free slots, as many as
         it has, and flag every rate key with room and parked jobs for the next look (the
         backstop); returns how many concurrency keys had room."""
-        if self.parks_rate_keys:
-            self.run("flag_parked_rate_keys")
+        self.flag_parked_rate_keys()
         rows = self.fetchall("parked_keys_with_room")
         for key, room in rows:
             self.run("unpark_jobs", {"key": key, "count": int(room)})
@@ -104,8 +101,6 @@ class Parking(StoreConnection):
         that dies between the take and the unpark leaves the key to the recovery
         service, which flags it again.
         """
-        if not self.parks_rate_keys:
-            return 0
         unparked = 0
         for (key,) in self.fetchall("reopened_rate_keys"):
             if not self.run("take_rate_key_unpark", {"key": key}):
@@ -113,13 +108,22 @@ class Parking(StoreConnection):
             best = self.fetchone("parked_rate_limit", {"key": key})
             if best is None:
                 continue  # Nothing of it is parked any more: the flag stays off.
-            queues = self.fetchall("unpark_rate_jobs", {
-                "key": key, "count": min(int(best[0]), RATE_UNPARK_AT_ONCE)})
+            queues = self.unpark_rate_jobs(key, min(int(best[0]), RATE_UNPARK_AT_ONCE))
             # Idle workers that looked a moment before this committed sleep until their
             # next poll otherwise (every idle worker wakes at the reopening; one unparks).
-            self.notify({queue for (queue,) in queues})
+            self.notify(set(queues))
             unparked += len(queues)
         return unparked
+
+    def unpark_rate_jobs(self, key: str, count: int) -> list[str]:
+        """Put the best ``count`` jobs parked for rate key ``key`` back in line, passing
+        over those another statement holds; the queue of each."""
+        return [queue for (queue,) in self.fetchall("unpark_rate_jobs",
+                                                    {"key": key, "count": count})]
+
+    def flag_parked_rate_keys(self) -> None:
+        """Flag every rate key with room and parked jobs, for the next look to unpark."""
+        self.run("flag_parked_rate_keys")
 
     def recheck_parked(self, found: Sequence[ParkedJob]) -> None:
         """After parking ``found``: put back what may start by now, as a slot opened, a

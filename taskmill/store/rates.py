@@ -64,7 +64,13 @@ class RateLimits(StoreConnection):
                 # Room again once the oldest counted slice is out of the window.
                 until = self.dt_param(dt.datetime.fromtimestamp(
                     (int(oldest) + SLICES + 1) * width, dt.UTC))
-            self.update_or_add(cursor, "set_rate_key_full", "add_rate_key",
-                               {"key": key, "until": until})
+            self.update_or_add(cursor, "set_rate_key_full", "add_rate_key", {
+                "key": key, "until": until,
+                "has_parked": until is not None and self.rate_key_has_parked(cursor, key)})
             excess.extend(mine[room:])
         return excess
+
+    def rate_key_has_parked(self, cursor: CursorWrapper, key: str) -> bool:
+        """Whether jobs are parked for ``key``, for a database whose ``set_rate_key_full``
+        cannot read it itself (MySQL); the others' statement reads it and ignores this."""
+        return False

@@ -168,7 +168,7 @@ LIMIT %(limit)s
 -- name: held_by_rate_alone
 -- Park filter (a fragment): a job whose rate key is full, and nothing else holds back:
 -- its concurrency key (if any) has room and its task is not paused. It is parked for the
--- rate key (MySQL overrides it: it does not park for rate keys).
+-- rate key.
 -- expects: j is a READY job
 (j.rate_key IS NOT NULL AND NOT ${room_for_rate} AND ${room_for_key} AND ${task_not_paused})
 
@@ -512,10 +512,11 @@ WHERE id = %(id)s AND finished_at IS NULL
 SELECT status, attempts, batch_id, queue_name FROM taskmill_job WHERE id = %(id)s
 
 -- name: cancel_waiting_job
--- Cancel a waiting job: it ends FAILED (Cancelled) and never runs.
+-- Cancel a waiting job: it ends FAILED (Cancelled) and never runs, and no longer parked
+-- (MySQL's index of parked jobs holds every status: see migration 0015).
 -- expects: READY
 UPDATE taskmill_job SET status = 'FAILED', finished_at = ${now}, cancel_requested_at = ${now},
-    cancel_force = %(force)s
+    cancel_force = %(force)s, parked = FALSE
 WHERE id = %(id)s AND status = 'READY'
 
 -- name: request_cancel

@@ -101,22 +101,26 @@ INSERT INTO taskmill_ratekey (rate_key, full_until) VALUES (%(key)s, NULL)
 ON DUPLICATE KEY UPDATE rate_key = rate_key
 
 -- name: set_rate_key_full
--- Sum a key's window up for the claims: full until %(until)s, or (NULL) open (MySQL
--- does not park for rate keys: no flag to keep).
+-- As common.sql's, whether jobs of the key are parked read a moment before
+-- (%(has_parked)s, rate_key_has_parked): a subquery of an UPDATE takes shared locks on
+-- the job rows it reads, and a park holds those rows while it waits for this key's row.
 -- expects: the key's lock is held
-UPDATE taskmill_ratekey SET full_until = %(until)s WHERE rate_key = %(key)s
+UPDATE taskmill_ratekey SET full_until = %(until)s,
+    parked = (parked OR (%(until)s IS NOT NULL AND %(has_parked)s))
+WHERE rate_key = %(key)s
+
+-- name: rate_key_has_parked
+-- Whether jobs are parked for this rate key (a consistent read: locks nothing).
+-- expects: nothing
+SELECT EXISTS (SELECT 1 FROM taskmill_job j
+               WHERE j.rate_key = %(key)s AND j.parked AND j.parked_for_rate
+                 AND j.status = 'READY')
 
 -- name: add_rate_slice
 -- A rate key's slice, before its first start is counted.
 -- expects: the key's lock is held (else: another claim's insert wins)
 INSERT INTO taskmill_rateslice (rate_key, slice, starts) VALUES (%(key)s, %(slice)s, 0)
 ON DUPLICATE KEY UPDATE rate_key = rate_key
-
--- name: held_by_rate_alone
--- Park filter (a fragment): never. MySQL does not park jobs for their rate key: finding
--- them by key would take an index of its own, written by every enqueue (migration 0013).
--- expects: j is a READY job
-FALSE
 
 -- name: unpark_jobs
 -- As common.sql's, in MySQL's words: an IN subquery may neither read the table being
@@ -142,3 +146,35 @@ WHERE id IN (SELECT s.id FROM (SELECT DISTINCT p.id FROM (${parked_startable}) p
 UPDATE taskmill_job SET parked = FALSE
 WHERE id IN (SELECT s.id FROM (SELECT DISTINCT p.id FROM (
     ${parked_startable} AND j.id ${in:ids} AND ${room_for_rate}) p) s)
+
+-- name: rate_keys_to_flag
+-- The rate keys with room and parked jobs whose flag is off (the recovery service's
+-- backstop; see common.sql's flag_parked_rate_keys), read without locking: the flag is
+-- then set by key.
+-- expects: nothing
+SELECT k.rate_key FROM taskmill_ratekey k
+WHERE k.parked = FALSE AND (k.full_until IS NULL OR k.full_until <= ${now}) AND EXISTS (
+    SELECT 1 FROM taskmill_job j
+    WHERE j.rate_key = k.rate_key AND j.parked AND j.parked_for_rate AND j.status = 'READY')
+
+-- name: flag_rate_keys_with_room
+-- Flag these keys, unless one filled up since it was read.
+-- expects: the keys had room and parked jobs a moment before
+UPDATE taskmill_ratekey SET parked = TRUE
+WHERE rate_key ${in:keys} AND (full_until IS NULL OR full_until <= ${now})
+
+-- name: lock_parked_rate_jobs
+-- The best %(count)s jobs parked for a rate key, locked, passing over those another
+-- statement holds, and their queues (MySQL's UPDATE returns no rows: see
+-- MySQLJobStore.unpark_rate_jobs). Through taskmill_job_parked_rate_my (0015).
+-- expects: READY, parked for its rate key
+SELECT j.id, j.queue_name FROM taskmill_job j
+WHERE j.rate_key = %(key)s AND j.parked AND j.parked_for_rate AND j.status = 'READY'
+  AND ${task_not_paused}
+ORDER BY j.priority DESC, j.fair_rank, j.run_after, j.id
+LIMIT %(count)s FOR UPDATE SKIP LOCKED
+
+-- name: unpark_locked_jobs
+-- Put back in line the jobs this transaction locked.
+-- expects: READY, parked (locked by lock_parked_rate_jobs)
+UPDATE taskmill_job SET parked = FALSE WHERE id ${in:ids}
