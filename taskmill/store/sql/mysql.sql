@@ -177,4 +177,4 @@ LIMIT %(count)s FOR UPDATE SKIP LOCKED
 -- name: unpark_locked_jobs
 -- Put back in line the jobs this transaction locked.
 -- expects: READY, parked (locked by lock_parked_rate_jobs)
-UPDATE taskmill_job SET parked = FALSE WHERE id ${in:ids}
+UPDATE taskmill_job SET parked = FALSE WHERE id ${in:ids} AND status = 'READY' AND parked
