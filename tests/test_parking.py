@@ -378,6 +378,29 @@ def test_a_park_that_crosses_a_rate_keys_reopening_puts_the_jobs_back(monkeypatc
     assert len(store.claim(["default"], 5, WORKER)) == 3
 
 
+def test_a_worker_whose_maintenance_puts_a_rate_keys_jobs_back_claims_them_at_once():
+    """Without NOTIFY (MySQL, SQLite) nothing else wakes a worker waiting idle: the jobs
+    sat out its poll interval, a second with none of the key's starts (seen in CI on
+    MySQL: 10, 0, 10, 10 starts a second)."""
+    from taskmill.store import close_store
+    from taskmill.worker.config import WorkerConfig
+    from taskmill.worker.process import WorkerProcess
+
+    store = get_store("default")
+    full_rate_key_with_backlog(store, backlog=5)
+    assert store.park_blocked(["default"]) == 5
+    reopen(rated.module_path)
+    worker = WorkerProcess(WorkerConfig(database="default", queues=["default"]), WORKER)
+    maintenance = worker.maintenance
+    assert maintenance is not None and not worker.wake.is_set()
+    try:
+        maintenance._unpark_rates()  # Its "rates" service, as its thread runs it.
+    finally:
+        close_store(maintenance.store)
+    assert parked() == 0
+    assert worker.wake.is_set()
+
+
 def test_a_job_with_a_concurrency_key_is_parked_for_that_key_only():
     """Its rate key's unpark leaves it: the slot its concurrency key frees does."""
     store = get_store("default")

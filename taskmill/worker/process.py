@@ -87,7 +87,7 @@ class WorkerProcess:
         self.pool = ExecutorPool(config.database, worker_id, config.threads, wake=self.wake,
                                  recycle=partial(self.stop, EXIT_RECYCLE))
         self.heartbeat = Heartbeat(self, self.health)
-        self.maintenance = (Maintenance(config, worker_id, self.health)
+        self.maintenance = (Maintenance(config, worker_id, self.health, self.wake)
                             if config.maintenance else None)
         self._store: JobStore | None = None
         self._registered = False
