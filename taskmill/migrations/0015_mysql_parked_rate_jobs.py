@@ -5,7 +5,7 @@ each: 150 ms a claim and 121 ms an idle wait beside 100,000 of them (bench/backl
 PostgreSQL and SQLite find a rate key's parked jobs through a partial index (0012,
 0014); MySQL has none, so this is a full index. It leaves ``status`` out, so a claim or
 a completion, which change only the status, never touch it; an enqueue writes one entry
-more (1-2 % of a bulk enqueue's time on MariaDB, within this machine's noise). A parked
+more (a bulk enqueue 0.95-1.00x as fast on MariaDB: bench/mysql_index.py). A parked
 job is always READY (a claim takes unparked jobs only, and a cancel ends a READY job's
 parking with it), so the unparks filter the status per row without walking history.
 Other databases: nothing to do. Not atomic: MySQL cannot run DDL in a transaction.
