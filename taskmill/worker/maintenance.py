@@ -150,9 +150,9 @@ class Maintenance(threading.Thread):
         return None
 
     def _unpark_rates(self) -> float | None:
-        # Its own worker may be waiting idle, and other workers wake for the jobs only
-        # on PostgreSQL (NOTIFY): on MySQL and SQLite they would sit out a poll interval,
-        # a second with none of the key's starts (tests/test_flow_control.py's 10/s).
+        # Its own worker may be waiting idle. On PostgreSQL the unpark's NOTIFY wakes it
+        # (and SQLite's workers watch the database file); on MySQL nothing would, and the
+        # jobs sat out a poll interval: a second with none of the key's starts.
         if self.store.unpark_reopened_rates() and self.wake is not None:
             self.wake.set()
         return None
