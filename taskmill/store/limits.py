@@ -47,7 +47,8 @@ class ConcurrencyLimits(RateLimits):
                 self.lock_key(cursor, key)
             excess = self._over_limit(cursor, keyed, keys) if keyed else []
             given_back = {job.id for job in excess}
-            excess += self.over_rate(cursor, [j for j in rated if j.id not in given_back])
+            excess += self.over_rate(cursor, [j for j in rated if j.id not in given_back],
+                                    worker_id)
             self.refund_claims(excess, worker_id)
         if not excess:
             return jobs

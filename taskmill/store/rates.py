@@ -8,8 +8,10 @@ than a row per start, so its cost does not grow with the rate:
   promise holds exactly: in every window of one period, at most N jobs of the key
   start. (A token bucket would let up to 2N through across a refill.) The price: room
   comes back up to two slices late, so a key runs at N per 1.02-1.04 periods at most.
-- The claimed jobs that fit are counted in the current slice; the rest are given back
-  with their attempt refunded, as for concurrency limits (:mod:`.limits`).
+- The claimed jobs that fit are counted in the current slice and dated by that moment
+  (their ``last_attempted_at``; the claim statement that took them may have waited
+  long for the key's lock); the rest are given back with their attempt refunded, as
+  for concurrency limits (:mod:`.limits`).
 - The claim then records whether the window is full and until when
   (``taskmill_ratekey.full_until``: when its oldest slice leaves it). Claims pass over a
   full key's jobs by probing that one row (``room_for_rate``), so a waiting job is not
@@ -36,12 +38,15 @@ SLICES = 50
 
 
 class RateLimits(StoreConnection):
-    def over_rate(self, cursor: CursorWrapper, rated: Sequence[ClaimedJob]) -> list[ClaimedJob]:
+    def over_rate(self, cursor: CursorWrapper, rated: Sequence[ClaimedJob],
+                  worker_id: str) -> list[ClaimedJob]:
         """Of claimed jobs with a rate key (in claim order, the keys' locks held), count
         the starts that fit each key's window and return the others."""
         if not rated:
             return []
-        now = self.database_now().timestamp()
+        moment = self.database_now()
+        now = moment.timestamp()
+        admitted: list[ClaimedJob] = []
         excess: list[ClaimedJob] = []
         for key in sorted({job.rate_key for job in rated if job.rate_key}):
             mine = [job for job in rated if job.rate_key == key]
@@ -58,6 +63,7 @@ class RateLimits(StoreConnection):
             if granted:
                 self.execute(cursor, "add_rate_slice", window)
                 self.execute(cursor, "count_rate_starts", {**window, "count": granted})
+                admitted += mine[:room]
                 oldest = current if oldest is None else oldest
             until = None
             if int(started) + granted >= limit and oldest is not None:
@@ -68,6 +74,10 @@ class RateLimits(StoreConnection):
                 "key": key, "until": until,
                 "has_parked": until is not None and self.rate_key_has_parked(cursor, key)})
             excess.extend(mine[room:])
+        if admitted:
+            self.execute(cursor, "admit_rate_starts", {
+                "ids": self.ids_param([job.id for job in admitted]),
+                "now": self.dt_param(moment), "worker": worker_id})
         return excess
 
     def rate_key_has_parked(self, cursor: CursorWrapper, key: str) -> bool:

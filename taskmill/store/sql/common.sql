@@ -690,6 +690,17 @@ ON CONFLICT (rate_key, slice) DO NOTHING
 UPDATE taskmill_rateslice SET starts = starts + %(count)s
 WHERE rate_key = %(key)s AND slice = %(slice)s
 
+-- name: admit_rate_starts
+-- Date the attempts a rate key's window just admitted by the moment it counted them
+-- (%(now)s, under the key's lock), not by their claim's statement, which may have run
+-- long before the lock was had: so the stored times keep the promise the window kept.
+-- started_at moves only if this claim set it (the claim dates both by one ${now}).
+-- expects: RUNNING, leased to %(worker)s
+UPDATE taskmill_job SET
+    started_at = CASE WHEN started_at = last_attempted_at THEN %(now)s ELSE started_at END,
+    last_attempted_at = %(now)s
+WHERE id ${in:ids} AND status = 'RUNNING' AND lease_owner = %(worker)s
+
 -- name: add_rate_key
 -- A rate key seen for the first time.
 -- expects: nothing (another claim's insert wins)
