@@ -131,6 +131,7 @@ def check_counts(dashboard: dict[str, Any], metrics: dict[Any, float],
         "succeeded": SUCCEEDED, "failed": FAILED,
         "failure_rate": FAILED / (SUCCEEDED + FAILED), "capped": False}
     assert sum(p["succeeded"] for p in dashboard["throughput"]) == SUCCEEDED
+    assert sum(p["failed"] for p in dashboard["throughput"]) == FAILED
     assert len(dashboard["running"]) == RUNNING
 
     def jobs(queue: str, state: str) -> float:
