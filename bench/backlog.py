@@ -1,9 +1,11 @@
-"""What a backlog costs a worker's claims, on any database: a full concurrency key's,
-before and after idle workers park it, and a queue's, to a worker of several queues.
+"""What a backlog costs a worker's claims, on any database: a full concurrency key's and
+jobs due later, before and after idle workers park them, and a queue's, to a worker of
+several queues.
 
     .venv/bin/python bench/backlog.py                      # PostgreSQL, 100,000 jobs
     BENCH_DB=mysql .venv/bin/python bench/backlog.py
     BENCH_DB=sqlite .venv/bin/python bench/backlog.py --backlog 20000
+    .venv/bin/python bench/backlog.py --cases deferred    # key, rate, queues, deferred
 
 A full key: one job of the key runs (its one slot taken) and ``--backlog`` due jobs of
 it wait; then the same behind a full rate key, their concurrency key with room. A claim
@@ -16,7 +18,13 @@ against an empty table.
 
 Several queues: ``--backlog`` due jobs wait on one queue, and a claim of one job by a
 worker of that queue alone is timed against one by a worker of it and another (each
-claim takes a job). Medians of ``--runs`` calls; the ratios come last on each line.
+claim takes a job).
+
+Deferred jobs: ``--backlog`` jobs due in an hour (scheduled, retrying, snoozed) wait on
+one queue, and nothing is due: an idle wait's ``next_wake`` and a claim that finds
+nothing, by a worker of that queue and by one of it and another, on an empty table,
+then before and after the park. Medians of ``--runs`` calls; the ratios come last on
+each line.
 """
 
 from __future__ import annotations
@@ -62,18 +70,20 @@ def settle() -> None:
             time.sleep(2)  # and removed the last entries (a claim still took 2 ms at 0).
 
 
-def add_jobs(count: int, **fields: Any) -> None:
-    """``count`` due jobs, written straight to the table."""
+def add_jobs(count: int, due_in: float = -60.0, **fields: Any) -> None:
+    """``count`` jobs due in ``due_in`` seconds (past: due now), written straight to the
+    table."""
     from django.utils import timezone
 
     from taskmill.ids import new_job_id
     from taskmill.models import Job, JobStatus
 
-    due = timezone.now() - dt.timedelta(minutes=1)
+    now = timezone.now()
+    due = now + dt.timedelta(seconds=due_in)
     for start in range(0, count, 5000):
         Job.objects.bulk_create([
             Job(id=new_job_id(), task_path=TASK, queue_name="default", status=JobStatus.READY,
-                args=[], kwargs={}, enqueued_at=due, run_after=due, **fields)
+                args=[], kwargs={}, enqueued_at=min(now, due), run_after=due, **fields)
             for _ in range(min(5000, count - start))])
 
 
@@ -117,6 +127,32 @@ def several_queues(backlog: int, runs: int) -> dict[str, float]:
                 lambda: store.claim(["default", "elsewhere"], 1, WORKER), runs)}
 
 
+def idle_calls(runs: int) -> dict[str, float]:
+    """An idle worker's two calls, by a worker of queue ``default`` alone and by one of it
+    and another."""
+    from taskmill.store import get_store
+
+    store = get_store("default")
+    both = ["default", "elsewhere"]
+    return {"next_wake, one queue": median_ms(lambda: store.next_wake(["default"]), runs),
+            "next_wake, two queues": median_ms(lambda: store.next_wake(both), runs),
+            "claim, one queue": median_ms(lambda: store.claim(["default"], 1, WORKER), runs),
+            "claim, two queues": median_ms(lambda: store.claim(both, 1, WORKER), runs)}
+
+
+def deferred(backlog: int, runs: int) -> tuple[dict[str, float], ...]:
+    """An idle worker's calls on an empty table, then beside ``backlog`` jobs due in an
+    hour before and after the park; and how many were parked, in how long."""
+    clear()
+    empty = idle_calls(runs)
+    add_jobs(backlog, due_in=3600)
+    settle()
+    before = idle_calls(runs)
+    parked, took = park()
+    settle()
+    return empty, before, idle_calls(runs), {"parked": parked, "took": took}
+
+
 def measure(runs: int) -> dict[str, float]:
     from taskmill.store import get_store
 
@@ -138,11 +174,27 @@ def park() -> tuple[int, float]:
     return parked, time.perf_counter() - started
 
 
+CASES = ("key", "rate", "queues", "deferred")
+
+
+def print_table(empty: dict[str, float], before: dict[str, float],
+                after: dict[str, float]) -> None:
+    width = max(len(name) for name in empty)
+    print(f"{'call':<{width}} {'empty':>9} {'before park':>13} {'after park':>12} "
+          f"{'ratios to empty':>20}")
+    for name in empty:
+        print(f"{name:<{width}} {empty[name]:>7.2f}ms {before[name]:>11.2f}ms "
+              f"{after[name]:>10.2f}ms {before[name] / empty[name]:>8.1f}× "
+              f"{after[name] / empty[name]:>6.2f}×")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backlog", type=int, default=100_000, help="due jobs held back")
     parser.add_argument("--runs", type=int, default=21, help="timed calls per figure")
+    parser.add_argument("--cases", nargs="+", choices=CASES, default=CASES,
+                        help="which backlogs (all by default)")
     args = parser.parse_args()
     setup_database()
     from django.db import connection
@@ -151,6 +203,8 @@ def main() -> None:
     empty = measure(args.runs)
     for held_by, what in [("key", "a full concurrency key"),
                           ("rate", "a full rate key (their concurrency key has room)")]:
+        if held_by not in args.cases:
+            continue
         build(args.backlog, held_by)
         before = measure(args.runs)
         parked, took = park()
@@ -158,16 +212,17 @@ def main() -> None:
         after = measure(args.runs)
         print(f"{connection.vendor}, {args.backlog:,} due jobs held back by {what}; "
               f"parked {parked:,} in {took:.1f} s")
-        print(f"{'call':<10} {'empty':>9} {'before park':>13} {'after park':>12} "
-              f"{'ratios to empty':>20}")
-        for name in empty:
-            print(f"{name:<10} {empty[name]:>7.2f}ms {before[name]:>11.2f}ms "
-                  f"{after[name]:>10.2f}ms {before[name] / empty[name]:>8.1f}× "
-                  f"{after[name] / empty[name]:>6.2f}×")
-    claims = several_queues(args.backlog, args.runs)
-    print(f"claim beside {args.backlog:,} due jobs: by a worker of their queue "
-          f"{claims['one queue']:.2f} ms, of it and another {claims['two queues']:.2f} ms "
-          f"({claims['two queues'] / claims['one queue']:.2f}×)")
+        print_table(empty, before, after)
+    if "queues" in args.cases:
+        claims = several_queues(args.backlog, args.runs)
+        print(f"claim beside {args.backlog:,} due jobs: by a worker of their queue "
+              f"{claims['one queue']:.2f} ms, of it and another {claims['two queues']:.2f} "
+              f"ms ({claims['two queues'] / claims['one queue']:.2f}×)")
+    if "deferred" in args.cases:
+        idle_empty, before, after, parking = deferred(args.backlog, args.runs)
+        print(f"{connection.vendor}, {args.backlog:,} jobs due in an hour, nothing due; "
+              f"parked {parking['parked']:,.0f} in {parking['took']:.1f} s")
+        print_table(idle_empty, before, after)
     clear()
 
 

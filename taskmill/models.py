@@ -88,6 +88,9 @@ class Job(models.Model):
     #: Parked for its rate key (its concurrency key, if any, had room): only the rate
     #: key's reopening puts it back, not a slot of its concurrency key.
     parked_for_rate = models.BooleanField(default=False, db_default=False)
+    #: Parked until shortly before it is due (a job due later: delayed, retrying,
+    #: snoozed): only its due time puts it back (see :mod:`taskmill.store.deferred`).
+    parked_for_time = models.BooleanField(default=False, db_default=False)
 
     #: Flow control (docs/flow-control.md). Columns the store's raw INSERTs do not name
     #: have a database default (``db_default``), not only a Python one.

@@ -172,14 +172,14 @@ def test_an_idle_wait_reads_neither_parked_jobs_nor_every_deferred_one():
     make_job(queue_name="idle", enqueued_at=now - dt.timedelta(seconds=30),
              run_after=now - dt.timedelta(seconds=6))
     assert store.next_wake(["idle"]) <= 0
-    sql = store.sql["next_wake"]
-    params = {"queues": store.list_param(["idle"])}
     if connection.vendor == "postgresql":
+        sql, params = store.sql["next_wake"], {"queues": store.list_param(["idle"])}
         store.next_wake(["idle"])  # Steps once over the park's dead index entries.
         assert pages_touched(sql, params) < FEW_PAGES
     elif connection.vendor == "sqlite":
-        plan = plan_lines(sql, params)
-        assert "USING INDEX taskmill_job_deferred (queue_name=?" in plan
+        plan = plan_lines(*store.next_wake_query(["idle"]))
+        assert "USING INDEX taskmill_job_deferred_in_line (queue_name=?" in plan
+        assert "USING INDEX taskmill_job_parked_for_time (queue_name=?" in plan
         assert "USING INDEX taskmill_job_ready (queue_name=? AND parked=?" in plan
 
 

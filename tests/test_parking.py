@@ -104,9 +104,8 @@ def test_statistics_taken_before_a_park_do_not_turn_the_claims_into_scans():
         cursor.fetchall()
     while store.park_blocked(["default"]):
         pass
-    wake = {"queues": store.list_param(["default"])}
     for name, (sql, params) in {"claim": claim_sql(("default",), WORKER),
-                                "next_wake": (store.sql["next_wake"], wake)}.items():
+                                "next_wake": store.next_wake_query(["default"])}.items():
         if connection.vendor == "mysql":
             assert index_reads(sql, params) < 20, name
         else:

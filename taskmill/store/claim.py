@@ -12,27 +12,29 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from .deferred import DeferredJobs
 from .fairness import FairTurns
 from .limits import ConcurrencyLimits
-from .parking import ParkedJob, Parking
+from .parking import PARK_AT_ONCE, ParkedJob, Parking
 from .rows import ClaimedJob
 
 #: How long "no queue is paused" is trusted before pauses are read again (see
 #: :meth:`Claiming.unpaused`); while one is, they are read on every claim.
 PAUSES_RECHECK = 1.0
-#: Most jobs parked by one idle worker's look; a deeper backlog takes several looks.
-PARK_AT_ONCE = 10_000
 
 
-class Claiming(ConcurrencyLimits, FairTurns, Parking):
+class Claiming(ConcurrencyLimits, DeferredJobs, FairTurns, Parking):
     #: When pauses were last read and found to pause no queue as a whole.
     _no_queue_paused_at = -math.inf
 
     def claim(self, queues: Sequence[str], limit: int, worker_id: str) -> list[ClaimedJob]:
-        """Take up to ``limit`` due READY jobs of ``queues``, best first, for ``worker_id``."""
+        """Take up to ``limit`` due READY jobs of ``queues``, best first, for ``worker_id``
+        (first putting back in line the deferred jobs come due, when it is time to look:
+        :mod:`.deferred`)."""
         queues = self.unpaused(queues)
         if not queues:
             return []
+        self.unpark_due_if_time(queues)
         with self.claim_transaction():
             rows = self.claim_rows(queues, limit, worker_id)
             jobs = [self.row_to_claimed(row) for row in rows]
@@ -57,7 +59,8 @@ class Claiming(ConcurrencyLimits, FairTurns, Parking):
 
     def park_blocked(self, queues: Sequence[str]) -> int:
         """Park the due jobs of ``queues`` whose concurrency key is full, whose task is
-        paused or whose rate key is full (:mod:`.parking`); how many.
+        paused or whose rate key is full (:mod:`.parking`), and those due later
+        (:mod:`.deferred`); how many.
 
         Called by an idle worker, after a claim came back short. Reads the queues'
         unparked due jobs that may not start (what that claim stepped over), once. A
@@ -66,12 +69,13 @@ class Claiming(ConcurrencyLimits, FairTurns, Parking):
         queues = self.unpaused(queues)
         if not queues:
             return 0
+        parked_for_time = self.park_deferred(queues)
         found = [ParkedJob(self.id_from_db(job_id), key, limit, rate_key, bool(for_rate))
                  for job_id, key, limit, rate_key, for_rate in self.fetchall(
                      "blocked_jobs", {"queues": self.list_param(queues),
                                       "limit": PARK_AT_ONCE})]
         if not found:
-            return 0
+            return parked_for_time
         for_key = [job.id for job in found if not job.for_rate]
         for_rate = [job.id for job in found if job.for_rate]
         rate_keys = sorted({job.rate_key for job in found if job.for_rate and job.rate_key})
@@ -82,7 +86,7 @@ class Claiming(ConcurrencyLimits, FairTurns, Parking):
             if rate_keys:  # Job rows, then the keys' rows: the order a claim locks them in.
                 self.run("flag_rate_keys", {"keys": self.list_param(rate_keys)})
         self.recheck_parked(found)
-        return parked
+        return parked + parked_for_time
 
     def next_wake(self, queues: Sequence[str]) -> float | None:
         """In how many seconds an idle worker of ``queues`` should look for jobs again
@@ -97,8 +101,31 @@ class Claiming(ConcurrencyLimits, FairTurns, Parking):
         queues = self.unpaused(queues)
         if not queues:
             return None
-        row = self.fetchone("next_wake", {"queues": self.list_param(queues)})
-        return None if row is None or row[0] is None else float(row[0])
+        row = self.next_wake_row(queues)
+        if row is None or row[0] is None:
+            return None
+        seconds = float(row[0])
+        self.look_again_in(seconds)
+        return seconds
+
+    def next_wake_row(self, queues: Sequence[str]) -> Sequence[Any] | None:
+        """:meth:`next_wake`'s one row (PostgreSQL has one statement for it all)."""
+        sql, params = self.next_wake_query(queues)
+        with self.cursor() as cursor:
+            cursor.execute(sql, params)
+            row: Sequence[Any] | None = cursor.fetchone()
+            return row
+
+    def next_wake_query(self, queues: Sequence[str]) -> tuple[str, dict[str, Any]]:
+        """``next_wake_in_queue`` for each queue and ``next_rate_room``, united."""
+        params: dict[str, Any] = {}
+        parts = []
+        for index, queue in enumerate(queues):
+            params[f"queue_{index}"] = queue
+            parts.append(self.sql["next_wake_in_queue"].replace("%(queue)s",
+                                                                 f"%(queue_{index})s"))
+        parts.append(self.sql["next_rate_room"])
+        return f"SELECT MIN(due.seconds) FROM ({' UNION ALL '.join(parts)}) due", params
 
     def waiting(self, queues: Sequence[str]) -> tuple[int, float | None]:
         """How many jobs of ``queues`` wait (due or not), and in how many seconds the

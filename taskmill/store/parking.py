@@ -51,6 +51,8 @@ from typing import NamedTuple
 
 from .connection import StoreConnection
 
+#: Most jobs parked by one idle worker's look; a deeper backlog takes several looks.
+PARK_AT_ONCE = 10_000
 #: Most jobs of one rate key put back in line at its reopening; the rest wait for the
 #: next (a key reopens as each slice of its window expires, see :mod:`.rates`).
 RATE_UNPARK_AT_ONCE = 1_000

@@ -95,6 +95,9 @@ class PostgreSQLJobStore(JobStore):
         self._session: object = None  # The server session they were prepared in...
         self._ready = False  # ...and whether they were.
 
+    def next_wake_row(self, queues: Sequence[str]) -> Sequence[Any] | None:
+        return self.fetchone("next_wake", {"queues": self.list_param(queues)})
+
     def prepare_for_worker(self) -> None:
         super().prepare_for_worker()
         if self.prepare:

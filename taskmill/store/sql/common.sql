@@ -92,6 +92,13 @@ ${room_for_key} AND ${room_for_rate} AND ${task_not_paused}
 -- expects: nothing
 taskmill_job j
 
+-- name: deferred_jobs_in_line
+-- The jobs due later that are still in line, as an idle worker's look reads them: a FROM
+-- item, j (a fragment). Named, through their index (migration 0016), on SQLite and
+-- MySQL, whatever the statistics say (see their files).
+-- expects: nothing
+taskmill_job j
+
 -- name: claimable
 -- The best due jobs of the worker's queues, in claim order (a fragment of the claims).
 -- Claim order: priority, then the job's turn among fairness keys (0 without a key),
@@ -125,32 +132,45 @@ UPDATE taskmill_job SET ${lease_to_worker}
 WHERE id IN (${claimable} ${skip_locked})
 RETURNING ${claim_columns}
 
--- name: next_wake
--- When an idle worker should look again, in seconds (NULL: no job asks for a time; 0 or
--- less: now). The first of: a due job of these queues that may start (read in claim
--- order, the parked ones left out: what the claim that came back short may have missed,
--- a rate key's room reopening meanwhile, say); the next deferred job that may start (due
--- later than enqueued: delayed, retrying, snoozed; through their own partial index,
--- migration 0010; never parked, as only due jobs are, which MySQL's claim index uses to
--- leave a parked backlog out); the moment a full rate key gets room. See
--- Claiming.next_wake.
+-- name: next_wake_in_queue
+-- One queue's part of an idle worker's "when should I look again?" (Claiming.next_wake),
+-- in seconds (0 or less: now). The store unites one per queue and next_rate_room, as
+-- PostgreSQL's next_wake reads each queue on its own: an IN list of queues would read
+-- every job of them. The first of: a due job in line that may start (in claim order, up
+-- to the first: what the claim that came back short may have missed, a rate key's room
+-- reopening meanwhile, say); a deferred job in line that may start (due later than
+-- enqueued, in due order: the deferred index of migration 0016, MySQL's claim index);
+-- a job parked until shortly before it is due (their own index, 0016).
 -- expects: READY, may start
-SELECT MIN(due.seconds) FROM (
-    SELECT ${seconds_until:MIN(d.run_after)} AS seconds FROM (
-        SELECT j.run_after FROM ${ready_jobs}
-        WHERE j.status = 'READY' AND j.queue_name ${in:queues} AND j.parked = FALSE
-          AND j.run_after <= ${now} AND ${may_start}
-        ORDER BY j.priority DESC, j.fair_rank, j.run_after, j.id
-        LIMIT 1
-    ) d
-    UNION ALL
-    SELECT ${seconds_until:MIN(j.run_after)} AS seconds FROM taskmill_job j
-    WHERE j.status = 'READY' AND j.run_after > j.enqueued_at AND j.queue_name ${in:queues}
+SELECT ${seconds_until:MIN(d.run_after)} AS seconds FROM (
+    SELECT j.run_after FROM ${ready_jobs}
+    WHERE j.status = 'READY' AND j.queue_name = %(queue)s AND j.parked = FALSE
+      AND j.run_after <= ${now} AND ${may_start}
+    ORDER BY j.priority DESC, j.fair_rank, j.run_after, j.id
+    LIMIT 1
+) d
+UNION ALL
+SELECT ${seconds_until:MIN(w.run_after)} FROM (
+    SELECT j.run_after FROM ${deferred_jobs_in_line}
+    WHERE j.status = 'READY' AND j.run_after > j.enqueued_at AND j.queue_name = %(queue)s
       AND j.parked = FALSE AND j.run_after > ${now} AND ${may_start}
-    UNION ALL
-    SELECT ${seconds_until:MIN(k.full_until)} AS seconds FROM taskmill_ratekey k
-    WHERE k.full_until > ${now}
-) due
+    ORDER BY j.run_after
+    LIMIT 1
+) w
+UNION ALL
+SELECT ${seconds_until:MIN(t.run_after)} FROM (
+    SELECT j.run_after FROM taskmill_job j
+    WHERE j.parked_for_time = TRUE AND j.queue_name = %(queue)s AND j.status = 'READY'
+    ORDER BY j.run_after
+    LIMIT 1
+) t
+
+-- name: next_rate_room
+-- The last part of an idle worker's "when should I look again?": the moment a full
+-- rate key gets room.
+-- expects: nothing
+SELECT ${seconds_until:MIN(k.full_until)} AS seconds FROM taskmill_ratekey k
+WHERE k.full_until > ${now}
 
 -- name: blocked_jobs
 -- Due jobs of these queues, not parked, whose concurrency key is full, whose task is
@@ -195,17 +215,18 @@ WHERE id ${in:ids} AND status = 'READY' AND parked = FALSE
 UPDATE taskmill_job SET parked = FALSE WHERE id IN (
     SELECT j.id FROM taskmill_job j
     WHERE j.status = 'READY' AND j.parked AND NOT j.parked_for_rate
-      AND j.concurrency_key = %(key)s AND ${task_not_paused}
+      AND NOT j.parked_for_time AND j.concurrency_key = %(key)s AND ${task_not_paused}
     ORDER BY j.priority DESC, j.fair_rank, j.run_after, j.id
     LIMIT %(count)s
 )
 
 -- name: parked_startable
 -- Parked jobs that may start now: their task not paused, their key (if any) with room
--- (a fragment of the unparks below).
+-- (a fragment of the unparks below); not those parked for their due time.
 -- expects: READY, parked
 SELECT j.id FROM taskmill_job j
-WHERE j.status = 'READY' AND j.parked AND ${task_not_paused} AND ${room_for_key}
+WHERE j.status = 'READY' AND j.parked AND NOT j.parked_for_time AND ${task_not_paused}
+  AND ${room_for_key}
 
 -- name: unpark_startable
 -- Put every parked job that may start now back in line (after a resume).
@@ -284,8 +305,42 @@ SELECT k.concurrency_key, k.room FROM (
         WHERE r.status = 'RUNNING' AND r.concurrency_key = p.concurrency_key
     ) AS room
     FROM taskmill_job p WHERE p.status = 'READY' AND p.parked AND NOT p.parked_for_rate
+      AND NOT p.parked_for_time
     GROUP BY p.concurrency_key
 ) k WHERE k.room > 0
+
+-- name: deferred_in_line
+-- Jobs of these queues due more than %(ahead)s seconds from now and still in line (an
+-- idle worker parks them: taskmill/store/deferred.py), through the index of deferred
+-- jobs in line (migration 0016; MySQL: the claim index, which holds only the jobs in
+-- line once they are parked).
+-- expects: READY, not parked, due later
+SELECT j.id FROM ${deferred_jobs_in_line}
+WHERE j.status = 'READY' AND j.run_after > j.enqueued_at AND j.queue_name ${in:queues}
+  AND j.parked = FALSE AND j.run_after > ${now_plus:ahead}
+LIMIT %(limit)s
+
+-- name: park_jobs_for_time
+-- Set jobs due later aside from the claims until shortly before they are due.
+-- expects: READY, not parked, due later
+UPDATE taskmill_job SET parked = TRUE, parked_for_time = TRUE
+WHERE id ${in:ids} AND status = 'READY' AND parked = FALSE AND run_after > ${now_plus:ahead}
+
+-- name: due_parked_for_time
+-- Jobs of these queues parked for their due time and due within %(ahead)s seconds,
+-- soonest first: through their own index (migration 0016), only those.
+-- expects: READY, parked for time
+SELECT j.id FROM taskmill_job j
+WHERE j.parked_for_time = TRUE AND j.queue_name ${in:queues} AND j.status = 'READY'
+  AND j.run_after <= ${now_plus:ahead}
+ORDER BY j.run_after
+LIMIT %(limit)s
+
+-- name: unpark_jobs_for_time
+-- Put jobs parked for their due time back in line.
+-- expects: READY, parked for time
+UPDATE taskmill_job SET parked = FALSE, parked_for_time = FALSE
+WHERE id ${in:ids} AND status = 'READY' AND parked_for_time = TRUE
 
 -- name: ready_queues
 -- The queues that have READY jobs, in name order: one probe of the claim index per queue
@@ -513,10 +568,10 @@ SELECT status, attempts, batch_id, queue_name FROM taskmill_job WHERE id = %(id)
 
 -- name: cancel_waiting_job
 -- Cancel a waiting job: it ends FAILED (Cancelled) and never runs, and no longer parked
--- (MySQL's index of parked jobs holds every status: see migration 0015).
+-- (MySQL's indexes of parked jobs hold every status: see migrations 0015 and 0016).
 -- expects: READY
 UPDATE taskmill_job SET status = 'FAILED', finished_at = ${now}, cancel_requested_at = ${now},
-    cancel_force = %(force)s, parked = FALSE
+    cancel_force = %(force)s, parked = FALSE, parked_for_time = FALSE
 WHERE id = %(id)s AND status = 'READY'
 
 -- name: request_cancel

@@ -128,7 +128,8 @@ ON DUPLICATE KEY UPDATE rate_key = rate_key
 -- order (taskmill_job_key_my, migration 0013) and stops at %(count)s.
 -- expects: READY, parked
 UPDATE taskmill_job j SET j.parked = FALSE
-WHERE j.status = 'READY' AND j.parked AND NOT j.parked_for_rate AND j.concurrency_key = %(key)s
+WHERE j.status = 'READY' AND j.parked AND NOT j.parked_for_rate AND NOT j.parked_for_time
+  AND j.concurrency_key = %(key)s
   AND ${task_not_paused}
 ORDER BY j.priority DESC, j.fair_rank, j.run_after, j.id
 LIMIT %(count)s
@@ -178,3 +179,11 @@ LIMIT %(count)s FOR UPDATE SKIP LOCKED
 -- Put back in line the jobs this transaction locked.
 -- expects: READY, parked (locked by lock_parked_rate_jobs)
 UPDATE taskmill_job SET parked = FALSE WHERE id ${in:ids} AND status = 'READY' AND parked
+
+-- name: deferred_jobs_in_line
+-- As common.sql's, through the claim index (the jobs in line lead it: status, queue,
+-- parked), whatever the statistics say: right after a park, before InnoDB's purge has
+-- removed the old entries, MariaDB took the claim index's range for as big as it was
+-- and read every READY job through the lease index instead, parked ones and all.
+-- expects: nothing
+taskmill_job j FORCE INDEX (taskmill_job_ready_my)

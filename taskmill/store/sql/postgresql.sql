@@ -35,12 +35,14 @@ WHERE id IN (
 RETURNING ${claim_columns}
 
 -- name: next_wake
--- As common.sql's, each queue read on its own, as the claim reads it (an IN list of
--- queues would read every job of them): the claim index in claim order, and the
--- deferred index in due order, each stopping at the first job that may start.
+-- As common.sql's next_wake_in_queue for every queue, and next_rate_room, in one
+-- statement: each queue read on its own, as the claim reads it (an IN list of queues
+-- would read every job of them): the claim index in claim order, the index of deferred
+-- jobs in line in due order, each stopping at the first job that may start, and the
+-- first job parked for its due time.
 -- expects: READY, may start
 SELECT MIN(due.seconds) FROM (
-    SELECT ${seconds_until:MIN(LEAST(d.run_after, w.run_after))} AS seconds
+    SELECT ${seconds_until:MIN(LEAST(d.run_after, w.run_after, t.run_after))} AS seconds
     FROM unnest(%(queues)s::text[]) AS q(name)
     LEFT JOIN LATERAL (
         SELECT j.run_after FROM taskmill_job j
@@ -52,9 +54,14 @@ SELECT MIN(due.seconds) FROM (
     LEFT JOIN LATERAL (
         SELECT j.run_after FROM taskmill_job j
         WHERE j.status = 'READY' AND j.run_after > j.enqueued_at AND j.queue_name = q.name
-          AND j.run_after > ${now} AND ${may_start}
+          AND j.parked = FALSE AND j.run_after > ${now} AND ${may_start}
         ORDER BY j.run_after LIMIT 1
     ) AS w ON TRUE
+    LEFT JOIN LATERAL (
+        SELECT j.run_after FROM taskmill_job j
+        WHERE j.status = 'READY' AND j.parked_for_time = TRUE AND j.queue_name = q.name
+        ORDER BY j.run_after LIMIT 1
+    ) AS t ON TRUE
     UNION ALL
     SELECT ${seconds_until:MIN(k.full_until)} AS seconds FROM taskmill_ratekey k
     WHERE k.full_until > ${now}

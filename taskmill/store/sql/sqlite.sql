@@ -26,3 +26,8 @@ PRAGMA journal_mode=WAL
 -- and an idle wait beside 100,000 of them, against 0.03 ms (bench/backlog.py).
 -- expects: nothing
 taskmill_job AS j INDEXED BY taskmill_job_ready
+
+-- name: deferred_jobs_in_line
+-- As common.sql's, through their index (migration 0016), for the same reason.
+-- expects: nothing
+taskmill_job AS j INDEXED BY taskmill_job_deferred_in_line
