@@ -14,7 +14,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from taskmill.models import Job, JobStatus, RateKey
+from taskmill.models import Job, JobStatus, RateKey, RateSlice
 from taskmill.services.recovery import recover_dead_workers
 from taskmill.store import Outcome, get_store
 from tests.jobrows import make_jobs
@@ -273,9 +273,10 @@ def rows_read_by_claim(store) -> int:
 
 
 def reopen(key: str) -> None:
-    """The window's oldest slice has left it: room again."""
+    """The window's starts have left it: room again, its whole limit."""
     RateKey.objects.filter(rate_key=key).update(
         full_until=timezone.now() - dt.timedelta(seconds=1))
+    RateSlice.objects.filter(rate_key=key).delete()
 
 
 def test_an_idle_worker_parks_a_full_rate_keys_jobs_and_claims_stop_stepping_over_them():
@@ -327,6 +328,24 @@ def test_when_a_rate_keys_room_comes_back_its_best_parked_jobs_come_back_as_many
     reopen(rated.module_path)
     assert store.unpark_reopened_rates() == 10  # and its next reopening brings ten more.
     assert parked() == 8
+
+
+def test_a_rate_keys_reopening_puts_back_as_many_jobs_as_its_window_has_room_for():
+    """Room comes back a slice at a time, as the window's oldest starts leave it: the
+    whole limit put back at each reopening was stepped over by the claims and parked
+    again by the next idle look (8.8 row updates a job instead of 2, at 300/s)."""
+    from taskmill.store.rates import SLICES
+
+    store = get_store("default")
+    full_rate_key_with_backlog(store, backlog=25)
+    assert store.park_blocked(["default"]) == 25
+    reopen(rated.module_path)
+    width = 1.0 / SLICES  # rated: 10 a second.
+    current = int(store.database_now().timestamp() // width)
+    RateSlice.objects.create(rate_key=rated.module_path, slice=current - 3, starts=8)
+    assert store.unpark_reopened_rates() == 2  # 8 of its 10 still in the window.
+    assert len(store.claim(["default"], 20, WORKER)) == 2  # Both fit; none stepped over.
+    assert parked() == 23
 
 
 def test_the_recovery_service_flags_a_rate_key_left_with_room_and_parked_jobs():

@@ -36,10 +36,11 @@ class Claiming(ConcurrencyLimits, DeferredJobs, FairTurns, Parking):
             return []
         self.unpark_due_if_time(queues)
         with self.claim_transaction():
+            claimed_at = time.monotonic()
             rows = self.claim_rows(queues, limit, worker_id)
             jobs = [self.row_to_claimed(row) for row in rows]
             jobs.sort(key=lambda j: (-j.priority, j.fair_rank, j.run_after, j.id))
-            kept = self.enforce_limits(jobs, worker_id)
+            kept = self.enforce_limits(jobs, worker_id, claimed_at)
             self.advance_queue_turns(kept)
             return kept
 

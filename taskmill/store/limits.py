@@ -32,9 +32,11 @@ ADVISORY_LOCK_CLASS = 0x746D  # "tm"
 
 
 class ConcurrencyLimits(RateLimits):
-    def enforce_limits(self, jobs: list[ClaimedJob], worker_id: str) -> list[ClaimedJob]:
+    def enforce_limits(self, jobs: list[ClaimedJob], worker_id: str,
+                       claimed_at: float) -> list[ClaimedJob]:
         """Keep the claimed jobs that fit their concurrency and rate limits; give the
-        others back (the concurrency limit first: a job given back starts nothing)."""
+        others back (the concurrency limit first: a job given back starts nothing).
+        ``claimed_at``: when the claim statement was sent (``time.monotonic()``)."""
         keyed = [job for job in jobs if job.concurrency_key is not None]
         rated = [job for job in jobs if job.rate_key is not None]
         if not keyed and not rated:
@@ -48,7 +50,7 @@ class ConcurrencyLimits(RateLimits):
             excess = self._over_limit(cursor, keyed, keys) if keyed else []
             given_back = {job.id for job in excess}
             excess += self.over_rate(cursor, [j for j in rated if j.id not in given_back],
-                                    worker_id)
+                                    worker_id, claimed_at)
             self.refund_claims(excess, worker_id)
         if not excess:
             return jobs

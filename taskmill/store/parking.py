@@ -12,12 +12,13 @@ the claim index reads the unparked ones only, migration 0011), and they are put 
   way: a running job deleted by hand);
 - every parked job that may start, when a pause is lifted (every lift goes through the
   store: the API, the CLI and the admin);
-- a full rate key's best parked jobs, as many as its limit, once its room comes back:
-  by the first worker to look after that moment (an idle worker wakes for it; every
-  worker looks twice a second). The key's row carries a flag, set by the park and by
-  the claim that fills the key while more of it is parked, and taken by the unpark, so
-  each reopening is unparked once; the recovery service flags any key left with room
-  and parked jobs.
+- a full rate key's best parked jobs, as many as its window has room for, once its room
+  comes back: by the first worker to look after that moment (an idle worker wakes for
+  it; every worker looks twice a second). The key's row carries a flag, set by the
+  park and by every claim of the key while more of it is parked, and taken by the
+  unpark, so each reopening is unparked once, and a key a claim left with room (the
+  window's room comes back a slice at a time) is unparked at the next look; the
+  recovery service flags any key left with room and parked jobs.
 
 A job is parked for one key, the one that holds it back: its concurrency key (or its
 task's pause) if that is full, else its rate key (``Job.parked_for_rate``, migration
@@ -50,6 +51,7 @@ from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 from .connection import StoreConnection
+from .rates import rate_window
 
 #: Most jobs parked by one idle worker's look; a deeper backlog takes several looks.
 PARK_AT_ONCE = 10_000
@@ -91,7 +93,8 @@ class Parking(StoreConnection):
 
     def unpark_reopened_rates(self) -> int:
         """Unpark the best parked jobs of every flagged rate key whose room came back, as
-        many as its limit (at most RATE_UNPARK_AT_ONCE); returns how many jobs.
+        many as its window has room for (at most RATE_UNPARK_AT_ONCE); returns how many
+        jobs.
 
         Taking the flag is a statement of its own, and so is the unpark: a transaction
         holding the key's row while it waits for job rows could deadlock with a park or
@@ -110,12 +113,26 @@ class Parking(StoreConnection):
             best = self.fetchone("parked_rate_limit", {"key": key})
             if best is None:
                 continue  # Nothing of it is parked any more: the flag stays off.
-            queues = self.unpark_rate_jobs(key, min(int(best[0]), RATE_UNPARK_AT_ONCE))
+            room = self.rate_room(key, int(best[0] or 1), float(best[1] or 1.0))
+            if not room:
+                continue  # Filled again meanwhile: the claim that filled it flagged it.
+            queues = self.unpark_rate_jobs(key, min(room, RATE_UNPARK_AT_ONCE))
             # Idle workers that looked a moment before this committed sleep until their
             # next poll otherwise (every idle worker wakes at the reopening; one unparks).
             self.notify(set(queues))
             unparked += len(queues)
         return unparked
+
+    def rate_room(self, key: str, limit: int, period: float) -> int:
+        """How many more jobs of rate key ``key`` its window takes now: ``limit`` less the
+        starts it counts, read without the key's lock (an estimate: the claims count
+        under it). A window's room comes back a slice at a time as its starts leave it,
+        so putting back the whole limit at each reopening put back jobs that the claims
+        then stepped over and the next idle look parked again: 8.8 row updates a job
+        instead of 2 (a backlog drained at 300/s by 2 processes x 4 threads)."""
+        now = self.database_now().timestamp()
+        row = self.fetchone("rate_window", rate_window(key, period, now))
+        return max(0, limit - int(row[0] if row else 0))
 
     def unpark_rate_jobs(self, key: str, count: int) -> list[str]:
         """Put the best ``count`` jobs parked for rate key ``key`` back in line, passing

@@ -8,10 +8,11 @@ than a row per start, so its cost does not grow with the rate:
   promise holds exactly: in every window of one period, at most N jobs of the key
   start. (A token bucket would let up to 2N through across a refill.) The price: room
   comes back up to two slices late, so a key runs at N per 1.02-1.04 periods at most.
-- The claimed jobs that fit are counted in the current slice and dated by that moment
-  (their ``last_attempted_at``; the claim statement that took them may have waited
-  long for the key's lock); the rest are given back with their attempt refunded, as
-  for concurrency limits (:mod:`.limits`).
+- The claimed jobs that fit are counted in the current slice; the rest are given back
+  with their attempt refunded, as for concurrency limits (:mod:`.limits`). A start
+  counted more than ``REDATE_AFTER`` after its claim statement (which dated it: its
+  ``last_attempted_at``) is dated again by the count: the claim may have waited long
+  for the key's lock, and the stored times must keep the promise the window kept.
 - The claim then records whether the window is full and until when
   (``taskmill_ratekey.full_until``: when its oldest slice leaves it). Claims pass over a
   full key's jobs by probing that one row (``room_for_rate``), so a waiting job is not
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import time
 from collections.abc import Sequence
 
 from django.db.backends.utils import CursorWrapper
@@ -35,26 +37,38 @@ from .rows import ClaimedJob
 LOCK_PREFIX = "rate:"
 #: Slices per period: finer is closer to the exact rate, coarser sums fewer rows.
 SLICES = 50
+#: Seconds between a claim statement and the count of its starts past which the starts
+#: are dated again by the count (a row update each: not worth it for less).
+REDATE_AFTER = 0.01
+
+
+def rate_window(key: str, period: float, now: float) -> dict[str, str | int]:
+    """The ``rate_window`` parameters of ``key``'s window of ``period`` seconds ending
+    ``now`` (epoch seconds): its current slice, and the slice its far edge cuts through
+    (counted whole)."""
+    current = math.floor(now / (period / SLICES))
+    return {"key": key, "first": current - SLICES, "slice": current}
 
 
 class RateLimits(StoreConnection):
     def over_rate(self, cursor: CursorWrapper, rated: Sequence[ClaimedJob],
-                  worker_id: str) -> list[ClaimedJob]:
+                  worker_id: str, claimed_at: float) -> list[ClaimedJob]:
         """Of claimed jobs with a rate key (in claim order, the keys' locks held), count
-        the starts that fit each key's window and return the others."""
+        the starts that fit each key's window and return the others. ``claimed_at``: when
+        the claim statement was sent (``time.monotonic()``)."""
         if not rated:
             return []
         moment = self.database_now()
+        late = time.monotonic() - claimed_at > REDATE_AFTER
         now = moment.timestamp()
         admitted: list[ClaimedJob] = []
         excess: list[ClaimedJob] = []
         for key in sorted({job.rate_key for job in rated if job.rate_key}):
             mine = [job for job in rated if job.rate_key == key]
             limit = min(job.rate_limit or 1 for job in mine)
-            width = min(job.rate_period or 1.0 for job in mine) / SLICES
-            current = math.floor(now / width)
-            first = current - SLICES  # The slice the window's far edge cuts through.
-            window = {"key": key, "first": first, "slice": current}
+            period = min(job.rate_period or 1.0 for job in mine)
+            window = rate_window(key, period, now)
+            width, current = period / SLICES, int(window["slice"])
             self.execute(cursor, "rate_window_prune", window)
             self.execute(cursor, "rate_window", window)
             started, oldest = cursor.fetchone()
@@ -72,9 +86,9 @@ class RateLimits(StoreConnection):
                     (int(oldest) + SLICES + 1) * width, dt.UTC))
             self.update_or_add(cursor, "set_rate_key_full", "add_rate_key", {
                 "key": key, "until": until,
-                "has_parked": until is not None and self.rate_key_has_parked(cursor, key)})
+                "has_parked": self.rate_key_has_parked(cursor, key)})
             excess.extend(mine[room:])
-        if admitted:
+        if admitted and late:
             self.execute(cursor, "admit_rate_starts", {
                 "ids": self.ids_param([job.id for job in admitted]),
                 "now": self.dt_param(moment), "worker": worker_id})

@@ -267,9 +267,9 @@ SELECT k.rate_key FROM taskmill_ratekey k
 WHERE k.parked AND (k.full_until IS NULL OR k.full_until <= ${now})
 
 -- name: parked_rate_limit
--- The rate limit of a key's best parked job (none: nothing of it is parked).
+-- The rate limit and period of a key's best parked job (none: nothing of it is parked).
 -- expects: READY, parked for its rate key
-SELECT j.rate_limit FROM taskmill_job j
+SELECT j.rate_limit, j.rate_period FROM taskmill_job j
 WHERE j.status = 'READY' AND j.parked AND j.parked_for_rate AND j.rate_key = %(key)s
 ORDER BY j.priority DESC, j.fair_rank, j.run_after, j.id
 LIMIT 1
@@ -728,7 +728,7 @@ DELETE FROM taskmill_rateslice WHERE rate_key = %(key)s AND slice < %(first)s
 
 -- name: rate_window
 -- How many jobs of a rate key started in its window's slices, and the oldest of those
--- slices (under the key's lock).
+-- slices (under the key's lock for a claim's count; without it, an unpark's estimate).
 -- expects: nothing
 SELECT COALESCE(SUM(starts), 0), MIN(slice) FROM taskmill_rateslice
 WHERE rate_key = %(key)s AND slice >= %(first)s AND starts > 0
@@ -747,8 +747,9 @@ WHERE rate_key = %(key)s AND slice = %(slice)s
 
 -- name: admit_rate_starts
 -- Date the attempts a rate key's window just admitted by the moment it counted them
--- (%(now)s, under the key's lock), not by their claim's statement, which may have run
--- long before the lock was had: so the stored times keep the promise the window kept.
+-- (%(now)s, under the key's lock), not by their claim's statement, which ran long
+-- before the lock was had (over REDATE_AFTER, taskmill/store/rates.py): so the stored
+-- times keep the promise the window kept.
 -- started_at moves only if this claim set it (the claim dates both by one ${now}).
 -- expects: RUNNING, leased to %(worker)s
 UPDATE taskmill_job SET
@@ -764,14 +765,13 @@ ON CONFLICT (rate_key) DO NOTHING
 
 -- name: set_rate_key_full
 -- Sum a key's window up for the claims: full until %(until)s, or (NULL) open. A key
--- that fills while jobs of it are parked is flagged, so its next reopening unparks the
--- next of them (one probe of the parked rate index; see Parking.unpark_reopened_rates).
+-- with jobs parked is flagged, so the next look once it has room (at once, if it is
+-- open) unparks as many of them as its window takes (one probe of the parked rate
+-- index; see Parking.unpark_reopened_rates).
 -- expects: the key's lock is held
-UPDATE taskmill_ratekey SET full_until = %(until)s, parked = (parked OR (
-    %(until)s IS NOT NULL AND EXISTS (
-        SELECT 1 FROM taskmill_job j
-        WHERE j.status = 'READY' AND j.parked AND j.rate_key = %(key)s
-          AND j.parked_for_rate)))
+UPDATE taskmill_ratekey SET full_until = %(until)s, parked = (parked OR EXISTS (
+    SELECT 1 FROM taskmill_job j
+    WHERE j.status = 'READY' AND j.parked AND j.rate_key = %(key)s AND j.parked_for_rate))
 WHERE rate_key = %(key)s
 
 -- name: queue_turn

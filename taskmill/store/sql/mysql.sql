@@ -105,8 +105,7 @@ ON DUPLICATE KEY UPDATE rate_key = rate_key
 -- (%(has_parked)s, rate_key_has_parked): a subquery of an UPDATE takes shared locks on
 -- the job rows it reads, and a park holds those rows while it waits for this key's row.
 -- expects: the key's lock is held
-UPDATE taskmill_ratekey SET full_until = %(until)s,
-    parked = (parked OR (%(until)s IS NOT NULL AND %(has_parked)s))
+UPDATE taskmill_ratekey SET full_until = %(until)s, parked = (parked OR %(has_parked)s)
 WHERE rate_key = %(key)s
 
 -- name: rate_key_has_parked
