@@ -11,6 +11,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
+from taskmill.api import cancel
 from taskmill.models import Job, JobStatus
 from taskmill.store import get_store
 from taskmill.store.deferred import AHEAD, UNPARK_EVERY
@@ -128,8 +129,6 @@ def test_slots_resumes_and_the_recovery_look_leave_jobs_waiting_for_their_time_p
 def test_a_cancelled_job_is_no_longer_parked_for_its_time():
     """MySQL's index of jobs parked for their time holds every status (migration 0016):
     a cancelled job left flagged would stay in it for good."""
-    from taskmill.api import cancel
-
     (later,) = in_an_hour(1)
     assert get_store("default").park_blocked(["default"]) == 1
     cancel(str(later.id))

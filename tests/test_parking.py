@@ -17,6 +17,7 @@ from django.utils import timezone
 from taskmill.models import Job, JobStatus, RateKey, RateSlice
 from taskmill.services.recovery import recover_dead_workers
 from taskmill.store import Outcome, get_store
+from taskmill.store.rates import SLICES
 from tests.jobrows import make_jobs
 from tests.project.coordination_tasks import limited
 from tests.project.flow_tasks import rated
@@ -333,9 +334,7 @@ def test_when_a_rate_keys_room_comes_back_its_best_parked_jobs_come_back_as_many
 def test_a_rate_keys_reopening_puts_back_as_many_jobs_as_its_window_has_room_for():
     """Room comes back a slice at a time, as the window's oldest starts leave it: the
     whole limit put back at each reopening was stepped over by the claims and parked
-    again by the next idle look (8.8 row updates a job instead of 2, at 300/s)."""
-    from taskmill.store.rates import SLICES
-
+    again by the next idle look (7.0 row updates a job instead of 4.7, at 300/s)."""
     store = get_store("default")
     full_rate_key_with_backlog(store, backlog=25)
     assert store.park_blocked(["default"]) == 25
