@@ -4,6 +4,7 @@ the admin's job list, with and without a million finished jobs in the table.
     .venv/bin/python bench/scale.py                     # PostgreSQL, 1,000,000 finished jobs
     .venv/bin/python bench/scale.py --rows 200000 --runs 9 --explain
     BENCH_DB=sqlite .venv/bin/python bench/scale.py     # or mysql
+    BENCH_DB=mysql .venv/bin/python bench/scale.py --migration 0016   # an older schema
 
 The job table is also the history. Each report is timed (median of ``--runs``, after
 one warm-up) on a table holding only the active jobs (a backlog of ``--backlog`` READY
@@ -83,7 +84,7 @@ FROM (SELECT n, UTC_TIMESTAMP(6) - INTERVAL n * %(step)s SECOND AS t FROM g) AS 
 }
 
 
-def setup_database() -> None:
+def setup_database(migration: str = "") -> None:
     import django
 
     vendor = os.environ.get("BENCH_DB", "postgresql")
@@ -108,6 +109,8 @@ def setup_database() -> None:
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
+    if migration:
+        call_command("migrate", "taskmill", migration, verbosity=0)
 
 
 def execute(sql: str, params: Any = None) -> None:
@@ -259,8 +262,10 @@ def main() -> None:
     parser.add_argument("--running", type=int, default=20, help="RUNNING jobs")
     parser.add_argument("--runs", type=int, default=7, help="timed runs per figure")
     parser.add_argument("--explain", action="store_true", help="print the plans (full table)")
+    parser.add_argument("--migration", default="",
+                        help="taskmill's schema as of this migration (e.g. 0016), not the latest")
     args = parser.parse_args()
-    setup_database()
+    setup_database(args.migration)
     from django.db import connection
 
     print(f"# taskmill reporting on {connection.vendor}: {args.backlog:,} READY, "
