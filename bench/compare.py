@@ -436,6 +436,10 @@ class Figure:
 def figures(jobs: int) -> list[Figure]:
     found = [
         Figure("single", f"single enqueue ({SINGLE_JOBS:,} one by one)", "jobs/s", True, "single"),
+        Figure("single_psycopg", "the same INSERT through psycopg alone", "rows/s", True,
+               "single"),
+        Figure("single_libpq", "the same INSERT through libpq's PQexec", "rows/s", True,
+               "single"),
         Figure("ceiling", "the same INSERT by pgbench (server's commit ceiling)", "rows/s", True,
                "single"),
         Figure("ceiling_silent", "the same INSERT by pgbench, insert trigger (NOTIFY) off",
@@ -483,11 +487,14 @@ class Results:
     def ceiling_note(self) -> str:
         """taskmill's single enqueue against the server's ceiling for its statement."""
         values = {key: self.values[key].get("taskmill") for key in
-                  ("single", "ceiling", "ceiling_silent")}
+                  ("single", "single_psycopg", "single_libpq", "ceiling", "ceiling_silent")}
         if not all(values.values()):
             return ""
-        single, ceiling, silent = (statistics.median(v or [0.0]) for v in values.values())
+        single, alone, libpq, ceiling, silent = (statistics.median(v or [0.0])
+                                                 for v in values.values())
         return (f"\ntaskmill single enqueue / pgbench ceiling of its INSERT: {single / ceiling:.2f}"
+                f"\n  libpq's PQexec / pgbench: {libpq / ceiling:.2f}; psycopg alone / PQexec: "
+                f"{alone / libpq:.2f}; taskmill / psycopg alone: {single / alone:.2f}"
                 f"\nthat INSERT with its NOTIFY / without: {ceiling / silent:.2f}")
 
     def table(self, peers: list[Peer]) -> str:
@@ -566,6 +573,10 @@ def run_round(peer: Peer, round_no: int, args: argparse.Namespace, results: Resu
                 results.add(round_no, peer, "single", SINGLE_JOBS / seconds)
                 peer.empty_tables(connection)
                 if isinstance(peer, Taskmill):
+                    for floor in ("single_psycopg", "single_libpq"):
+                        seconds = peer.run_driver(floor, SINGLE_JOBS)["seconds"]
+                        results.add(round_no, peer, floor, SINGLE_JOBS / seconds)
+                        peer.empty_tables(connection)
                     for key, rate in commit_ceiling(peer).items():
                         results.add(round_no, peer, key, rate)
             if results.wants("bulk"):

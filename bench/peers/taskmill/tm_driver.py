@@ -10,6 +10,10 @@ nothing of the worker's and nothing of compare.py's.
     tm_driver.py fill N                N noop jobs, untimed (before a drain)
     tm_driver.py insert_sql            the INSERT one noop.enqueue() sends, values in place
                                        (a new id each time), for pgbench -> {"sql": ...}
+    tm_driver.py single_psycopg N      that INSERT N times through psycopg alone (no Django,
+                                       no taskmill), autocommit        -> {"seconds": ...}
+    tm_driver.py single_libpq N        the same through libpq's blocking PQexec, under
+                                       psycopg's Python layer          -> {"seconds": ...}
     tm_driver.py latency N GAP WAIT    N stamp jobs GAP s apart; each job's start minus the
                                        clock just before / just after its enqueue, in ms
 """
@@ -17,8 +21,10 @@ nothing of the worker's and nothing of compare.py's.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
+from typing import Any
 
 import django
 
@@ -68,6 +74,26 @@ def insert_sql() -> dict[str, str]:
     return {"sql": sql.replace("'@id@'", "gen_random_uuid()")}
 
 
+def single_psycopg(count: int, *, libpq: bool = False) -> dict[str, float]:
+    """The floors under :func:`single`: the statement, one commit each, on the same
+    connection, without Django's cursor or taskmill; through psycopg (client-side
+    binding, its non-blocking libpq calls and Python wait loop) or, ``libpq``, through
+    libpq's blocking ``PQexec``, which psycopg wraps."""
+    from django.db import connection
+
+    sql = insert_sql()["sql"]
+    connection.ensure_connection()
+    raw = connection.connection
+    assert raw.autocommit, "the inserts must run in autocommit"
+    query = sql.encode()
+    run: Any = (lambda: raw.pgconn.exec_(query)) if libpq else (lambda: raw.execute(sql))
+    run()  # warm up outside the timing, as single() does
+    start = time.perf_counter()
+    for _ in range(count):
+        run()
+    return {"seconds": time.perf_counter() - start}
+
+
 def fill(count: int) -> dict[str, float]:
     """Jobs for a drain, in chunks as bench/drain.py enqueues them."""
     import taskmill
@@ -112,7 +138,8 @@ def latency(count: int, gap: float, wait: float) -> dict[str, list[float]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("command", choices=["single", "bulk", "fill", "latency", "insert_sql"])
+    parser.add_argument("command", choices=["single", "single_psycopg", "single_libpq", "bulk",
+                                            "fill", "latency", "insert_sql"])
     parser.add_argument("count", type=int, nargs="?", default=0)
     parser.add_argument("gap", type=float, nargs="?", default=0.02)
     parser.add_argument("wait", type=float, nargs="?", default=30.0)
@@ -123,7 +150,9 @@ def main() -> None:
     elif args.command == "insert_sql":
         result = insert_sql()
     else:
-        result = {"single": single, "bulk": bulk, "fill": fill}[args.command](args.count)
+        result = {"single": single, "single_psycopg": single_psycopg,
+                  "single_libpq": functools.partial(single_psycopg, libpq=True), "bulk": bulk,
+                  "fill": fill}[args.command](args.count)
     print(json.dumps(result))
 
 
