@@ -119,14 +119,19 @@ class Claiming(ConcurrencyLimits, DeferredJobs, FairTurns, Parking):
 
     def next_wake_query(self, queues: Sequence[str]) -> tuple[str, dict[str, Any]]:
         """``next_wake_in_queue`` for each queue and ``next_rate_room``, united."""
-        params: dict[str, Any] = {}
-        parts = []
-        for index, queue in enumerate(queues):
-            params[f"queue_{index}"] = queue
-            parts.append(self.sql["next_wake_in_queue"].replace("%(queue)s",
-                                                                 f"%(queue_{index})s"))
+        parts, params = self.per_queue("next_wake_in_queue", queues)
         parts.append(self.sql["next_rate_room"])
         return f"SELECT MIN(due.seconds) FROM ({' UNION ALL '.join(parts)}) due", params
+
+    def per_queue(self, name: str, queues: Sequence[str]) -> tuple[list[str], dict[str, Any]]:
+        """A copy of the statement ``name`` for each queue, each with a parameter of its
+        own for ``%(queue)s``, to unite: each copy reads its queue's part of an index,
+        where one statement for them all would walk the index past other queues' jobs."""
+        parts, params = [], {}
+        for index, queue in enumerate(queues):
+            params[f"queue_{index}"] = queue
+            parts.append(self.sql[name].replace("%(queue)s", f"%(queue_{index})s"))
+        return parts, params
 
     def waiting(self, queues: Sequence[str]) -> tuple[int, float | None]:
         """How many jobs of ``queues`` wait (due or not), and in how many seconds the

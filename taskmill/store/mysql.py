@@ -38,15 +38,10 @@ class MySQLJobStore(JobStore):
         Hazard: a queue's jobs that lose to another queue's stay locked until the claim
         commits (at most ``limit`` a queue); other claims pass over them meanwhile.
         """
-        part = self.sql["claimable_in_queue"]
-        params: dict[str, Any] = {"limit": limit}
-        parts = []
-        for index, queue in enumerate(queues):
-            params[f"queue_{index}"] = queue
-            parts.append(part.replace("%(queue)s", f"%(queue_{index})s"))
+        parts, params = self.per_queue("claimable_in_queue", queues)
         sql = (" UNION ALL ".join(parts)
                + " ORDER BY priority DESC, fair_rank, run_after, id LIMIT %(limit)s")
-        return sql, params
+        return sql, {**params, "limit": limit}
 
     def claim_rows(self, queues: Sequence[str], limit: int,
                    worker_id: str) -> list[Sequence[Any]]:
