@@ -220,15 +220,15 @@ def test_a_rate_of_10_per_second_over_3_workers_gives_10_starts_a_second(start_w
     # count; sooner ones keep the claim's time (SQLite stores milliseconds: 1 ms more).
     for i in range(len(claims) - 10):  # Never 11 in 1 s.
         assert claims[i + 10] - claims[i] >= 1.0 - REDATE_AFTER - 0.001, claims
-    # And the limit is used: 10 +- 1 in each whole second. A sliding window lets each
-    # second's claims go in a burst as the last second's expire, so the seconds are
-    # counted from half a second after the first: between bursts.
-    first = claims[0] + 0.5
-    whole_seconds = int(claims[-1] - first)
-    per_second = [sum(1 for c in claims if k <= c - first < k + 1) for k in range(whole_seconds)]
-    assert len(per_second) >= 3
+    # And the limit is used: each start comes soon after the window has room for it,
+    # a second after the start ten before it. A worker that stalls (a key left open with
+    # room and its jobs parked, until the recovery's look a second later) comes a second
+    # late or more; a worker held up on a loaded machine, a few hundred ms (0.3 s seen in
+    # CI, with two test runs on two cores).
     offsets = " ".join(f"{c - claims[0]:.3f}" for c in claims)  # A stall shows as a gap.
-    assert all(9 <= n <= 11 for n in per_second), (per_second, offsets)
+    late = [claims[i] - claims[i - 10] - 1.0 for i in range(10, len(claims))]
+    assert max(late) < 0.6, (f"{max(late):.3f} s late", offsets)
+    assert claims[-1] - claims[0] < 4.0 + 1.0, offsets  # 45 at 10/s: from 0 s to about 4
     # The tasks' own start times: 45 starts at 10/s cannot all fit in less than 3.5 s.
     starts = sorted(Execution.objects.filter(label__startswith="rated-")
                     .values_list("started", flat=True))
