@@ -21,9 +21,9 @@ nothing of the worker's and nothing of compare.py's.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import django
@@ -39,9 +39,14 @@ def single(count: int) -> dict[str, float]:
     assert connection.settings_dict["CONN_MAX_AGE"] == 0, "CONN_MAX_AGE must be 0"
     noop.enqueue()  # connect and warm up outside the timing
     assert connection.get_autocommit(), "the enqueues must run in autocommit"
+    return repeated(noop.enqueue, count)
+
+
+def repeated(call: Callable[[], object], count: int) -> dict[str, float]:
+    """Seconds ``count`` calls of ``call`` take, one after another."""
     start = time.perf_counter()
     for _ in range(count):
-        noop.enqueue()
+        call()
     return {"seconds": time.perf_counter() - start}
 
 
@@ -74,24 +79,30 @@ def insert_sql() -> dict[str, str]:
     return {"sql": sql.replace("'@id@'", "gen_random_uuid()")}
 
 
-def single_psycopg(count: int, *, libpq: bool = False) -> dict[str, float]:
-    """The floors under :func:`single`: the statement, one commit each, on the same
-    connection, without Django's cursor or taskmill; through psycopg (client-side
-    binding, its non-blocking libpq calls and Python wait loop) or, ``libpq``, through
-    libpq's blocking ``PQexec``, which psycopg wraps."""
+def raw_connection() -> Any:
+    """The psycopg connection under Django's, in autocommit, for the floors below."""
     from django.db import connection
 
-    sql = insert_sql()["sql"]
     connection.ensure_connection()
-    raw = connection.connection
-    assert raw.autocommit, "the inserts must run in autocommit"
-    query = sql.encode()
-    run: Any = (lambda: raw.pgconn.exec_(query)) if libpq else (lambda: raw.execute(sql))
-    run()  # warm up outside the timing, as single() does
-    start = time.perf_counter()
-    for _ in range(count):
-        run()
-    return {"seconds": time.perf_counter() - start}
+    assert connection.connection.autocommit, "the inserts must run in autocommit"
+    return connection.connection
+
+
+def single_psycopg(count: int) -> dict[str, float]:
+    """A floor under :func:`single`: its statement, one commit each, through psycopg
+    alone (client-side binding, non-blocking libpq calls, its Python wait loop), without
+    Django's cursor or taskmill."""
+    sql, raw = insert_sql()["sql"], raw_connection()
+    raw.execute(sql)  # warm up outside the timing, as single() does
+    return repeated(lambda: raw.execute(sql), count)
+
+
+def single_libpq(count: int) -> dict[str, float]:
+    """The floor under :func:`single_psycopg`: the same through libpq's blocking
+    ``PQexec``, which psycopg wraps."""
+    query, raw = insert_sql()["sql"].encode(), raw_connection()
+    raw.pgconn.exec_(query)
+    return repeated(lambda: raw.pgconn.exec_(query), count)
 
 
 def fill(count: int) -> dict[str, float]:
@@ -151,7 +162,7 @@ def main() -> None:
         result = insert_sql()
     else:
         result = {"single": single, "single_psycopg": single_psycopg,
-                  "single_libpq": functools.partial(single_psycopg, libpq=True), "bulk": bulk,
+                  "single_libpq": single_libpq, "bulk": bulk,
                   "fill": fill}[args.command](args.count)
     print(json.dumps(result))
 
