@@ -4,6 +4,8 @@
     .venv/bin/python bench/pinned.py --rate 500 --phase 30 --pinned 60   # a quick look
     .venv/bin/python bench/pinned.py --pin-in other       # the snapshot held in another database
     .venv/bin/python bench/pinned.py --pin-in other --hold write   # there, a transaction that wrote
+    git worktree add /tmp/before HEAD~1
+    .venv/bin/python bench/pinned.py --against /tmp/before --rounds 2   # side by side
 
 PostgreSQL (database ``taskmill_pinned``, made afresh). A producer process enqueues
 ``--rate`` no-op jobs a second (a batch every 0.1 s) into an idle ``taskmill worker
@@ -25,8 +27,10 @@ any that inserted or updated a row does). A running transaction id holds back ev
 database's cleanup, so with ``--pin-in other`` it shows what a write transaction left
 open by the project's own work costs the jobs.
 
-Printed per phase (before, pinned, after): jobs done per second, the backlog at the
-phase's end, pickup p50 / p99, and the job table's and its indexes' sizes at the end.
+Printed per phase (before, each third of the held one, after): jobs done per second, the
+backlog at the phase's end, pickup p50 / p99, and the job table's and its indexes' sizes
+at the end. ``--against DIR`` runs a worker of the code in DIR in turn with this one
+(the enqueues are this checkout's) and prints the medians' ratios last.
 """
 
 from __future__ import annotations
@@ -129,7 +133,7 @@ def pin(seconds: float, database: str, write: bool, started: threading.Event) ->
         c.rollback()
 
 
-def phase(name: str, seconds: float, samples: list[float]) -> None:
+def phase(name: str, seconds: float, samples: list[float]) -> dict[str, float]:
     first, start = snapshot(), len(samples)
     time.sleep(seconds)
     last = snapshot()
@@ -141,6 +145,53 @@ def phase(name: str, seconds: float, samples: list[float]) -> None:
           f"{p50:.1f} ms, p99 {p99:.1f} ms ({len(taken)} samples); table {last['heap_mb']:.0f} MB, "
           f"indexes {last['indexes_mb']:.0f} MB (claim index {last['claim_index_mb']:.1f} MB); "
           f"dead rows {last['dead']:,}", flush=True)
+    return {"rate": rate, "p50": p50, "p99": p99, "backlog": last["ready"]}
+
+
+def run(args: argparse.Namespace, code: Path) -> dict[str, dict[str, float]]:
+    """One run: a fresh database, a worker of the code in ``code``, the three phases (the
+    held one in thirds: what the dead rows cost grows for as long as it is held)."""
+    setup_database()
+    database = os.environ["BENCH_PG_NAME"]
+    if args.pin_in == "other":
+        database = f"{database}_app"
+        create_database(database)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "django", "taskmill", "worker", "--processes", "2",
+         "--threads", "1"], env={**os.environ, "PYTHONPATH": str(code)}, cwd=code,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stop, samples = threading.Event(), []
+    threads = [threading.Thread(target=producer, args=(args.rate, stop), daemon=True),
+               threading.Thread(target=pickups, args=(samples, stop), daemon=True)]
+    figures = {}
+    try:
+        time.sleep(3)
+        for thread in threads:
+            thread.start()
+        print(f"# {args.rate} jobs/s offered; phases of {args.phase:.0f} s, pinned "
+              f"{args.pinned:.0f} s in database {database} ({args.hold}); worker: {code}",
+              flush=True)
+        figures["before"] = phase("before", args.phase, samples)
+        pinned = threading.Event()
+        holder = threading.Thread(target=pin, args=(args.pinned, database, args.hold == "write",
+                                                    pinned), daemon=True)
+        holder.start()
+        pinned.wait()
+        for third in ("held 1/3", "held 2/3", "held 3/3"):
+            figures[third] = phase(third, args.pinned / 3, samples)
+        holder.join()
+        execute("VACUUM taskmill_job")  # What autovacuum would do once the snapshot is gone.
+        figures["after"] = phase("after", args.phase, samples)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=10)
+        worker.terminate()
+        worker.wait()
+        from django.db import connections
+
+        connections.close_all()  # The next run drops the database.
+    return figures
 
 
 def main() -> None:
@@ -153,41 +204,26 @@ def main() -> None:
                         help="the database the snapshot is held in: the jobs' own, or another")
     parser.add_argument("--hold", choices=["snapshot", "write"], default="snapshot",
                         help="what the held transaction holds: a snapshot, or a write's id too")
+    parser.add_argument("--against", type=Path, default=None,
+                        help="a checkout of other code (git worktree add DIR COMMIT): its "
+                             "worker and this one take turns, --rounds each")
+    parser.add_argument("--rounds", type=int, default=1, help="runs of each, interleaved")
     args = parser.parse_args()
-    setup_database()
-    database = os.environ["BENCH_PG_NAME"]
-    if args.pin_in == "other":
-        database = f"{database}_app"
-        create_database(database)
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "django", "taskmill", "worker", "--processes", "2",
-         "--threads", "1"], env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    stop, samples = threading.Event(), []
-    threads = [threading.Thread(target=producer, args=(args.rate, stop), daemon=True),
-               threading.Thread(target=pickups, args=(samples, stop), daemon=True)]
-    try:
-        time.sleep(3)
-        for thread in threads:
-            thread.start()
-        print(f"# {args.rate} jobs/s offered; phases of {args.phase:.0f} s, pinned "
-              f"{args.pinned:.0f} s in database {database} ({args.hold})", flush=True)
-        phase("before", args.phase, samples)
-        pinned = threading.Event()
-        holder = threading.Thread(target=pin, args=(args.pinned, database, args.hold == "write",
-                                                    pinned), daemon=True)
-        holder.start()
-        pinned.wait()
-        phase("pinned", args.pinned, samples)
-        holder.join()
-        execute("VACUUM taskmill_job")  # What autovacuum would do once the snapshot is gone.
-        phase("after", args.phase, samples)
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(timeout=10)
-        worker.terminate()
-        worker.wait()
+    codes = {"this": ROOT, **({"other": args.against.resolve()} if args.against else {})}
+    results: dict[str, list[dict[str, dict[str, float]]]] = {name: [] for name in codes}
+    for _ in range(args.rounds):
+        for name, code in codes.items():
+            results[name].append(run(args, code))
+    if len(codes) < 2:
+        return
+    print(f"\n# medians of {args.rounds} round(s); ratio: this / other (lower is better)")
+    for part in results["this"][0]:
+        line = []
+        for figure in ("p50", "p99"):
+            this, other = (statistics.median(r[part][figure] for r in results[name])
+                           for name in ("this", "other"))
+            line.append(f"{figure} {this:.1f} / {other:.1f} ms = {this / other:.2f}x")
+        print(f"{part:<9} pickup " + "; ".join(line))
 
 
 if __name__ == "__main__":

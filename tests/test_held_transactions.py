@@ -1,6 +1,7 @@
 """A transaction left open on the job database is named: by the worker's log, by
 ``taskmill status`` and by the metrics. Until it ends, vacuum cannot clean up after the
-jobs and every claim steps over what it left (``bench/pinned.py``)."""
+jobs, and reads from the front of a queue step over what it left (``bench/pinned.py``;
+claims start past it meanwhile: ``test_claim_starts.py``)."""
 
 from __future__ import annotations
 

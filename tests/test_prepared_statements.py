@@ -45,7 +45,8 @@ def test_claims_are_planned_once_per_connection(store):
     store.record_outcomes([done], WORKER)
     store.next_wake(["default"])
     assert {name.rsplit("_", 1)[0] for name in prepared_statements(store)} == {
-        "taskmill_claim", "taskmill_next_wake"}
+        "taskmill_claim", "taskmill_next_wake", "taskmill_claim_past_starts",
+        "taskmill_next_wake_past_starts"}
     assert second[0].id != first[0].id
     assert Job.objects.get(id=first[0].id).status == JobStatus.SUCCESSFUL
     # The project's own connections prepare nothing: they may be shared through a pooler.

@@ -3,10 +3,11 @@
 Every job leaves old row versions behind (READY, then RUNNING), and vacuum may remove
 them only once no open transaction can still see them. One analytics query, or one web
 request idle in its transaction, open for ten minutes keeps every job row replaced in
-those ten minutes, and each claim steps over the claim-index entries of all the jobs
-claimed since (``bench/pinned.py``: pickup p50 1 ms → 5 ms after a minute at 1,000
-jobs/s, growing for as long as it stays open). The queue cannot end that transaction;
-a worker can name it, so whoever runs the database can.
+those ten minutes: the table and its indexes grow, and every read that starts at the
+front of a queue steps over the entries of all the jobs claimed since. Claims start
+past them meanwhile (:mod:`taskmill.store.starts`), but read from the front about once
+a second, and so does each idle worker's park of the jobs it stepped over. The queue
+cannot end that transaction; a worker can name it, so whoever runs the database can.
 """
 
 from __future__ import annotations
@@ -46,8 +47,9 @@ class SnapshotWatch:
         self._warned = (held.pid, now)
         logger.warning(
             "A transaction has been open for %.0f s on the job database (%s). Until it "
-            "ends, vacuum cannot remove the job rows replaced since it began, and every "
-            "claim steps over them: job pickup slows down the longer it stays open. End "
-            "it, or give the jobs a database of their own (docs/scaling.md).",
+            "ends, vacuum cannot remove the job rows replaced since it began: the job "
+            "table grows, and the reads that step over them cost more the longer it "
+            "stays open. End it, or give the jobs a database of their own "
+            "(docs/scaling.md).",
             held.age, held.describe())
         return held

@@ -17,28 +17,32 @@ from .fairness import FairTurns
 from .limits import ConcurrencyLimits
 from .parking import PARK_AT_ONCE, ParkedJob, Parking
 from .rows import ClaimedJob
+from .starts import ClaimStarts
 
 #: How long "no queue is paused" is trusted before pauses are read again (see
 #: :meth:`Claiming.unpaused`); while one is, they are read on every claim.
 PAUSES_RECHECK = 1.0
 
 
-class Claiming(ConcurrencyLimits, DeferredJobs, FairTurns, Parking):
+class Claiming(ConcurrencyLimits, DeferredJobs, FairTurns, Parking, ClaimStarts):
     #: When pauses were last read and found to pause no queue as a whole.
     _no_queue_paused_at = -math.inf
 
     def claim(self, queues: Sequence[str], limit: int, worker_id: str) -> list[ClaimedJob]:
         """Take up to ``limit`` due READY jobs of ``queues``, best first, for ``worker_id``
         (first putting back in line the deferred jobs come due, when it is time to look:
-        :mod:`.deferred`)."""
+        :mod:`.deferred`). Each queue is read from the front, or from where the last
+        claim ended while an open transaction holds back vacuum (:mod:`.starts`)."""
         queues = self.unpaused(queues)
         if not queues:
             return []
         self.unpark_due_if_time(queues)
+        from_front = self.front_read_due()
         with self.claim_transaction():
             claimed_at = time.monotonic()
-            rows = self.claim_rows(queues, limit, worker_id)
+            rows = self.claim_rows(queues, limit, worker_id, from_front=from_front)
             jobs = [self.row_to_claimed(row) for row in rows]
+            self.claimed_from(jobs, from_front=from_front, took=time.monotonic() - claimed_at)
             jobs.sort(key=lambda j: (-j.priority, j.fair_rank, j.run_after, j.id))
             kept = self.enforce_limits(jobs, worker_id, claimed_at)
             self.advance_queue_turns(kept)
@@ -50,13 +54,19 @@ class Claiming(ConcurrencyLimits, DeferredJobs, FairTurns, Parking):
         trips); MySQL's three statements need a transaction (see :mod:`.mysql`)."""
         yield
 
-    def claim_rows(self, queues: Sequence[str], limit: int,
-                   worker_id: str) -> list[Sequence[Any]]:
-        """The claimed rows, ``${claim_columns}`` each: one ``claim`` statement."""
+    def claim_rows(self, queues: Sequence[str], limit: int, worker_id: str, *,
+                   from_front: bool = True) -> list[Sequence[Any]]:
+        """The claimed rows, ``${claim_columns}`` each: one claim statement."""
+        name, params = self.claim_call(queues, limit, worker_id, from_front=from_front)
         with self.cursor() as cursor:
-            self.execute(cursor, "claim", {"worker": worker_id, "limit": limit,
-                                           "queues": self.list_param(queues)})
+            self.execute(cursor, name, params)
             return list(cursor.fetchall())
+
+    def claim_call(self, queues: Sequence[str], limit: int, worker_id: str, *,
+                   from_front: bool = True) -> tuple[str, dict[str, Any]]:
+        """The claim statement's name and parameters (PostgreSQL's claim can start
+        elsewhere than the front: :mod:`.starts`)."""
+        return "claim", {"worker": worker_id, "limit": limit, "queues": self.list_param(queues)}
 
     def park_blocked(self, queues: Sequence[str]) -> int:
         """Park the due jobs of ``queues`` whose concurrency key is full, whose task is
@@ -71,6 +81,8 @@ class Claiming(ConcurrencyLimits, DeferredJobs, FairTurns, Parking):
         if not queues:
             return 0
         parked_for_time = self.park_deferred(queues)
+        if not self.blocked_read_due():
+            return parked_for_time
         found = [ParkedJob(self.id_from_db(job_id), key, limit, rate_key, bool(for_rate))
                  for job_id, key, limit, rate_key, for_rate in self.fetchall(
                      "blocked_jobs", {"queues": self.list_param(queues),

@@ -43,8 +43,8 @@ class MySQLJobStore(JobStore):
                + " ORDER BY priority DESC, fair_rank, run_after, id LIMIT %(limit)s")
         return sql, {**params, "limit": limit}
 
-    def claim_rows(self, queues: Sequence[str], limit: int,
-                   worker_id: str) -> list[Sequence[Any]]:
+    def claim_rows(self, queues: Sequence[str], limit: int, worker_id: str, *,
+                   from_front: bool = True) -> list[Sequence[Any]]:
         sql, selecting = self.claimable(queues, limit)
         with self.cursor() as cursor:
             cursor.execute(sql, selecting)

@@ -95,8 +95,26 @@ class PostgreSQLJobStore(JobStore):
         self._session: object = None  # The server session they were prepared in...
         self._ready = False  # ...and whether they were.
 
+    def claim_call(self, queues: Sequence[str], limit: int, worker_id: str, *,
+                   from_front: bool = True) -> tuple[str, dict[str, Any]]:
+        if from_front:
+            return super().claim_call(queues, limit, worker_id)
+        return "claim_past_starts", {"worker": worker_id, "limit": limit,
+                                     **self.claim_ranges(queues)}
+
     def next_wake_row(self, queues: Sequence[str]) -> Sequence[Any] | None:
-        return self.fetchone("next_wake", {"queues": self.list_param(queues)})
+        return self.fetchone(*self.next_wake_call(queues))
+
+    def next_wake_call(self, queues: Sequence[str]) -> tuple[str, dict[str, Any]]:
+        """``next_wake``'s statement and parameters: the due jobs read from where the
+        claims start, as they do now (:mod:`.starts`)."""
+        if self.front_read_due():
+            return "next_wake", {"queues": self.list_param(queues)}
+        return "next_wake_past_starts", self.claim_ranges(queues)
+
+    def horizon_held_for(self) -> float | None:
+        row = self.fetchone("horizon_held")
+        return None if row is None or row[0] is None else float(row[0])
 
     def prepare_for_worker(self) -> None:
         super().prepare_for_worker()

@@ -1,0 +1,183 @@
+"""Where a claim starts reading: the front of each queue, or past what it just claimed.
+
+A claimed job leaves its READY entry in the claim index (migration 0011) until vacuum
+removes it, and vacuum may not while an open transaction could still see the old row.
+A claim reads its queue from the front of that index, so while one transaction stays
+open for minutes (an analytics query, a request idle in its transaction), every claim,
+and every idle worker's look, steps over the entries of all the jobs claimed since it
+began: at 1,000 jobs/s, pickup p50 went from 1.2 ms to 16 ms in three minutes
+(``bench/pinned.py``), and at 2,000 jobs/s the backlog never drained.
+
+So while a transaction has held back the job tables' cleanup for ``HELD_FOR`` seconds,
+a worker's claims start each queue where its last claim from it ended (``LAG`` earlier
+by due time, for enqueues that committed out of order), and read from the front only
+now and then: every ``FRONT_EVERY`` seconds, less often if reading the front takes
+longer than ``FRONT_SHARE`` of that time.
+
+The hazard, and why this is not how every claim reads: a job that sorts before a
+queue's start (a higher priority than the jobs being claimed, an earlier fairness turn,
+due more than ``LAG`` earlier, put back in line) waits for the next read from the
+front, about a second. Outside such a window every claim reads from the front, and the
+claim order is exact. Only PostgreSQL says when a transaction holds the cleanup back
+(:meth:`horizon_held_for`); elsewhere claims always read from the front.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from django.db.backends.base.base import BaseDatabaseWrapper
+
+from .connection import StoreConnection
+from .rows import ClaimedJob
+
+logger = logging.getLogger("taskmill.store")
+
+#: A transaction open this long (seconds) on the job tables' horizon switches claims
+#: to starting where the last one ended.
+HELD_FOR = 10.0
+#: How often (seconds) a claiming connection asks whether one is.
+LOOK_EVERY = 5.0
+#: How long before the last claimed job's due time a queue's start is (seconds): jobs
+#: enqueued by a transaction that began earlier than another's, and committed later.
+LAG = 1.0
+#: Reads from the front come at least this far apart (seconds)...
+FRONT_EVERY = 1.0
+#: ...and, when one takes longer, far enough apart to take no more than this share.
+FRONT_SHARE = 0.05
+
+#: The priorities a range may span (the column is a smallint).
+HIGHEST, LOWEST = 32767, -32768
+#: "From the first fairness turn and due time": the front of a priority.
+FIRST_TURN = -(2 ** 63)
+EARLIEST = dt.datetime.min.replace(tzinfo=dt.UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """A point in claim order: at ``priority``, from fairness turn ``turn`` and due
+    time ``due`` on."""
+
+    priority: int
+    turn: int
+    due: dt.datetime
+
+    @classmethod
+    def after(cls, job: ClaimedJob, due: dt.datetime) -> Start:
+        """Shortly before ``job`` (due at ``due``, with a time zone) in claim order."""
+        return cls(job.priority, job.fair_rank, due - dt.timedelta(seconds=LAG))
+
+    def order(self) -> tuple[int, int, dt.datetime]:
+        """The sort key of claim order (priority first, highest first)."""
+        return -self.priority, self.turn, self.due
+
+
+class ClaimStarts(StoreConnection):
+    """One connection's starts, per queue (a worker's claims run on one connection)."""
+
+    #: When this connection last asked whether the cleanup is held back (monotonic).
+    _horizon_looked_at = -math.inf
+    #: Whether it was, for HELD_FOR seconds or more, at that look.
+    _horizon_held = False
+    #: When the claim last read from the front, and how long that took (monotonic).
+    _front_read_at = -math.inf
+    _front_took = 0.0
+    #: Whether the jobs claims step over are read now (see :meth:`blocked_read_due`).
+    _blocked_read_due = True
+
+    def __init__(self, connection: BaseDatabaseWrapper) -> None:
+        super().__init__(connection)
+        #: Each queue's start while the cleanup is held back: where the last claim
+        #: from it ended.
+        self._starts: dict[str, Start] = {}
+
+    def horizon_held_for(self) -> float | None:
+        """For how long (seconds) the oldest open transaction that holds back the
+        cleanup of the job tables has been open (None: none, or not known here)."""
+        return None
+
+    def starts_past_claimed(self) -> bool:
+        """Whether claims now start where the last one ended (asks the database every
+        LOOK_EVERY seconds); starts are forgotten when the window ends."""
+        now = time.monotonic()
+        if now - self._horizon_looked_at >= LOOK_EVERY:
+            self._horizon_looked_at = now
+            held = self.horizon_held_for()
+            was, self._horizon_held = self._horizon_held, held is not None and held >= HELD_FOR
+            if self._horizon_held and not was:
+                logger.info("A transaction has held back vacuum on the job tables for %.0f s: "
+                            "claims start past the jobs claimed last.", held)
+            elif was and not self._horizon_held:
+                logger.info("No transaction holds back vacuum on the job tables any more: "
+                            "claims read from the front again.")
+            if not self._horizon_held:
+                self._starts = {}
+        return self._horizon_held
+
+    def front_read_due(self) -> bool:
+        """Whether this claim reads every queue from the front (always, outside a window)."""
+        if not self.starts_past_claimed():
+            return True
+        wait = max(FRONT_EVERY, self._front_took / FRONT_SHARE)
+        return time.monotonic() - self._front_read_at >= wait
+
+    def claim_ranges(self, queues: Sequence[str]) -> dict[str, Any]:
+        """The parameters of ``claim_ranges``: each queue from its start (the rest of the
+        start's priority from there, then the lower ones), or from the front."""
+        names: list[str] = []
+        tops: list[int] = []
+        bottoms: list[int] = []
+        turns: list[int] = []
+        dues: list[dt.datetime] = []
+
+        def add(queue: str, top: int, bottom: int, turn: int, due: dt.datetime) -> None:
+            names.append(queue)
+            tops.append(top)
+            bottoms.append(bottom)
+            turns.append(turn)
+            dues.append(due)
+
+        for queue in queues:
+            start = self._starts.get(queue)
+            if start is None:
+                add(queue, HIGHEST, LOWEST, FIRST_TURN, EARLIEST)
+                continue
+            add(queue, start.priority, start.priority, start.turn, start.due)
+            if start.priority > LOWEST:
+                add(queue, start.priority - 1, LOWEST, FIRST_TURN, EARLIEST)
+        return {"range_queues": names, "top": tops, "bottom": bottoms, "turn": turns,
+                "due": dues}
+
+    def claimed_from(self, jobs: Sequence[ClaimedJob], *, from_front: bool,
+                     took: float) -> None:
+        """Move each queue's start past ``jobs`` (a read from the front sets them anew)."""
+        if not self._horizon_held:
+            return
+        if from_front:
+            self._front_read_at, self._front_took = time.monotonic(), took
+            self._starts = {}
+            self._blocked_read_due = True
+        starts = self._starts
+        for job in jobs:
+            due = job.run_after  # Naive without USE_TZ: in the connection's time zone.
+            if due.tzinfo is None:
+                due = due.replace(tzinfo=self.connection.timezone)
+            start = Start.after(job, due)
+            known = starts.get(job.queue_name)
+            if known is None or start.order() > known.order():
+                starts[job.queue_name] = start
+
+    def blocked_read_due(self) -> bool:
+        """Whether an idle worker reads now the due jobs its claims stepped over (to park
+        them): that read starts at the front too, so in a window only once after each
+        claim that read from the front; always outside one."""
+        if not self._horizon_held:
+            return True
+        due, self._blocked_read_due = self._blocked_read_due, False
+        return due
