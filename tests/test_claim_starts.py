@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -23,7 +22,7 @@ from taskmill.models import Job, JobStatus
 from taskmill.store import Outcome, close_store, private_store, starts
 from tests.jobrows import job_row, make_job, make_jobs
 from tests.test_claim_plans import FEW_PAGES, pages_touched
-from tests.test_held_transactions import open_transaction
+from tests.test_held_transactions import analytics  # noqa: F401  (a fixture)
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -37,14 +36,12 @@ CLAIMED = 3000
 
 
 @pytest.fixture
-def window(monkeypatch: pytest.MonkeyPatch) -> Iterator[psycopg.Connection]:
+def window(analytics: psycopg.Connection,  # noqa: F811
+           monkeypatch: pytest.MonkeyPatch) -> psycopg.Connection:
     """A snapshot held in the job database, seen as held long enough at once."""
     monkeypatch.setattr(starts, "HELD_FOR", 0.2)
     monkeypatch.setattr(starts, "LOOK_EVERY", 0.0)
-    held = open_transaction(connection.settings_dict["NAME"], "analytics")
-    time.sleep(0.3)
-    yield held
-    held.close()
+    return analytics
 
 
 @pytest.fixture
@@ -56,6 +53,13 @@ def store():
 
 def success(job) -> Outcome:
     return Outcome(job=job, finished_at=timezone.now(), succeeded=True)
+
+
+def make_spread_jobs(count: int) -> None:
+    """Jobs due over the last ten minutes, as a steady load leaves them."""
+    now = timezone.now()
+    Job.objects.bulk_create([job_row(run_after=now - dt.timedelta(seconds=600 * (1 - n / count)))
+                             for n in range(count)], batch_size=1000)
 
 
 def call(store, *, from_front: bool) -> tuple[str, dict]:
@@ -74,10 +78,7 @@ def claim_all(store, queue: str = "default") -> list[Job]:
 def test_under_a_held_snapshot_claims_and_idle_looks_step_over_none_of_the_claimed(
         window, store, monkeypatch):
     monkeypatch.setattr(starts, "FRONT_EVERY", 3600.0)  # No read from the front but the first.
-    now = timezone.now()
-    Job.objects.bulk_create([  # Due over ten minutes, as a steady load leaves them.
-        job_row(run_after=now - dt.timedelta(seconds=600 * (1 - n / CLAIMED)))
-        for n in range(CLAIMED)], batch_size=1000)
+    make_spread_jobs(CLAIMED)
     claimed = claim_all(store)
     assert len({job.id for job in claimed}) == CLAIMED
     fresh = {job.id for job in make_jobs(10)}
@@ -159,3 +160,19 @@ def test_under_a_held_snapshot_a_rounds_completions_find_each_job_by_its_id(wind
     assert pages < FEW_PAGES
     store.complete([success(job) for job in jobs], WORKER)
     assert Job.objects.filter(status=JobStatus.SUCCESSFUL).count() == CLAIMED + 2
+
+
+def test_a_queue_a_read_from_the_front_finds_empty_keeps_its_start(window, store, monkeypatch):
+    """Another worker took what came in: the front read finds nothing, and the claims
+    after it must not go back to stepping over every job claimed since the snapshot."""
+    monkeypatch.setattr(starts, "FRONT_EVERY", 0.0)  # Every claim reads from the front.
+    make_spread_jobs(CLAIMED)
+    assert len(claim_all(store)) == CLAIMED
+    make_jobs(10)
+    other = private_store("default")
+    try:
+        assert len(other.claim(["default"], 100, "starts:2:w")) == 10
+    finally:
+        close_store(other)
+    assert store.claim(["default"], 1, WORKER) == []  # From the front: nothing left.
+    assert pages_touched(*call(store, from_front=False)) < FEW_PAGES

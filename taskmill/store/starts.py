@@ -156,22 +156,30 @@ class ClaimStarts(StoreConnection):
 
     def claimed_from(self, jobs: Sequence[ClaimedJob], *, from_front: bool,
                      took: float) -> None:
-        """Move each queue's start past ``jobs`` (a read from the front sets them anew)."""
+        """Move each queue's start past ``jobs``. After a read from the front, a queue's
+        start is past what that read claimed from it, even if that is behind the start
+        it had; a queue it claimed nothing from keeps its start (it had nothing to claim
+        then, so nothing then waiting is left behind)."""
         if not self._horizon_held:
             return
-        if from_front:
-            self._front_read_at, self._front_took = time.monotonic(), took
-            self._starts = {}
-            self._blocked_read_due = True
-        starts = self._starts
+        found: dict[str, Start] = {}
         for job in jobs:
             due = job.run_after  # Naive without USE_TZ: in the connection's time zone.
             if due.tzinfo is None:
                 due = due.replace(tzinfo=self.connection.timezone)
             start = Start.after(job, due)
-            known = starts.get(job.queue_name)
+            known = found.get(job.queue_name)
             if known is None or start.order() > known.order():
-                starts[job.queue_name] = start
+                found[job.queue_name] = start
+        if from_front:
+            self._front_read_at, self._front_took = time.monotonic(), took
+            self._blocked_read_due = True
+            self._starts.update(found)
+            return
+        for queue, start in found.items():
+            known = self._starts.get(queue)
+            if known is None or start.order() > known.order():
+                self._starts[queue] = start
 
     def blocked_read_due(self) -> bool:
         """Whether an idle worker reads now the due jobs its claims stepped over (to park

@@ -50,7 +50,7 @@ WHERE id IN (
         WHERE ${due_in_range} AND ${room_for_key} AND ${room_for_rate}
           AND ${task_not_paused}
           AND NOT EXISTS (SELECT 1 FROM taskmill_pause qp
-                          WHERE qp.task_path = '' AND qp.queue_name IN ('', r.name))
+                          WHERE qp.task_path = '' AND qp.queue_name IN ('', q.name))
         ORDER BY j.priority DESC, j.fair_rank, j.run_after, j.id
         LIMIT %(limit)s FOR UPDATE SKIP LOCKED
     ) AS c
@@ -73,37 +73,24 @@ SELECT MIN(due.seconds) FROM (
         ORDER BY j.priority DESC, j.fair_rank, j.run_after, j.id
         LIMIT 1
     ) AS d ON TRUE
-    LEFT JOIN LATERAL (
-        SELECT j.run_after FROM taskmill_job j
-        WHERE j.status = 'READY' AND j.run_after > j.enqueued_at AND j.queue_name = r.name
-          AND j.parked = FALSE AND j.run_after > ${now} AND ${may_start}
-        ORDER BY j.run_after LIMIT 1
-    ) AS w ON TRUE
-    LEFT JOIN LATERAL (
-        SELECT j.run_after FROM taskmill_job j
-        WHERE j.status = 'READY' AND j.parked_for_time = TRUE AND j.queue_name = r.name
-        ORDER BY j.run_after LIMIT 1
-    ) AS t ON TRUE
-    UNION ALL
-    SELECT ${seconds_until:MIN(k.full_until)} AS seconds FROM taskmill_ratekey k
-    WHERE k.full_until > ${now}
+    ${later_in_line}
 ) due
 
 -- name: claim_ranges
--- The ranges of the claim index a claim and an idle worker's look read (a FROM item, r):
+-- The ranges of the claim index a claim and an idle worker's look read (a FROM item, q):
 -- parallel arrays, an element per range (taskmill/store/starts.py builds them).
 -- expects: nothing
 unnest(%(range_queues)s::text[], %(top)s::smallint[], %(bottom)s::smallint[],
-       %(turn)s::bigint[], %(due)s::timestamptz[]) AS r(name, top, bottom, turn, due)
+       %(turn)s::bigint[], %(due)s::timestamptz[]) AS q(name, top, bottom, turn, due)
 
 -- name: due_in_range
--- A due job of range r, unparked (a fragment). Every bound is one the claim index can
+-- A due job of range q, unparked (a fragment). Every bound is one the claim index can
 -- enter at: the priority's two, then (turn, due time) from where the range starts (the
 -- index's priority is DESC, so "at or after" in claim order is "at or below" it).
 -- expects: j is a job
-j.status = 'READY' AND j.queue_name = r.name AND j.parked = FALSE
-  AND j.priority <= r.top AND j.priority >= r.bottom
-  AND (j.fair_rank, j.run_after) >= (r.turn, r.due)
+j.status = 'READY' AND j.queue_name = q.name AND j.parked = FALSE
+  AND j.priority <= q.top AND j.priority >= q.bottom
+  AND (j.fair_rank, j.run_after) >= (q.turn, q.due)
   AND j.run_after <= ${now}
 
 -- name: next_wake
@@ -123,7 +110,16 @@ SELECT MIN(due.seconds) FROM (
         ORDER BY j.priority DESC, j.fair_rank, j.run_after, j.id
         LIMIT 1
     ) AS d ON TRUE
-    LEFT JOIN LATERAL (
+    ${later_in_line}
+) due
+
+-- name: later_in_line
+-- The rest of an idle worker's look, after the due jobs of queue q (a fragment: two
+-- LATERAL items, then the rate keys' part): the first deferred job in line that may
+-- start, in due order through its own index; the first job parked for its due time;
+-- and, united, the moment a full rate key gets room (common.sql's next_rate_room).
+-- expects: READY, may start
+LEFT JOIN LATERAL (
         SELECT j.run_after FROM taskmill_job j
         WHERE j.status = 'READY' AND j.run_after > j.enqueued_at AND j.queue_name = q.name
           AND j.parked = FALSE AND j.run_after > ${now} AND ${may_start}
@@ -135,9 +131,7 @@ SELECT MIN(due.seconds) FROM (
         ORDER BY j.run_after LIMIT 1
     ) AS t ON TRUE
     UNION ALL
-    SELECT ${seconds_until:MIN(k.full_until)} AS seconds FROM taskmill_ratekey k
-    WHERE k.full_until > ${now}
-) due
+    ${next_rate_room}
 
 -- name: complete_jobs
 -- Record a round's successful attempts in one statement (parallel arrays, one per column).
