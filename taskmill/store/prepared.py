@@ -19,12 +19,13 @@ import hashlib
 import re
 from dataclasses import dataclass
 
+#: The parameters of ``claim_ranges`` (postgresql.sql), the window's claims' FROM item.
+_RANGES = {"range_queues": "text[]", "top": "smallint[]", "bottom": "smallint[]",
+           "turn": "bigint[]", "due": "timestamptz[]"}
 #: The statements a worker runs on every round, with the type of each parameter.
 #: Not the round's completions (``complete_jobs``): its generic plan starts from the
 #: worker's leased rows (the lease index, estimated at one row) and rescans the id arrays
 #: for each, 2.5x slower than a fresh plan for 200 jobs, which fetches each id by key.
-_RANGES = {"range_queues": "text[]", "top": "smallint[]", "bottom": "smallint[]",
-           "turn": "bigint[]", "due": "timestamptz[]"}  # claim_ranges (postgresql.sql)
 HOT: dict[str, dict[str, str]] = {
     "claim": {"worker": "text", "limit": "integer", "queues": "text[]"},
     # Every idle wait: planned afresh it took 1.0-1.7 ms, most of it planning.

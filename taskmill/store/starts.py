@@ -121,11 +121,13 @@ class ClaimStarts(StoreConnection):
         return self._horizon_held
 
     def front_read_due(self) -> bool:
-        """Whether this claim reads every queue from the front (always, outside a window)."""
-        if not self.starts_past_claimed():
-            return True
+        """Whether this claim reads every queue from the front: always outside a window,
+        and in one when it is time to. A connection that has not read from the front
+        lately (a fresh one: the test helpers make one for each look) does not ask."""
         wait = max(FRONT_EVERY, self._front_took / FRONT_SHARE)
-        return time.monotonic() - self._front_read_at >= wait
+        if time.monotonic() - self._front_read_at >= wait:
+            return True
+        return not self.starts_past_claimed()
 
     def claim_ranges(self, queues: Sequence[str]) -> dict[str, Any]:
         """The parameters of ``claim_ranges``: each queue from its start (the rest of the
@@ -160,7 +162,9 @@ class ClaimStarts(StoreConnection):
         start is past what that read claimed from it, even if that is behind the start
         it had; a queue it claimed nothing from keeps its start (it had nothing to claim
         then, so nothing then waiting is left behind)."""
-        if not self._horizon_held:
+        if from_front:
+            self._front_read_at, self._front_took = time.monotonic(), took
+        if not self.starts_past_claimed():
             return
         found: dict[str, Start] = {}
         for job in jobs:
@@ -172,7 +176,6 @@ class ClaimStarts(StoreConnection):
             if known is None or start.order() > known.order():
                 found[job.queue_name] = start
         if from_front:
-            self._front_read_at, self._front_took = time.monotonic(), took
             self._blocked_read_due = True
             self._starts.update(found)
             return
