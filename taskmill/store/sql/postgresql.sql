@@ -14,18 +14,14 @@ ${lease_claimable}
 -- name: lease_claimable
 -- The claim's UPDATE (a fragment, after a commit_mode CTE). Each queue is read on its
 -- own, in the order of its claim index (migration 0011: the unparked jobs), so a claim
--- reads about LIMIT rows per queue whatever waits elsewhere. A queue's pause is checked once per queue
--- (it names q, not j), the rest of may_start per row.
+-- reads about LIMIT rows per queue whatever waits elsewhere.
 -- expects: READY, due, may start
 UPDATE taskmill_job SET ${lease_to_worker}
 WHERE id IN (
     SELECT c.id FROM unnest(%(queues)s::text[]) AS q(name) CROSS JOIN LATERAL (
         SELECT j.id, j.priority, j.fair_rank, j.run_after FROM taskmill_job j
         WHERE j.status = 'READY' AND j.queue_name = q.name AND j.parked = FALSE
-          AND j.run_after <= ${now}
-          AND ${room_for_key} AND ${room_for_rate} AND ${task_not_paused}
-          AND NOT EXISTS (SELECT 1 FROM taskmill_pause qp
-                          WHERE qp.task_path = '' AND qp.queue_name IN ('', q.name))
+          AND j.run_after <= ${now} AND ${may_start_in_queue}
         ORDER BY j.priority DESC, j.fair_rank, j.run_after, j.id
         LIMIT %(limit)s FOR UPDATE SKIP LOCKED
     ) AS c
@@ -47,10 +43,7 @@ UPDATE taskmill_job SET ${lease_to_worker}
 WHERE id IN (
     SELECT c.id FROM ${claim_ranges} CROSS JOIN LATERAL (
         SELECT j.id, j.priority, j.fair_rank, j.run_after FROM taskmill_job j
-        WHERE ${due_in_range} AND ${room_for_key} AND ${room_for_rate}
-          AND ${task_not_paused}
-          AND NOT EXISTS (SELECT 1 FROM taskmill_pause qp
-                          WHERE qp.task_path = '' AND qp.queue_name IN ('', q.name))
+        WHERE ${due_in_range} AND ${may_start_in_queue}
         ORDER BY j.priority DESC, j.fair_rank, j.run_after, j.id
         LIMIT %(limit)s FOR UPDATE SKIP LOCKED
     ) AS c
@@ -75,6 +68,14 @@ SELECT MIN(due.seconds) FROM (
     ) AS d ON TRUE
     ${later_in_line}
 ) due
+
+-- name: may_start_in_queue
+-- may_start for the claims, which read queue q on its own (a fragment): the queue's
+-- pause is checked once per queue (it names q, not j), the rest per row.
+-- expects: j is a READY job of queue q
+${room_for_key} AND ${room_for_rate} AND ${task_not_paused}
+AND NOT EXISTS (SELECT 1 FROM taskmill_pause qp
+                WHERE qp.task_path = '' AND qp.queue_name IN ('', q.name))
 
 -- name: claim_ranges
 -- The ranges of the claim index a claim and an idle worker's look read (a FROM item, q):
