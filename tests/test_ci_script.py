@@ -66,7 +66,6 @@ def test_a_hanging_run_is_stopped_at_the_limit_with_its_stacks(tmp_path: Path):
     assert not alive(child), f"the run's child process {child} outlived the run"
 
 
-
 BROWSER_SAMPLE = """
 import pytest
 

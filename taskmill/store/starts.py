@@ -166,23 +166,19 @@ class ClaimStarts(StoreConnection):
             self._front_read_at, self._front_took = time.monotonic(), took
         if not self.starts_past_claimed():
             return
-        found: dict[str, Start] = {}
+        # A read from the front sets the starts of the queues it claimed from anew.
+        latest: dict[str, Start] = {} if from_front else self._starts
         for job in jobs:
             due = job.run_after  # Naive without USE_TZ: in the connection's time zone.
             if due.tzinfo is None:
                 due = due.replace(tzinfo=self.connection.timezone)
             start = Start.after(job, due)
-            known = found.get(job.queue_name)
+            known = latest.get(job.queue_name)
             if known is None or start.order() > known.order():
-                found[job.queue_name] = start
+                latest[job.queue_name] = start
         if from_front:
             self._blocked_read_due = True
-            self._starts.update(found)
-            return
-        for queue, start in found.items():
-            known = self._starts.get(queue)
-            if known is None or start.order() > known.order():
-                self._starts[queue] = start
+            self._starts.update(latest)
 
     def blocked_read_due(self) -> bool:
         """Whether an idle worker reads now the due jobs its claims stepped over (to park
