@@ -23,40 +23,72 @@ transaction holds SQLite's locks, whose in-process records a child would inherit
 write that returns rows outside a transaction is read to its end within one turn (until
 then it holds the write lock, while the connection says it is in no transaction).
 
+A connection dropped inside a transaction (its thread ended without a COMMIT) is rolled
+back by SQLite when the garbage collector frees it, without a call through the gate: a
+finalizer lets go of its turn then, and a fork kept waiting collects at once.
+
 Hazard: a fork waits for the calls and transactions in flight, so a statement or a
 transaction that runs long, or waits on the busy timeout for another process's write
-lock, delays it as long.
+lock, delays it as long. Every ``FORK_WAIT_WARN`` seconds of waiting, the log says which
+threads' transactions it waits for.
 """
 
 from __future__ import annotations
 
 import functools
+import gc
+import logging
 import os
 import re
 import sqlite3
 import threading
-from collections import deque
+import time
+import weakref
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from django.db import connections
 
 __all__ = ["GatedConnection", "gate_every_sqlite_connection", "gated_settings", "inside"]
 
+logger = logging.getLogger("taskmill.worker")
+
+#: Seconds a fork waits for SQLite before it says, in the log, what it waits for (and
+#: again each time as long).
+FORK_WAIT_WARN = 10.0
+
+
+@dataclass
+class _Hold:
+    """A connection's transaction, holding the gate from BEGIN to COMMIT."""
+
+    thread: int
+    thread_name: str
+    since: float
+    finalizer: weakref.finalize[[int], sqlite3.Connection]
+
 
 class _ForkGate:
     def __init__(self) -> None:
-        self.condition = threading.Condition(threading.Lock())
+        # Reentrant: a connection dropped unclosed is let go by its finalizer, which the
+        # garbage collector may run in any thread, inside any of the sections below.
+        self.condition = threading.Condition(threading.RLock())
         self.inside = 0
         self.forking = False
         self.depth = threading.local()
+        self.holds: dict[int, _Hold] = {}  # id(connection) -> its open transaction.
+        self.holding: Counter[int] = Counter()  # Thread ident -> transactions it holds.
 
     def acquire(self) -> None:
         depth = getattr(self.depth, "value", 0)
         if depth == 0:
             with self.condition:
-                while self.forking:
+                # A thread holding a transaction is already counted inside: were it to wait
+                # here, the fork would wait on it for ever.
+                while self.forking and not self.holding[threading.get_ident()]:
                     self.condition.wait()
                 self.inside += 1
         self.depth.value = depth + 1
@@ -65,10 +97,13 @@ class _ForkGate:
         depth = self.depth.value - 1
         self.depth.value = depth
         if depth == 0:
-            with self.condition:
-                self.inside -= 1
-                if self.inside == 0:
-                    self.condition.notify_all()
+            self._leave()
+
+    def _leave(self) -> None:
+        with self.condition:
+            self.inside -= 1
+            if self.inside == 0:
+                self.condition.notify_all()
 
     @contextmanager
     def enter(self) -> Iterator[None]:
@@ -78,12 +113,65 @@ class _ForkGate:
         finally:
             self.release()
 
+    def hold(self, connection: sqlite3.Connection) -> None:
+        """Count ``connection``'s open transaction inside until :meth:`drop` or, if it
+        is dropped unclosed (SQLite then rolls it back), until it is garbage collected."""
+        key = id(connection)
+        thread = threading.current_thread()
+        finalizer = weakref.finalize(connection, self.drop, key)
+        finalizer.atexit = False
+        with self.condition:
+            self.inside += 1
+            self.holding[thread.ident or 0] += 1
+            self.holds[key] = _Hold(thread.ident or 0, thread.name, time.monotonic(), finalizer)
+
+    def drop(self, key: int) -> None:
+        with self.condition:
+            held = self.holds.pop(key, None)
+            if held is None:
+                return
+            held.finalizer.detach()
+            self.holding[held.thread] -= 1
+            if not self.holding[held.thread]:
+                del self.holding[held.thread]
+        self._leave()
+
     def before_fork(self) -> None:
         self.condition.acquire()
         self.forking = True
-        mine = getattr(self.depth, "value", 0) > 0  # Never true: see the module docstring.
-        while self.inside > (1 if mine else 0):
-            self.condition.wait()
+        # The forking thread's own turns (a fork from inside a transaction) cannot end
+        # while it waits.
+        mine = self.holding[threading.get_ident()] + (getattr(self.depth, "value", 0) > 0)
+        waited = 0.0
+        self.collect_abandoned()
+        while self.inside > mine:
+            if not self.condition.wait(timeout=FORK_WAIT_WARN):
+                self.collect_abandoned()
+                waited += FORK_WAIT_WARN
+                logger.warning("A fork has waited %.1f s for SQLite: %s.", waited,
+                               self.describe_inside())
+
+    def collect_abandoned(self) -> None:
+        """Let go of the transactions of threads that have ended: their connections were
+        dropped unclosed (or nobody can end them). A SQLite connection is freed by the
+        cycle collector only (its statement cache refers back to it), so collect now
+        rather than at some later collection."""
+        alive = {thread.ident for thread in threading.enumerate()}
+        if any(held.thread not in alive for held in list(self.holds.values())):
+            gc.collect()
+
+    def describe_inside(self) -> str:
+        """Who keeps a fork waiting, in words (called with the condition held)."""
+        now = time.monotonic()
+        alive = {thread.ident for thread in threading.enumerate()}
+        named = [f"a transaction of thread {held.thread_name!r}, open {now - held.since:.0f} s"
+                 + ("" if held.thread in alive else " (its thread has ended)")
+                 for held in list(self.holds.values())]
+        calls = self.inside - len(self.holds)
+        if calls:
+            named.append(f"{calls} call(s) in flight (a long statement, or one waiting "
+                         "on the busy timeout for another process's write lock)")
+        return "; ".join(named) or "nothing"
 
     def after_fork_in_parent(self) -> None:
         self.forking = False
@@ -91,6 +179,8 @@ class _ForkGate:
         self.condition.release()
 
     def after_fork_in_child(self) -> None:
+        for held in list(self.holds.values()):  # Their connections are not this process's.
+            held.finalizer.detach()
         self.__init__()  # type: ignore[misc]  # The threads inside are not in this process.
 
 
@@ -128,11 +218,11 @@ def _hold_while_in_transaction(connection: Any) -> None:
         open_now = False
     held = connection.__dict__.get("_gate_held", False)
     if open_now and not held:
-        _gate.acquire()
+        _gate.hold(connection)
         connection.__dict__["_gate_held"] = True
     elif held and not open_now:
         connection.__dict__["_gate_held"] = False
-        _gate.release()
+        _gate.drop(id(connection))
 
 
 _CURSOR_CALLS = ("execute", "executemany", "executescript", "fetchone", "fetchmany",

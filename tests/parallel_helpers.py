@@ -21,6 +21,14 @@ def record_row(label: str) -> int:
     return os.getpid()
 
 
+def read_then_record_later(label: str) -> int:
+    """Open this process's connection with a read, write a while later: the window in
+    which the parent may close its last connection to an SQLite file."""
+    Execution.objects.count()
+    time.sleep(0.6)
+    return record_row(label)
+
+
 def backend_pid(_: object = None) -> tuple[int, int]:
     """(os pid, database session id): proves each child has its own connection."""
     return os.getpid(), session_id()

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 
@@ -28,6 +30,31 @@ def test_results_come_back_in_item_order():
     assert parallel_map(helpers.square, items, processes=2) == [x * x for x in items]
     assert parallel_map(helpers.square, items, processes=3, chunksize=5) == [x * x for x in items]
     assert parallel_map(helpers.square, [], processes=2) == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_children_writes_survive_the_parent_closing_its_last_sqlite_connection():
+    """A child inherits its parent's in-process record of an SQLite file's locks; its own
+    connections then take none of them for real. If the parent closed its last connection
+    to the file while children wrote, SQLite saw no other process on it, folded the WAL
+    into the file and deleted it, with the children's commits still to come in it: they
+    were lost without an error. The parent keeps a connection open until its children end."""
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite's locks")
+    connection.close()  # This thread's: the parent's last connection is the one below.
+    parent = sqlite3.connect(connection.settings_dict["NAME"], check_same_thread=False)
+    parent.execute("PRAGMA journal_mode=WAL")  # As every worker sets it.
+    parent.execute("INSERT INTO project_execution (label, pid) VALUES ('parent-row', 0)")
+    parent.commit()
+    closer = threading.Timer(0.3, parent.close)  # While the children wait to write.
+    closer.start()
+    try:
+        pids = parallel_map(helpers.read_then_record_later, ["late-row"] * 4, processes=2)
+    finally:
+        closer.join()
+    assert len(set(pids)) == 2
+    assert Execution.objects.filter(label="late-row").count() == 4  # 0 before the fix.
+    assert Execution.objects.filter(label="parent-row").count() == 1
 
 
 def test_bad_arguments_are_refused_before_any_child_starts():

@@ -6,6 +6,9 @@ import contextlib
 import logging
 import os
 import sqlite3
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 
@@ -15,7 +18,7 @@ from django.db import connection, connections, transaction
 from taskmill import forkgate
 from taskmill.models import Job, JobStatus
 from taskmill.testing import worker
-from tests.conftest import wait_until
+from tests.conftest import ROOT, wait_until
 from tests.project.models import Execution
 from tests.project.tasks import add
 
@@ -154,6 +157,82 @@ def test_a_child_forked_mid_returning_write_of_another_thread_can_write(sqlite_o
     with contextlib.closing(sqlite3.connect(path)) as check:
         assert check.execute("SELECT v FROM t ORDER BY id").fetchall() == [
             ("a",), ("b",), ("c",), ("child",)]
+
+
+def _sqlite_file(tmp_path) -> str:
+    path = str(tmp_path / "gate.sqlite3")
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as setup:
+        setup.execute("PRAGMA journal_mode=WAL")
+        setup.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+    return path
+
+
+def test_a_transaction_dropped_unclosed_does_not_keep_forks_waiting(sqlite_only, tmp_path):
+    """A connection that a thread drops inside a transaction is rolled back by SQLite when
+    it is collected, without passing through the gate: the gate let go of it only at a
+    COMMIT that never came, and every later fork in the process waited for ever. (In a
+    process of its own, so that a fork that hangs fails this test, not the run.)"""
+    path = _sqlite_file(tmp_path)
+    script = textwrap.dedent(f"""
+        import os, sqlite3, threading
+        from taskmill import forkgate
+
+        def begin_and_forget():
+            gated = sqlite3.connect({path!r}, factory=forkgate.GatedConnection,
+                                    isolation_level=None)
+            gated.execute("BEGIN IMMEDIATE")
+            gated.execute("INSERT INTO t (v) VALUES ('forgotten')")
+
+        thread = threading.Thread(target=begin_and_forget, name="forgetful")
+        thread.start()
+        thread.join()
+        pid = os.fork()
+        if pid == 0:
+            with sqlite3.connect({path!r}, timeout=2.0, isolation_level=None) as own:
+                own.execute("INSERT INTO t (v) VALUES ('child')")
+            os._exit(0)
+        os._exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+    """)
+    try:
+        done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, timeout=20,
+                              capture_output=True, text=True)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("the fork waited for the dropped transaction") from None
+    assert done.returncode == 0, done.stderr
+    with contextlib.closing(sqlite3.connect(path)) as check:
+        assert check.execute("SELECT v FROM t").fetchall() == [("child",)]
+
+
+def test_a_fork_kept_waiting_says_which_transaction_it_waits_for(
+        sqlite_only, tmp_path, caplog, monkeypatch):
+    monkeypatch.setattr(forkgate, "FORK_WAIT_WARN", 0.2)
+    caplog.set_level(logging.WARNING, logger="taskmill.worker")
+    path = _sqlite_file(tmp_path)
+    begun, forked = threading.Event(), threading.Event()
+
+    def hold_a_transaction() -> None:
+        with contextlib.closing(sqlite3.connect(path, factory=forkgate.GatedConnection,
+                                                isolation_level=None)) as gated:
+            gated.execute("BEGIN IMMEDIATE")
+            gated.execute("INSERT INTO t (v) VALUES ('held')")
+            begun.set()
+            time.sleep(0.7)
+            gated.execute("COMMIT")
+            forked.wait(30)
+
+    thread = threading.Thread(target=hold_a_transaction, name="slow-committer")
+    thread.start()
+    try:
+        assert begun.wait(10)
+        code, seconds = _write_in_a_child(path, timeout=2.0)
+    finally:
+        forked.set()
+        thread.join()
+    assert code == 0 and seconds >= 0.4, (code, seconds)  # It waited for the COMMIT.
+    assert "A fork has waited" in caplog.text
+    assert "a transaction of thread 'slow-committer'" in caplog.text
+    with contextlib.closing(sqlite3.connect(path)) as check:
+        assert check.execute("SELECT v FROM t ORDER BY id").fetchall() == [("held",), ("child",)]
 
 
 def test_an_idle_worker_is_woken_by_the_enqueue_not_its_poll(sqlite_only, start_worker):

@@ -41,7 +41,7 @@ import sys
 import traceback
 import warnings
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib import import_module
 from multiprocessing.connection import Connection, Pipe, wait
@@ -49,6 +49,7 @@ from typing import Any, TypeVar
 
 from django.db import connections
 
+from .. import forkgate
 from ..db import close_inherited_connections
 from ..exceptions import TaskmillError
 
@@ -129,20 +130,27 @@ def parallel_map(func: Callable[[T], R], items: Iterable[T], *, processes: int |
     chunks = [items[start:start + chunksize] for start in range(0, len(items), chunksize)]
     payloads = deque(enumerate(pickle.dumps(chunk, pickle.HIGHEST_PROTOCOL) for chunk in chunks))
     count = min(processes or default_processes(), len(chunks))
-    results: list[list[R] | None] = [None] * len(chunks)
-    children: dict[Connection, _Child] = {}
-    finished = False
     # Anything buffered now would be written twice: once here, once by the child.
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
     _import_query_compilers()
+    with _sqlite_files_held_open():
+        return _run_children(func, payloads, count, chunksize, len(chunks))
+
+
+def _run_children(func: Callable[[T], R], payloads: deque[tuple[int, bytes]], count: int,
+                  chunksize: int, chunk_count: int) -> list[R]:
+    """Start ``count`` children, feed them the chunks, gather the results in order."""
+    results: list[list[R] | None] = [None] * chunk_count
+    children: dict[Connection, _Child] = {}
+    finished = False
     try:
         for _ in range(count):
             child = _start_child(func, [c.conn for c in children.values()])
             children[child.conn] = child
             _feed(child, payloads, chunksize)
-        remaining = len(chunks)
+        remaining = chunk_count
         while remaining:
             busy = [conn for conn, child in children.items() if child.in_flight]
             for ready in wait(busy):
@@ -164,6 +172,37 @@ def parallel_map(func: Callable[[T], R], items: Iterable[T], *, processes: int |
     finally:
         _stop_children(children.values(), kill=not finished)
     return [value for chunk_results in results for value in chunk_results]  # type: ignore[union-attr]
+
+
+@contextlib.contextmanager
+def _sqlite_files_held_open() -> Iterator[None]:
+    """Keep a connection of this process open on each SQLite file until every child ended.
+
+    Why: a child inherits this process's in-process record of each open SQLite file's
+    locks, so its own connections believe the process-wide shared lock is held and never
+    take it. Were this process then to close its last connection to the file, SQLite,
+    seeing no other process on it, would fold the WAL into the database and delete it,
+    and the children's commits still to come would be lost without an error. While this
+    connection is open, this process holds the lock for real.
+    """
+    with contextlib.ExitStack() as stack:
+        for name in _sqlite_files():
+            keeper = stack.enter_context(contextlib.closing(
+                sqlite3.connect(name, timeout=30, factory=forkgate.GatedConnection)))
+            keeper.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        yield
+
+
+def _sqlite_files() -> list[str]:
+    """The SQLite database files the settings name that exist (not in-memory databases)."""
+    names = []
+    for wrapper in connections.all():
+        name = str(wrapper.settings_dict.get("NAME") or "")
+        if wrapper.vendor != "sqlite" or not name or name.startswith((":memory:", "file:")):
+            continue
+        if os.path.exists(name) and name not in names:
+            names.append(name)
+    return names
 
 
 def _import_query_compilers() -> None:
@@ -320,12 +359,7 @@ def _probe_sqlite() -> None:  # pragma: no cover - runs in children
     """Read each SQLite database file the settings name, on a connection of its own: a lock
     inherited in a held state hangs the child here, where the parent replaces it, rather
     than inside ``func``."""
-    for wrapper in connections.all():
-        name = str(wrapper.settings_dict.get("NAME") or "")
-        if wrapper.vendor != "sqlite" or not name or name.startswith((":memory:", "file:")):
-            continue
-        if not os.path.exists(name):
-            continue
+    for name in _sqlite_files():
         with contextlib.closing(sqlite3.connect(name, timeout=30)) as probe:
             probe.execute("SELECT count(*) FROM sqlite_master").fetchone()
 
