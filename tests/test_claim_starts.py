@@ -176,3 +176,27 @@ def test_a_queue_a_read_from_the_front_finds_empty_keeps_its_start(window, store
         close_store(other)
     assert store.claim(["default"], 1, WORKER) == []  # From the front: nothing left.
     assert pages_touched(*call(store, from_front=False)) < FEW_PAGES
+
+
+def test_under_a_held_snapshot_the_heartbeats_cancel_look_finds_each_job_by_its_id(
+        window, store):
+    """Each heartbeat asks which of its jobs someone asked to cancel. Asked by lease
+    owner, it walked the RUNNING-only index's entry of every job the worker ran since
+    the snapshot; it asks by the ids the worker holds."""
+    make_jobs(CLAIMED, ago=5)
+    while jobs := store.claim(["default"], 100, WORKER):
+        store.complete([success(job) for job in jobs], WORKER)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE taskmill_job")
+    by_owner = ("SELECT id, cancel_force FROM taskmill_job WHERE status = 'RUNNING' "
+                "AND lease_owner = %(worker)s AND cancel_requested_at IS NOT NULL")
+    assert pages_touched(by_owner, {"worker": WORKER}) > 2 * FEW_PAGES
+    make_jobs(2)
+    held = store.claim(["default"], 2, WORKER)
+    Job.objects.filter(id=held[0].id).update(cancel_requested_at=timezone.now(),
+                                             cancel_force=True)
+    ids = [job.id for job in held]
+    params = {"worker": WORKER, "ids": store.ids_param(ids)}
+    assert pages_touched(store.sql["cancel_requests"], params) < FEW_PAGES
+    assert store.cancel_requests(WORKER, ids) == {held[0].id: True}
+    assert store.cancel_requests(WORKER, []) == {}

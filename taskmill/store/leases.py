@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from .outcomes import CANCELLED, Outcomes
 from .rows import ClaimedJob
@@ -97,9 +97,15 @@ class Leases(Outcomes):
         rows = self.fetchall("leased_jobs", {"worker": worker_id, "age": older_than})
         return [self.row_to_claimed(row) for row in rows]
 
-    def cancel_requests(self, worker_id: str) -> dict[uuid.UUID, bool]:
-        """The running jobs of ``worker_id`` someone asked to cancel, with their force flag."""
-        rows = self.fetchall("cancel_requests", {"worker": worker_id})
+    def cancel_requests(self, worker_id: str,
+                        job_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, bool]:
+        """Which of ``job_ids``, running on ``worker_id``, someone asked to cancel, with
+        their force flag. Read by id, not by lease owner: while a snapshot is held, the
+        index of RUNNING jobs keeps an entry for every job this worker ran since."""
+        if not job_ids:
+            return {}
+        rows = self.fetchall("cancel_requests", {"worker": worker_id,
+                                                 "ids": self.ids_param(list(job_ids))})
         return {self.id_from_db(job_id): bool(force) for job_id, force in rows}
 
     def take_service(self, name: str, worker_id: str, seconds: float) -> bool:

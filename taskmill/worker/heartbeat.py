@@ -125,5 +125,6 @@ class Heartbeat(threading.Thread):
                                "(a claim whose reply was lost).", self.worker.worker_id, count)
 
     def _relay_cancels(self) -> None:
-        for job_id, force in self.store.cancel_requests(self.worker.worker_id).items():
+        requests = self.store.cancel_requests(self.worker.worker_id, self.worker.held_job_ids())
+        for job_id, force in requests.items():
             self.worker.request_cancel(job_id, force)

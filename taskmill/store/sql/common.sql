@@ -448,10 +448,12 @@ UPDATE taskmill_job SET checkpoint = %(value)s
 WHERE id = %(id)s AND status = 'RUNNING' AND lease_owner = %(worker)s AND attempts = %(attempt)s
 
 -- name: cancel_requests
--- The running jobs of one worker that someone asked to cancel.
+-- Which of the jobs a worker runs someone asked to cancel. Found by id, as the worker
+-- knows what it runs (each heartbeat asks).
 -- expects: RUNNING, leased to %(worker)s, cancel requested
 SELECT id, cancel_force FROM taskmill_job
-WHERE status = 'RUNNING' AND lease_owner = %(worker)s AND cancel_requested_at IS NOT NULL
+WHERE id ${in:ids} AND status = 'RUNNING' AND lease_owner = %(worker)s
+  AND cancel_requested_at IS NOT NULL
 
 
 -- ---------------------------------------------------------------------------------
