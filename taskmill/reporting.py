@@ -11,13 +11,13 @@ checks them.
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from django.db import connections
 from django.db.models import (
-    CharField,
     Count,
     DurationField,
     ExpressionWrapper,
@@ -27,9 +27,8 @@ from django.db.models import (
     Q,
 )
 from django.db.models.expressions import RawSQL
-from django.db.models.functions import Cast, Substr, TruncMinute
-from django.utils import timezone
 
+from .minutes import Outcomes, finished_per_minute
 from .models import Job, JobStatus, Worker
 from .results import Progress
 from .store import get_store
@@ -219,33 +218,27 @@ def finished_counts(database: str, since: dt.datetime) -> list[Mapping[str, Any]
                 .values("queue_name", "task_path", "status").annotate(n=Count("id")))
 
 
-def throughput(database: str, now: dt.datetime, minutes: int = 60) -> list[dict[str, Any]]:
-    """Jobs finished per minute over the last ``minutes``, oldest first, empty minutes included."""
-    end = now.replace(second=0, microsecond=0)
-    start = end - dt.timedelta(minutes=minutes - 1)
-    # SQLite: Django truncates times in a Python function, called for every row of the
-    # window (37 ms for 6,000); the column's text ("YYYY-MM-DD HH:MM:SS...", UTC) is cut
-    # to the minute in SQL instead.
-    sqlite = connections[database].vendor == "sqlite"
-    rows = (Job.objects.using(database).order_by()
-            .filter(status__in=[JobStatus.SUCCESSFUL, JobStatus.FAILED], finished_at__gte=start)
-            .annotate(minute=Substr(Cast("finished_at", CharField()), 1, 16) if sqlite
-                      else TruncMinute("finished_at", tzinfo=dt.UTC))
-            .values("minute", "status").annotate(n=Count("id")))
-    buckets = {start + dt.timedelta(minutes=i): {"succeeded": 0, "failed": 0}
-               for i in range(minutes)}
-    for row in rows:
-        minute = row["minute"]
-        if minute is None:
-            continue
-        if isinstance(minute, str):
-            minute = dt.datetime.fromisoformat(minute)
-        if timezone.is_naive(minute):
-            minute = minute.replace(tzinfo=dt.UTC)
-        bucket = buckets.get(minute.astimezone(dt.UTC))
-        if bucket is not None:
-            bucket["succeeded" if row["status"] == JobStatus.SUCCESSFUL else "failed"] += row["n"]
-    return [{"minute": minute.isoformat(), **counts} for minute, counts in buckets.items()]
+def throughput(per_minute: Mapping[dt.datetime, Outcomes], start: dt.datetime,
+               minutes: int = 60) -> list[dict[str, Any]]:
+    """Jobs finished per minute from ``start`` (:func:`finished_per_minute`'s minutes),
+    oldest first, empty minutes included."""
+    points = []
+    for i in range(minutes):
+        minute = start + dt.timedelta(minutes=i)
+        counts = {"succeeded": 0, "failed": 0}
+        for (_, _, status), n in per_minute.get(minute, {}).items():
+            counts["succeeded" if status == JobStatus.SUCCESSFUL else "failed"] += n
+        points.append({"minute": minute.isoformat(), **counts})
+    return points
+
+
+def outcome_counts(per_minute: Mapping[dt.datetime, Outcomes]) -> list[Mapping[str, Any]]:
+    """:func:`finished_counts`'s rows, summed from :func:`finished_per_minute`'s minutes."""
+    total: Outcomes = Counter()
+    for counts in per_minute.values():
+        total.update(counts)
+    return [{"queue_name": queue, "task_path": task, "status": status, "n": n}
+            for (queue, task, status), n in total.items()]
 
 
 @dataclass
@@ -355,8 +348,11 @@ def dashboard_snapshot(database: str, lease_seconds: float, now: dt.datetime | N
                        window_minutes: int = 60) -> dict[str, Any]:
     """Everything the dashboard shows, as JSON-ready data (its first paint and each poll)."""
     now = now or database_now(database)
-    since = now - dt.timedelta(minutes=window_minutes)
-    finished = finished_counts(database, since)
+    # The window is whole minutes, the current one last: the chart's, and the outcomes'.
+    since = (now.astimezone(dt.UTC).replace(second=0, microsecond=0)
+             - dt.timedelta(minutes=window_minutes - 1))
+    per_minute = finished_per_minute(database, since, now)
+    finished = outcome_counts(per_minute)
     depths = queue_depths(database, now, since, finished)
     succeeded = sum(d.succeeded for d in depths)
     failed = sum(d.failed for d in depths)
@@ -383,7 +379,7 @@ def dashboard_snapshot(database: str, lease_seconds: float, now: dt.datetime | N
             "failed": failed,
             "failure_rate": failed / (succeeded + failed) if succeeded + failed else 0.0,
         },
-        "throughput": throughput(database, now, window_minutes),
+        "throughput": throughput(per_minute, since, window_minutes),
         "running": running_jobs(database, now),
         "hosts": [{"hostname": name, "workers": workers} for name, workers in sorted(hosts.items())],
         "slowest": [asdict(t) for t in task_durations(database, since)[:10]],

@@ -75,23 +75,26 @@ def wait_out_transactions_older_than_now(seconds: float = 30) -> None:
             time.sleep(0.05)
 
 
-def index_reads(sql: str, params: dict[str, Any]) -> int:
-    """Index entries the statement read (looked up or stepped to), by MySQL's handler
-    counts for this session; run in a transaction that is rolled back."""
-    def reads(cursor: Any) -> int:
+def handler_reads() -> int:
+    """Index entries this session has read (looked up or stepped to), by MySQL's count."""
+    with connection.cursor() as cursor:
         cursor.execute("SHOW SESSION STATUS WHERE Variable_name IN "
                        "('Handler_read_key', 'Handler_read_next', 'Handler_read_prev')")
         return sum(int(value) for _, value in cursor.fetchall())
 
+
+def index_reads(sql: str, params: dict[str, Any]) -> int:
+    """Index entries the statement read (looked up or stepped to), by MySQL's handler
+    counts for this session; run in a transaction that is rolled back."""
     with transaction.atomic(), connection.cursor() as cursor:
         # Once untimed: a session's first use of a table reads its statistics through
         # the handler too (22 reads against 9 when this test ran first in its process).
         cursor.execute(sql, params)
         cursor.fetchall()
-        before = reads(cursor)
+        before = handler_reads()
         cursor.execute(sql, params)
         cursor.fetchall()
-        read = reads(cursor) - before
+        read = handler_reads() - before
         transaction.set_rollback(True)
     return read
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from django.core.management import call_command
-from django.db import connection
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from taskmill.metrics import TaskmillCollector
@@ -199,3 +199,22 @@ def test_a_backlog_past_the_cap_is_counted_up_to_it_and_said_to_be_more(monkeypa
     out = io.StringIO()
     call_command("taskmill", "status", stdout=out)
     assert "21+" in out.getvalue() and "counted up to 21 a queue" in out.getvalue()
+
+
+def test_the_queues_with_waiting_jobs_are_found_without_reading_the_backlog():
+    """MariaDB ran the recursive statement's correlated step as a walk of every READY job
+    of the later queues: 200 ms a report beside a backlog of 1,000,000. It asks one
+    index probe per queue found instead."""
+    if connection.vendor != "mysql":
+        pytest.skip("MySQL's handler counts; PostgreSQL's plan is checked above")
+    from taskmill.store import get_store
+    from tests.test_claim_plans import handler_reads
+
+    make_jobs(2, queue_name="alpha", ago=30)
+    make_jobs(3000, queue_name="zulu", ago=30)
+    store = get_store("default")
+    with transaction.atomic():
+        store.ready_queues()  # Once untimed: a session's first look reads statistics.
+        before = handler_reads()
+        assert store.ready_queues() == ["alpha", "zulu"]
+        assert handler_reads() - before < 50

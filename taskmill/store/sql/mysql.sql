@@ -186,3 +186,16 @@ UPDATE taskmill_job SET parked = FALSE WHERE id ${in:ids} AND status = 'READY' A
 -- and read every READY job through the lease index instead, parked ones and all.
 -- expects: nothing
 taskmill_job j FORCE INDEX (taskmill_job_ready_my)
+
+-- name: first_ready_queue
+-- The first queue, by name, that has READY jobs (None: none has). MySQLJobStore's
+-- ready_queues asks these two statements in turn instead of common.sql's recursive
+-- one: MariaDB ran its correlated step as a walk of every READY job of the later
+-- queues (200 ms beside a backlog of 1,000,000), and each of these is one index probe.
+-- expects: READY
+SELECT MIN(queue_name) FROM taskmill_job WHERE status = 'READY'
+
+-- name: next_ready_queue
+-- The next queue after %(after)s, by name, that has READY jobs (None: none has).
+-- expects: READY
+SELECT MIN(queue_name) FROM taskmill_job WHERE status = 'READY' AND queue_name > %(after)s

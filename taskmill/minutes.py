@@ -1,0 +1,134 @@
+"""Jobs finished per minute, each closed minute read once: the dashboard's last hour.
+
+Why: the dashboard polls every two seconds and shows the hour's outcomes per queue and
+task and its throughput per minute. Read afresh, every poll grouped every job finished
+in the hour: with ten million kept over a week (60,000 an hour) that was 39 of a poll's
+67 ms on PostgreSQL, and it grows with the hour's jobs, not with anything a poll shows
+that is new. A minute that ended ``CLOSED_AFTER`` ago no longer changes (a job's finish
+is dated by the statement that records it), so it is read once and kept in this
+process; a poll reads the minutes since then and, when the stalest kept minute was read
+more than ``REFRESH`` seconds ago, that one minute again.
+
+Only where it pays: for a database whose window held fewer than ``KEEP_ABOVE`` finished
+jobs at its last read, every poll reads the whole window (exact to the poll, as before).
+
+Hazard: a job recorded with a finish time already ``CLOSED_AFTER`` in the past (rows
+imported or made by hand), or deleted from a kept minute (a prune with a retention
+shorter than the window), is counted as it was until that minute is read again: each
+poll re-reads at most one kept minute, the one read longest ago, once it is older than
+``REFRESH``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+from django.db import connections
+from django.db.models import CharField, Count
+from django.db.models.functions import Cast, Substr, TruncMinute
+from django.utils import timezone
+
+from .models import Job, JobStatus
+
+__all__ = ["CLOSED_AFTER", "KEEP_ABOVE", "REFRESH", "Outcomes", "finished_per_minute",
+           "forget"]
+
+#: Seconds after its end from which a minute's finished jobs are taken as settled.
+CLOSED_AFTER = 120.0
+#: Seconds after which a kept minute is read again (one minute a poll, the stalest).
+REFRESH = 300.0
+#: Finished jobs in a database's window below which every poll reads the whole window.
+KEEP_ABOVE = 10_000
+
+MINUTE = dt.timedelta(minutes=1)
+
+#: Jobs of one minute per (queue, task, status).
+Outcomes = Counter[tuple[str, str, str]]
+
+
+@dataclass
+class _Kept:
+    outcomes: Outcomes
+    read_at: float  # time.monotonic()
+
+
+_lock = threading.Lock()
+_kept: dict[str, dict[dt.datetime, _Kept]] = {}
+_window_total: dict[str, int] = {}
+
+
+def finished_per_minute(database: str, start: dt.datetime,
+                        now: dt.datetime) -> dict[dt.datetime, Outcomes]:
+    """Jobs finished from ``start`` (a minute's start, UTC) to ``now`` (the database's
+    clock), per minute (its start, UTC; only minutes that had any), queue, task and
+    outcome."""
+    closed_end = _minute_of(now - dt.timedelta(seconds=CLOSED_AFTER))
+    with _lock:
+        kept = {m: entry for m, entry in _kept.get(database, {}).items() if m >= start}
+        keeping = _window_total.get(database, 0) >= KEEP_ABOVE
+    closed = [start + i * MINUTE for i in range(max(0, (closed_end - start) // MINUTE))]
+    missing = [m for m in closed if m not in kept] if keeping else closed
+    read_from = missing[0] if missing else max(start, closed_end)
+    minutes = {m: kept[m].outcomes for m in closed if m < read_from and kept[m].outcomes}
+    fresh = _read(database, read_from)
+    minutes.update(fresh)
+    read_at = time.monotonic()
+    settled = {m: _Kept(fresh.get(m, Counter()), read_at) for m in closed if m >= read_from}
+    stale = [m for m in closed if m < read_from and read_at - kept[m].read_at > REFRESH]
+    if stale:
+        again = min(stale, key=lambda m: kept[m].read_at)
+        outcomes = _read(database, again, again + MINUTE).get(again, Counter())
+        settled[again] = _Kept(outcomes, read_at)
+        minutes.pop(again, None)
+        if outcomes:
+            minutes[again] = outcomes
+    with _lock:
+        mine = {m: entry for m, entry in _kept.get(database, {}).items() if m >= start}
+        mine.update(settled)
+        _kept[database] = mine
+        _window_total[database] = sum(n for counts in minutes.values() for n in counts.values())
+    return minutes
+
+
+def forget(database: str | None = None) -> None:
+    """Drop the minutes kept for ``database`` (every database: None)."""
+    with _lock:
+        for alias in [database] if database is not None else list(_kept):
+            _kept.pop(alias, None)
+            _window_total.pop(alias, None)
+
+
+def _minute_of(moment: dt.datetime) -> dt.datetime:
+    return moment.astimezone(dt.UTC).replace(second=0, microsecond=0)
+
+
+def _read(database: str, since: dt.datetime,
+          until: dt.datetime | None = None) -> dict[dt.datetime, Outcomes]:
+    """One pass over the ``finished_at`` index from ``since``, grouped by minute."""
+    # SQLite: Django truncates times in a Python function, called for every row of the
+    # window (37 ms for 6,000); the column's text ("YYYY-MM-DD HH:MM:SS...", UTC) is cut
+    # to the minute in SQL instead.
+    sqlite = connections[database].vendor == "sqlite"
+    jobs = (Job.objects.using(database).order_by()
+            .filter(status__in=[JobStatus.SUCCESSFUL, JobStatus.FAILED], finished_at__gte=since))
+    if until is not None:
+        jobs = jobs.filter(finished_at__lt=until)
+    rows = (jobs.annotate(minute=Substr(Cast("finished_at", CharField()), 1, 16) if sqlite
+                          else TruncMinute("finished_at", tzinfo=dt.UTC))
+            .values("minute", "queue_name", "task_path", "status").annotate(n=Count("id")))
+    found: dict[dt.datetime, Outcomes] = {}
+    for row in rows:
+        minute = row["minute"]
+        if minute is None:
+            continue
+        if isinstance(minute, str):
+            minute = dt.datetime.fromisoformat(minute)
+        if timezone.is_naive(minute):
+            minute = minute.replace(tzinfo=dt.UTC)
+        key = (row["queue_name"], row["task_path"], row["status"])
+        found.setdefault(minute.astimezone(dt.UTC), Counter())[key] += row["n"]
+    return found
