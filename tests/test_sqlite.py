@@ -11,6 +11,7 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 from django.db import connection, connections, transaction
@@ -103,6 +104,14 @@ def test_parallel_map_never_forks_while_another_thread_of_the_worker_is_inside_s
     assert Execution.objects.filter(label="fork-round").count() == 250
 
 
+def _sqlite_file(tmp_path) -> str:
+    path = str(tmp_path / "gate.sqlite3")
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as setup:
+        setup.execute("PRAGMA journal_mode=WAL")
+        setup.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+    return path
+
+
 def _write_in_a_child(path: str, timeout: float) -> tuple[int, float]:
     """Fork; the child writes the file on a connection of its own. (Exit status, seconds.)"""
     started = time.monotonic()
@@ -122,16 +131,27 @@ def _write_in_a_child(path: str, timeout: float) -> tuple[int, float]:
     return os.waitstatus_to_exitcode(status), time.monotonic() - started
 
 
+def _fork_while(target: Callable[[], None], path: str, *, ready: threading.Event,
+                then: threading.Event) -> tuple[int, float]:
+    """Run ``target`` on a thread named after it; once it set ``ready``, fork a child that
+    writes ``path`` (see :func:`_write_in_a_child`); then set ``then`` and join it."""
+    thread = threading.Thread(target=target, name=target.__name__)
+    thread.start()
+    try:
+        assert ready.wait(10)
+        return _write_in_a_child(path, timeout=2.0)
+    finally:
+        then.set()
+        thread.join()
+
+
 def test_a_child_forked_mid_returning_write_of_another_thread_can_write(sqlite_only, tmp_path):
     """Outside a transaction, ``INSERT ... RETURNING`` holds the write lock from its first
     step to its last while the connection says it is in no transaction. A child forked in
     between inherited the lock's in-process record without the lock, and every write of
     its own waited out its timeout ("database is locked"). The gated cursor reads such a
     statement to its end inside its execute."""
-    path = str(tmp_path / "returning.sqlite3")
-    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as setup:
-        setup.execute("PRAGMA journal_mode=WAL")
-        setup.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+    path = _sqlite_file(tmp_path)
     inserted, fork_done = threading.Event(), threading.Event()
     returned: list[object] = []
 
@@ -144,27 +164,12 @@ def test_a_child_forked_mid_returning_write_of_another_thread_can_write(sqlite_o
             fork_done.wait(30)  # The rows are read only after the fork.
             returned.extend([cursor.fetchone(), *cursor.fetchmany(1), *cursor])
 
-    thread = threading.Thread(target=insert_and_wait)
-    thread.start()
-    try:
-        assert inserted.wait(10)
-        code, seconds = _write_in_a_child(path, timeout=2.0)
-    finally:
-        fork_done.set()
-        thread.join()
+    code, seconds = _fork_while(insert_and_wait, path, ready=inserted, then=fork_done)
     assert (code, seconds < 1.5) == (0, True), f"the child's write: exit {code} after {seconds:.1f}s"
     assert returned == [("a",), ("b",), ("c",)]
     with contextlib.closing(sqlite3.connect(path)) as check:
         assert check.execute("SELECT v FROM t ORDER BY id").fetchall() == [
             ("a",), ("b",), ("c",), ("child",)]
-
-
-def _sqlite_file(tmp_path) -> str:
-    path = str(tmp_path / "gate.sqlite3")
-    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as setup:
-        setup.execute("PRAGMA journal_mode=WAL")
-        setup.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
-    return path
 
 
 def test_a_transaction_dropped_unclosed_does_not_keep_forks_waiting(sqlite_only, tmp_path):
@@ -220,17 +225,10 @@ def test_a_fork_kept_waiting_says_which_transaction_it_waits_for(
             gated.execute("COMMIT")
             forked.wait(30)
 
-    thread = threading.Thread(target=hold_a_transaction, name="slow-committer")
-    thread.start()
-    try:
-        assert begun.wait(10)
-        code, seconds = _write_in_a_child(path, timeout=2.0)
-    finally:
-        forked.set()
-        thread.join()
+    code, seconds = _fork_while(hold_a_transaction, path, ready=begun, then=forked)
     assert code == 0 and seconds >= 0.4, (code, seconds)  # It waited for the COMMIT.
     assert "A fork has waited" in caplog.text
-    assert "a transaction of thread 'slow-committer'" in caplog.text
+    assert "a transaction of thread 'hold_a_transaction'" in caplog.text
     with contextlib.closing(sqlite3.connect(path)) as check:
         assert check.execute("SELECT v FROM t ORDER BY id").fetchall() == [("held",), ("child",)]
 
