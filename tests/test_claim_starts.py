@@ -200,3 +200,22 @@ def test_under_a_held_snapshot_the_heartbeats_cancel_look_finds_each_job_by_its_
     assert pages_touched(store.sql["cancel_requests"], params) < FEW_PAGES
     assert store.cancel_requests(WORKER, ids) == {held[0].id: True}
     assert store.cancel_requests(WORKER, []) == {}
+
+
+def test_in_a_window_a_job_due_just_before_the_last_claimed_is_claimed_from_the_start(
+        window, store, monkeypatch):
+    """Enqueues commit out of order: a job due a moment before the last one claimed may
+    become visible only after that claim. The start is kept ``LAG`` before the last
+    claimed job's due time, so such a job is claimed from the start at once; one due
+    further back waits for the next read from the front. (Without the lag, the claim
+    from the start finds nothing and reads from the front: both at once.)"""
+    monkeypatch.setattr(starts, "FRONT_EVERY", 3600.0)
+    monkeypatch.setattr(starts, "FRONT_SHARE", 1.0)
+    make_jobs(10, ago=5)
+    time.sleep(starts.HELD_FOR)  # The snapshot is held long enough before the first claim.
+    assert len(store.claim(["default"], 10, WORKER)) == 10  # From the front: sets the start.
+    just_before = make_job(ago=5 + starts.LAG / 2)
+    further_back = make_job(ago=5 + starts.LAG * 3)
+    assert [job.id for job in store.claim(["default"], 10, WORKER)] == [just_before.id]
+    monkeypatch.setattr(starts, "FRONT_EVERY", 0.0)
+    assert [job.id for job in store.claim(["default"], 10, WORKER)] == [further_back.id]
