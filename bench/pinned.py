@@ -7,7 +7,11 @@
     git worktree add /tmp/before HEAD~1
     .venv/bin/python bench/pinned.py --against /tmp/before --rounds 2   # side by side
 
-PostgreSQL (database ``taskmill_pinned``, made afresh). A producer process enqueues
+PostgreSQL (database ``taskmill_pinned``, made afresh), or MySQL/MariaDB with
+``BENCH_DB=mysql`` (there the held transaction is ``START TRANSACTION WITH CONSISTENT
+SNAPSHOT``, which keeps InnoDB's purge from removing the rows and index entries jobs
+left behind; sizes are InnoDB's, the dead count its history list length, and ``--pin-in``
+and ``--hold`` are PostgreSQL's only). A producer process enqueues
 ``--rate`` no-op jobs a second (a batch every 0.1 s) into an idle ``taskmill worker
 --processes 2 --threads 1``; a stamp job every 0.25 s measures pickup (enqueue commit to
 task start). Midway a third session opens a transaction, takes a snapshot and holds it
@@ -49,7 +53,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
 os.environ.setdefault("BENCH_PG_NAME", "taskmill_pinned")
-os.environ["BENCH_DB"] = "postgresql"
+os.environ.setdefault("BENCH_MYSQL_NAME", "taskmill_pinned")
+os.environ.setdefault("BENCH_DB", "postgresql")
+MYSQL = os.environ["BENCH_DB"] == "mysql"
 os.environ["BENCH_ADMIN"] = ""
 
 from bench.scale import execute, setup_database  # noqa: E402
@@ -96,6 +102,8 @@ def pickups(samples: list[float], stop: threading.Event) -> None:
 def snapshot() -> dict[str, Any]:
     from django.db import connection
 
+    if MYSQL:
+        return mysql_snapshot()
     with connection.cursor() as cursor:
         cursor.execute("""
             SELECT (SELECT COUNT(*) FROM taskmill_job WHERE status = 'SUCCESSFUL'),
@@ -104,6 +112,29 @@ def snapshot() -> dict[str, Any]:
                    pg_relation_size('taskmill_job_ready'),
                    (SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'taskmill_job')""")
         done, ready, heap, indexes, claim_index, dead = cursor.fetchone()
+    return {"done": done, "ready": ready, "heap_mb": heap / 2**20,
+            "indexes_mb": indexes / 2**20, "claim_index_mb": claim_index / 2**20,
+            "dead": dead, "at": time.monotonic()}
+
+
+def mysql_snapshot() -> dict[str, Any]:
+    """As :func:`snapshot`, from InnoDB's own figures (sizes as of its last statistics)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT (SELECT COUNT(*) FROM taskmill_job WHERE status = 'SUCCESSFUL'), "
+                       "(SELECT COUNT(*) FROM taskmill_job WHERE status = 'READY')")
+        done, ready = cursor.fetchone()
+        cursor.execute("SELECT data_length, index_length FROM information_schema.tables "
+                       "WHERE table_schema = DATABASE() AND table_name = 'taskmill_job'")
+        heap, indexes = cursor.fetchone()
+        cursor.execute("SELECT stat_value * @@innodb_page_size FROM mysql.innodb_index_stats "
+                       "WHERE database_name = DATABASE() AND table_name = 'taskmill_job' "
+                       "AND index_name = 'taskmill_job_ready_my' AND stat_name = 'size'")
+        claim_index = (cursor.fetchone() or (0,))[0]
+        cursor.execute("SELECT count FROM information_schema.innodb_metrics "
+                       "WHERE name = 'trx_rseg_history_len'")
+        dead = (cursor.fetchone() or (0,))[0]
     return {"done": done, "ready": ready, "heap_mb": heap / 2**20,
             "indexes_mb": indexes / 2**20, "claim_index_mb": claim_index / 2**20,
             "dead": dead, "at": time.monotonic()}
@@ -121,6 +152,16 @@ def create_database(name: str) -> None:
 def pin(seconds: float, database: str, write: bool, started: threading.Event) -> None:
     """Hold one snapshot open for ``seconds`` in ``database``, on a connection of its own;
     with ``write``, a transaction id too."""
+    if MYSQL:
+        import MySQLdb
+
+        held = MySQLdb.connect(host="127.0.0.1", user="root", database=database)
+        held.cursor().execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+        started.set()
+        time.sleep(seconds)
+        held.rollback()
+        held.close()
+        return
     import psycopg
 
     with psycopg.connect(f"host=127.0.0.1 user=postgres dbname={database}") as c:
@@ -152,7 +193,7 @@ def run(args: argparse.Namespace, code: Path) -> dict[str, dict[str, float]]:
     """One run: a fresh database, a worker of the code in ``code``, the three phases (the
     held one in thirds: what the dead rows cost grows for as long as it is held)."""
     setup_database()
-    database = os.environ["BENCH_PG_NAME"]
+    database = os.environ["BENCH_MYSQL_NAME" if MYSQL else "BENCH_PG_NAME"]
     if args.pin_in == "other":
         database = f"{database}_app"
         create_database(database)
@@ -180,7 +221,8 @@ def run(args: argparse.Namespace, code: Path) -> dict[str, dict[str, float]]:
         for third in ("held 1/3", "held 2/3", "held 3/3"):
             figures[third] = phase(third, args.pinned / 3, samples)
         holder.join()
-        execute("VACUUM taskmill_job")  # What autovacuum would do once the snapshot is gone.
+        if not MYSQL:  # InnoDB purges by itself once the snapshot is gone.
+            execute("VACUUM taskmill_job")  # What autovacuum would do then.
         figures["after"] = phase("after", args.phase, samples)
     finally:
         stop.set()
