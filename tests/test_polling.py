@@ -30,3 +30,17 @@ def test_a_worker_that_just_took_jobs_looks_again_long_before_its_poll(start_wor
     wait_until(lambda: Job.objects.filter(id=result.id, status=JobStatus.SUCCESSFUL).exists(),
                timeout=30, message="the job to run")
     assert time.monotonic() - enqueued < 1.5, worker
+
+
+def test_an_unwoken_workers_looks_double_up_to_its_poll_and_start_over_after_taking_jobs():
+    from taskmill.worker.looks import QUICK_LOOK, IdleLooks
+
+    looks = IdleLooks(poll_interval=1.0)
+    waits = [looks.wait(None) for _ in range(9)]
+    assert waits[:3] == [QUICK_LOOK, 2 * QUICK_LOOK, 4 * QUICK_LOOK]
+    assert waits[-1] == 1.0 and waits == sorted(waits)
+    assert looks.wait(0.003) == 0.003  # A job due sooner than the look: its time.
+    looks.took_jobs()
+    assert looks.wait(None) == QUICK_LOOK
+    looks.woken_by_enqueues = True  # Enqueues wake it: it waits out its poll.
+    assert looks.wait(None) == 1.0 and looks.wait(0.5) == 0.5

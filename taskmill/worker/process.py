@@ -47,6 +47,7 @@ from .config import WorkerConfig
 from .executor import announce_finished, failure_outcome
 from .executors import Done, ExecutorPool
 from .heartbeat import Heartbeat
+from .looks import IdleLooks
 from .maintenance import Maintenance
 from .notifier import FileWatcher, Listener
 from .outage import DatabaseGate, DatabaseHealth
@@ -65,11 +66,6 @@ CLAIM_HORIZON = 0.05  # seconds of work one claim may take on, for short jobs
 FLUSH_AFTER = 0.02  # seconds a finished job may wait to be recorded
 #: --burst also runs what becomes due this soon (the retries of a failing job, say).
 BURST_HORIZON = 10.0
-#: Where nothing wakes an idle worker when a job is enqueued (MySQL has no LISTEN), its
-#: first look after a claim that took jobs comes this soon, each next one twice as late,
-#: up to the poll interval: jobs that keep coming are found within tens of milliseconds,
-#: not at the next poll (a second), and a worker idle for long looks once a poll.
-QUICK_LOOK = 0.01
 
 
 class WorkerProcess:
@@ -97,10 +93,7 @@ class WorkerProcess:
         self._store: JobStore | None = None
         self._registered = False
         self._holding_back = False
-        #: Whether enqueues wake this worker (a listener or a file watch): else it looks
-        #: again soon after taking jobs (QUICK_LOOK), then less and less often.
-        self._woken_by_enqueues = False
-        self._next_look = QUICK_LOOK
+        self.looks = IdleLooks(config.poll_interval)
 
     # -- what the heartbeat sees of this process -----------------------------------------
 
@@ -174,7 +167,7 @@ class WorkerProcess:
             listener = FileWatcher(str(self.store.connection.settings_dict["NAME"]), self.wake)
         if listener is not None:
             listener.start()
-        self._woken_by_enqueues = listener is not None
+        self.looks.woken_by_enqueues = listener is not None
         logger.info("Worker %s started: queues %s, %d thread(s).", self.worker_id,
                     ",".join(config.queues), config.threads)
         try:
@@ -253,7 +246,7 @@ class WorkerProcess:
                     announce_finished(result, outcome)
             if claimed:
                 self.pool.hand_out(claimed)
-                self._next_look = QUICK_LOOK
+                self.looks.took_jobs()
             if self.stopping.is_set():
                 return  # _shutdown() waits for running jobs, up to the shutdown timeout.
             if self._memory_exceeded():
@@ -354,12 +347,7 @@ class WorkerProcess:
                        "park jobs that may not start", self.stopping)
         self.gate.call(self.store.unpark_reopened_rates, "unpark jobs of rate keys with room",
                        self.stopping)
-        due_in = self._next_wake()
-        wait = self.config.poll_interval if due_in is None else max(0.0, due_in)
-        if not self._woken_by_enqueues:
-            wait = min(wait, self._next_look)
-            self._next_look = min(self._next_look * 2, self.config.poll_interval)
-        return min(self.config.poll_interval, wait)
+        return self.looks.wait(self._next_wake())
 
     def _memory_exceeded(self) -> bool:
         limit = self.config.max_memory_per_child
