@@ -25,7 +25,9 @@ import datetime as dt
 import threading
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from django.db import connections
 from django.db.models import CharField, Count
@@ -35,7 +37,7 @@ from django.utils import timezone
 from .models import Job, JobStatus
 
 __all__ = ["CLOSED_AFTER", "KEEP_ABOVE", "REFRESH", "Outcomes", "finished_per_minute",
-           "forget"]
+           "forget", "outcome_counts", "throughput"]
 
 #: Seconds after its end from which a minute's finished jobs are taken as settled.
 CLOSED_AFTER = 120.0
@@ -92,6 +94,29 @@ def finished_per_minute(database: str, start: dt.datetime,
         _kept[database] = mine
         _window_total[database] = sum(n for counts in minutes.values() for n in counts.values())
     return minutes
+
+
+def throughput(per_minute: Mapping[dt.datetime, Outcomes], start: dt.datetime,
+               minutes: int = 60) -> list[dict[str, Any]]:
+    """Jobs finished per minute from ``start`` (:func:`finished_per_minute`'s minutes),
+    oldest first, empty minutes included."""
+    points = []
+    for i in range(minutes):
+        minute = start + dt.timedelta(minutes=i)
+        counts = {"succeeded": 0, "failed": 0}
+        for (_, _, status), n in per_minute.get(minute, {}).items():
+            counts["succeeded" if status == JobStatus.SUCCESSFUL else "failed"] += n
+        points.append({"minute": minute.isoformat(), **counts})
+    return points
+
+
+def outcome_counts(per_minute: Mapping[dt.datetime, Outcomes]) -> list[Mapping[str, Any]]:
+    """:func:`finished_counts`'s rows, summed from :func:`finished_per_minute`'s minutes."""
+    total: Outcomes = Counter()
+    for counts in per_minute.values():
+        total.update(counts)
+    return [{"queue_name": queue, "task_path": task, "status": status, "n": n}
+            for (queue, task, status), n in total.items()]
 
 
 def forget(database: str | None = None) -> None:
