@@ -196,10 +196,11 @@ def admin_job_list() -> None:
 def reports() -> dict[str, Callable[[], Any]]:
     from taskmill import minutes
     from taskmill.metrics import TaskmillCollector
-    from taskmill.reporting import dashboard_snapshot, status_report
+    from taskmill.reporting import dashboard_snapshot, forget_capped_counts, status_report
 
     def first_dashboard_poll() -> Any:
         minutes.forget()  # Nothing kept: as a process's first poll.
+        forget_capped_counts()
         return dashboard_snapshot("default", lease_seconds=30)
 
     return {
