@@ -449,10 +449,10 @@ WHERE id = %(id)s AND status = 'RUNNING' AND lease_owner = %(worker)s AND attemp
 
 -- name: cancel_requests
 -- Which of the jobs a worker runs someone asked to cancel. Found by id, as the worker
--- knows what it runs (each heartbeat asks).
+-- knows what it runs (each heartbeat asks), never through an index of RUNNING jobs.
 -- expects: RUNNING, leased to %(worker)s, cancel requested
 SELECT id, cancel_force FROM taskmill_job
-WHERE id ${in:ids} AND status = 'RUNNING' AND lease_owner = %(worker)s
+WHERE id ${in:ids} AND ${unindexed:status} = 'RUNNING' AND lease_owner = %(worker)s
   AND cancel_requested_at IS NOT NULL
 
 
