@@ -111,7 +111,12 @@ def snapshot() -> dict[str, Any]:
                    pg_relation_size('taskmill_job'), pg_indexes_size('taskmill_job'),
                    pg_relation_size('taskmill_job_ready'),
                    (SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'taskmill_job')""")
-        done, ready, heap, indexes, claim_index, dead = cursor.fetchone()
+        return snapshot_figures(*cursor.fetchone())
+
+
+def snapshot_figures(done: int, ready: int, heap: int, indexes: int, claim_index: int,
+            dead: int) -> dict[str, Any]:
+    """One snapshot's figures: jobs done and waiting, sizes in MB, dead rows, when."""
     return {"done": done, "ready": ready, "heap_mb": heap / 2**20,
             "indexes_mb": indexes / 2**20, "claim_index_mb": claim_index / 2**20,
             "dead": dead, "at": time.monotonic()}
@@ -135,9 +140,7 @@ def mysql_snapshot() -> dict[str, Any]:
         cursor.execute("SELECT count FROM information_schema.innodb_metrics "
                        "WHERE name = 'trx_rseg_history_len'")
         dead = (cursor.fetchone() or (0,))[0]
-    return {"done": done, "ready": ready, "heap_mb": heap / 2**20,
-            "indexes_mb": indexes / 2**20, "claim_index_mb": claim_index / 2**20,
-            "dead": dead, "at": time.monotonic()}
+    return snapshot_figures(done, ready, heap, indexes, claim_index, dead)
 
 
 def create_database(name: str) -> None:

@@ -156,16 +156,19 @@ class _ForkGate:
         dropped unclosed (or nobody can end them). A SQLite connection is freed by the
         cycle collector only (its statement cache refers back to it), so collect now
         rather than at some later collection."""
-        alive = {thread.ident for thread in threading.enumerate()}
-        if any(held.thread not in alive for held in list(self.holds.values())):
+        if self.ended_holders():
             gc.collect()
+
+    def ended_holders(self) -> set[int]:
+        """The thread idents of held transactions whose thread has ended."""
+        alive = {thread.ident for thread in threading.enumerate()}
+        return {held.thread for held in list(self.holds.values())} - alive
 
     def describe_inside(self) -> str:
         """Who keeps a fork waiting, in words (called with the condition held)."""
-        now = time.monotonic()
-        alive = {thread.ident for thread in threading.enumerate()}
+        now, ended = time.monotonic(), self.ended_holders()
         named = [f"a transaction of thread {held.thread_name!r}, open {now - held.since:.0f} s"
-                 + ("" if held.thread in alive else " (its thread has ended)")
+                 + (" (its thread has ended)" if held.thread in ended else "")
                  for held in list(self.holds.values())]
         calls = self.inside - len(self.holds)
         if calls:

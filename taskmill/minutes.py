@@ -30,14 +30,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import connections
-from django.db.models import CharField, Count
+from django.db.models import CharField, Count, QuerySet
 from django.db.models.functions import Cast, Substr, TruncMinute
 from django.utils import timezone
 
 from .models import Job, JobStatus
 
 __all__ = ["CLOSED_AFTER", "KEEP_ABOVE", "REFRESH", "Outcomes", "finished_per_minute",
-           "forget", "outcome_counts", "throughput"]
+           "finished_since", "forget", "outcome_counts", "throughput"]
 
 #: Seconds after its end from which a minute's finished jobs are taken as settled.
 CLOSED_AFTER = 120.0
@@ -127,6 +127,13 @@ def forget(database: str | None = None) -> None:
             _window_total.pop(alias, None)
 
 
+def finished_since(database: str, since: dt.datetime) -> QuerySet[Job]:
+    """SUCCESSFUL and FAILED jobs finished since ``since``: a range of the ``finished_at``
+    index, however long the history."""
+    return (Job.objects.using(database).order_by()
+            .filter(status__in=[JobStatus.SUCCESSFUL, JobStatus.FAILED], finished_at__gte=since))
+
+
 def _minute_of(moment: dt.datetime) -> dt.datetime:
     return moment.astimezone(dt.UTC).replace(second=0, microsecond=0)
 
@@ -138,8 +145,7 @@ def _read(database: str, since: dt.datetime,
     # window (37 ms for 6,000); the column's text ("YYYY-MM-DD HH:MM:SS...", UTC) is cut
     # to the minute in SQL instead.
     sqlite = connections[database].vendor == "sqlite"
-    jobs = (Job.objects.using(database).order_by()
-            .filter(status__in=[JobStatus.SUCCESSFUL, JobStatus.FAILED], finished_at__gte=since))
+    jobs = finished_since(database, since)
     if until is not None:
         jobs = jobs.filter(finished_at__lt=until)
     rows = (jobs.annotate(minute=Substr(Cast("finished_at", CharField()), 1, 16) if sqlite

@@ -28,7 +28,7 @@ from django.db.models import (
 )
 from django.db.models.expressions import RawSQL
 
-from .minutes import finished_per_minute, outcome_counts, throughput
+from .minutes import finished_per_minute, finished_since, outcome_counts, throughput
 from .models import Job, JobStatus, Worker
 from .results import Progress
 from .store import get_store
@@ -235,9 +235,7 @@ def finished_counts(database: str, since: dt.datetime) -> list[Mapping[str, Any]
     Its cost is the window's jobs, not the history's: a window in which a million jobs
     finished reads a million index entries.
     """
-    return list(Job.objects.using(database).order_by()
-                .filter(status__in=[JobStatus.SUCCESSFUL, JobStatus.FAILED],
-                        finished_at__gte=since)
+    return list(finished_since(database, since)
                 .values("queue_name", "task_path", "status").annotate(n=Count("id")))
 
 
