@@ -44,7 +44,7 @@ def test_children_writes_survive_the_parent_closing_its_last_sqlite_connection()
     connection.close()  # This thread's: the parent's last connection is the one below.
     parent = sqlite3.connect(connection.settings_dict["NAME"], check_same_thread=False)
     parent.execute("PRAGMA journal_mode=WAL")  # As every worker sets it.
-    parent.execute("INSERT INTO project_execution (label, pid) VALUES ('parent-row', 0)")
+    parent.execute(f"INSERT INTO {Execution._meta.db_table} (label, pid) VALUES ('parent-row', 0)")
     parent.commit()
     closer = threading.Timer(0.3, parent.close)  # While the children wait to write.
     closer.start()
