@@ -10,9 +10,11 @@ The job table is also the history. Each report is timed (median of ``--runs``, a
 one warm-up) on a table holding only the active jobs (a backlog of ``--backlog`` READY
 jobs on queue ``backlog``, a tenth of them deferred, and ``--running`` RUNNING ones),
 then again once ``--rows`` finished jobs are added: spread evenly over the past week, as
-a site that prunes weekly keeps them (about 6,000 in the last hour at a million). One
-line per figure: ``name: <without> ms -> <with> ms (ratio)``; each statement on the job
-table follows, timed alone. ``--explain`` prints each statement's plan on the full table.
+a site that prunes weekly keeps them (about 6,000 in the last hour at a million), and
+counted per minute as a running worker counts them (not with ``--uncounted``). One line
+per figure: ``name: <without> ms -> <with> ms (ratio)``, then, in rounds interleaved
+with those, the figure as if no minute were counted and the ratio to it; each statement
+on the job table follows, timed alone. ``--explain`` prints each statement's plan on the full table.
 The database (``taskmill_scale``, or the file ``BENCH_SQLITE_NAME``) is created afresh.
 """
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import statistics
 import sys
 import tempfile
 import time
@@ -172,6 +175,27 @@ def build_history(rows: int) -> float:
     return time.perf_counter() - started
 
 
+def count_minutes() -> tuple[float, float]:
+    """Count the closed minutes as a worker's ``minutes`` service does: seconds for all
+    of its turns from nothing, and the median ms of a turn in steady state (one new
+    minute: the last one's count dropped, then counted again)."""
+    from taskmill import minutes
+    from taskmill.models import FinishedMinute
+    from taskmill.reporting import database_now
+
+    started = time.perf_counter()
+    while minutes.count_closed_minutes("default", database_now("default")):
+        pass
+    from_nothing = time.perf_counter() - started
+
+    def one_minute() -> None:
+        last = FinishedMinute.objects.order_by("-minute").values_list("minute", flat=True)[0]
+        FinishedMinute.objects.filter(minute=last).delete()
+        minutes.count_closed_minutes("default", database_now("default"))
+
+    return from_nothing, median_ms(one_minute, 5)
+
+
 def admin_job_list() -> None:
     """The job-table queries of the admin's job list, default page: filter choices, the
     capped count, the page itself (the template's rendering left out)."""
@@ -223,14 +247,44 @@ def label(sql: str) -> str:
     return f"{head.removeprefix('SELECT ')[:40]} … {tail.strip()}"[:150]
 
 
-def measure(runs: int) -> dict[str, tuple[float, dict[str, float]]]:
-    """Each report's median, and the median of each of its job-table statements alone."""
+def uncounted(report: Callable[[], Any]) -> Callable[[], Any]:
+    """``report`` as if no worker had counted the minutes (their counts unread)."""
+    from taskmill import minutes
+
+    def call() -> Any:
+        counted = minutes._read_counted
+        minutes._read_counted = lambda *args: {}  # type: ignore[assignment]
+        try:
+            return report()
+        finally:
+            minutes._read_counted = counted
+
+    return call
+
+
+def measure(runs: int, against: dict[str, float] | None = None
+            ) -> dict[str, tuple[float, dict[str, float]]]:
+    """Each report's median, and the median of each of its job-table statements alone.
+    With ``against``, each report's median as if nothing were counted too (rounds
+    interleaved with the others), put there by name."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
     figures = {}
     for name, report in reports().items():
-        total = median_ms(report, runs)
+        if against is None:
+            total = median_ms(report, runs)
+        else:
+            times: dict[bool, list[float]] = {True: [], False: []}
+            for call in (report, uncounted(report)):
+                call()  # Warm.
+            for _ in range(runs):
+                for counted, call in ((False, uncounted(report)), (True, report)):
+                    started = time.perf_counter()
+                    call()
+                    times[counted].append((time.perf_counter() - started) * 1000)
+            total = statistics.median(times[True])
+            against[name] = statistics.median(times[False])
         with CaptureQueriesContext(connection) as captured:
             report()
         statements = {}
@@ -269,6 +323,8 @@ def main() -> None:
     parser.add_argument("--running", type=int, default=20, help="RUNNING jobs")
     parser.add_argument("--runs", type=int, default=7, help="timed runs per figure")
     parser.add_argument("--explain", action="store_true", help="print the plans (full table)")
+    parser.add_argument("--uncounted", action="store_true",
+                        help="no worker has counted the finished jobs per minute")
     parser.add_argument("--migration", default="",
                         help="taskmill's schema as of this migration (e.g. 0016), not the latest")
     args = parser.parse_args()
@@ -284,10 +340,21 @@ def main() -> None:
     seconds = build_history(args.rows)
     analyze()
     print(f"# history of {args.rows:,} rows built in {seconds:.1f} s", flush=True)
-    after = measure(args.runs)
+    not_counted: dict[str, float] | None = None
+    if "taskmill_finishedminute" in connection.introspection.table_names() \
+            and not args.uncounted:
+        counting, turn = count_minutes()
+        print(f"# minutes counted as a worker does: {counting:.2f} s from nothing, "
+              f"{turn:.1f} ms a turn after", flush=True)
+        not_counted = {}
+    after = measure(args.runs, not_counted)
     for name, (total, statements) in after.items():
         empty, parts = before[name]
-        print(f"{name}: {empty:.1f} ms -> {total:.1f} ms ({total / empty:.2f}×)")
+        line = f"{name}: {empty:.1f} ms -> {total:.1f} ms ({total / empty:.2f}×)"
+        if not_counted is not None:
+            alone = not_counted[name]
+            line += f"; nothing counted: {alone:.1f} ms (counted {total / alone:.2f}×)"
+        print(line)
         for statement, ms in statements.items():
             was = parts.get(statement)
             shown = "   -   " if was is None else f"{was:.1f} ms"

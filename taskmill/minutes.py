@@ -17,6 +17,14 @@ imported or made by hand), or deleted from a kept minute (a prune with a retenti
 shorter than the window), is counted as it was until that minute is read again: each
 poll re-reads at most one kept minute, the one read longest ago, once it is older than
 ``REFRESH``.
+
+A process's first read (a fresh web process, each ``taskmill status``) would still group
+the whole hour: with 60,000 jobs that is 25 ms on PostgreSQL and 119 ms on MariaDB. So
+one worker at a time counts each closed minute once, into ``FinishedMinute``
+(:func:`count_closed_minutes`, the ``minutes`` maintenance service, every ``COUNT_EVERY``
+seconds), and a read takes the minutes it finds counted there before it reads jobs. The
+counts are read-only to every report, so a read replica serves them too. Without a
+worker nothing is counted, and reads fall back to the jobs.
 """
 
 from __future__ import annotations
@@ -29,14 +37,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import connections
-from django.db.models import CharField, Count, QuerySet
+from django.db import connections, transaction
+from django.db.models import CharField, Count, Max, QuerySet
 from django.db.models.functions import Cast, Substr, TruncMinute
 from django.utils import timezone
 
-from .models import Job, JobStatus
+from .models import FinishedMinute, Job, JobStatus
 
-__all__ = ["CLOSED_AFTER", "KEEP_ABOVE", "REFRESH", "Outcomes", "finished_per_minute",
+__all__ = ["CLOSED_AFTER", "COUNTED_SPAN", "COUNT_AT_MOST", "COUNT_EVERY", "KEEP_ABOVE",
+           "REFRESH", "Outcomes", "count_closed_minutes", "finished_per_minute",
            "finished_since", "forget", "outcome_counts", "throughput"]
 
 #: Seconds after its end from which a minute's finished jobs are taken as settled.
@@ -45,6 +54,13 @@ CLOSED_AFTER = 120.0
 REFRESH = 300.0
 #: Finished jobs in a database's window below which every poll reads the whole window.
 KEEP_ABOVE = 10_000
+#: Seconds between two turns of the service that counts closed minutes.
+COUNT_EVERY = 30.0
+#: Closed minutes, back from the last, that stay counted (the reports show 60).
+COUNTED_SPAN = 120
+#: Most minutes one turn counts: a first turn on a busy history reads this many minutes
+#: of jobs, not the whole span, and the next turns go on from there.
+COUNT_AT_MOST = 30
 
 MINUTE = dt.timedelta(minutes=1)
 
@@ -68,19 +84,25 @@ def finished_per_minute(database: str, start: dt.datetime,
     """Jobs finished from ``start`` (a minute's start, UTC) to ``now`` (the database's
     clock), per minute (its start, UTC; only minutes that had any), queue, task and
     outcome."""
-    closed_end = _minute_of(now - dt.timedelta(seconds=CLOSED_AFTER))
+    closed_end = _closed_end(now)
     with _lock:
         kept = {m: entry for m, entry in _kept.get(database, {}).items() if m >= start}
-        keeping = _window_total.get(database, 0) >= KEEP_ABOVE
+        # Nothing known of the window yet (a process's first read): as a busy one.
+        keeping = _window_total.get(database, KEEP_ABOVE) >= KEEP_ABOVE
     closed = [start + i * MINUTE for i in range(max(0, (closed_end - start) // MINUTE))]
     missing = [m for m in closed if m not in kept] if keeping else closed
-    read_from = missing[0] if missing else max(start, closed_end)
-    minutes = {m: kept[m].outcomes for m in closed if m < read_from and kept[m].outcomes}
+    counted = _read_counted(database, missing[0], closed_end) if keeping and missing else {}
+    # The jobs are read in one range: from the first minute neither kept nor counted.
+    read_from = next((m for m in missing if m not in counted), max(start, closed_end))
+    earlier = {m: kept[m].outcomes if m in kept else counted[m] for m in closed if m < read_from}
+    minutes = {m: outcomes for m, outcomes in earlier.items() if outcomes}
     fresh = _read(database, read_from)
     minutes.update(fresh)
     read_at = time.monotonic()
     settled = {m: _Kept(fresh.get(m, Counter()), read_at) for m in closed if m >= read_from}
-    stale = [m for m in closed if m < read_from and read_at - kept[m].read_at > REFRESH]
+    settled.update((m, _Kept(counted[m], read_at)) for m in counted if m < read_from)
+    stale = [m for m in closed
+             if m in kept and m < read_from and read_at - kept[m].read_at > REFRESH]
     if stale:
         again = min(stale, key=lambda m: kept[m].read_at)
         outcomes = _read(database, again, again + MINUTE).get(again, Counter())
@@ -132,6 +154,62 @@ def finished_since(database: str, since: dt.datetime) -> QuerySet[Job]:
     index, however long the history."""
     return (Job.objects.using(database).order_by()
             .filter(status__in=[JobStatus.SUCCESSFUL, JobStatus.FAILED], finished_at__gte=since))
+
+
+def count_closed_minutes(database: str, now: dt.datetime) -> int:
+    """Count the closed minutes of the last ``COUNTED_SPAN`` not yet counted, oldest
+    first and at most ``COUNT_AT_MOST``, into ``FinishedMinute``, and drop the counts of
+    older minutes; ``now``: the database's clock. Returns how many minutes it counted.
+
+    Minutes are counted in order, so those counted are the span's first ones up to the
+    last counted: a turn goes on after it. Two workers counting the same minute at once
+    write the same rows; the second's are ignored.
+    """
+    closed_end = _closed_end(now)
+    earliest = closed_end - COUNTED_SPAN * MINUTE
+    counts = FinishedMinute.objects.using(database)
+    counts.filter(minute__lt=earliest).delete()
+    last = counts.filter(status="", minute__gte=earliest).aggregate(last=Max("minute"))["last"]
+    start = earliest if last is None else max(earliest, last.astimezone(dt.UTC) + MINUTE)
+    end = min(closed_end, start + COUNT_AT_MOST * MINUTE)
+    if start >= end:
+        return 0
+    found = _read(database, start, end)
+    rows = []
+    for minute in (start + i * MINUTE for i in range((end - start) // MINUTE)):
+        outcomes = found.get(minute, Counter())
+        rows += [FinishedMinute(minute=minute, queue_name=queue, task_path=task,
+                                status=status, jobs=n)
+                 for (queue, task, status), n in outcomes.items()]
+        # The mark that the minute is counted, last: a minute is read as counted only
+        # with all of its rows, and the rows and marks commit together.
+        rows.append(FinishedMinute(minute=minute, jobs=outcomes.total()))
+    with transaction.atomic(using=database):
+        counts.bulk_create(rows, batch_size=500, ignore_conflicts=True)
+    return (end - start) // MINUTE
+
+
+def _read_counted(database: str, since: dt.datetime,
+                  until: dt.datetime) -> dict[dt.datetime, Outcomes]:
+    """The minutes from ``since`` to ``until`` that a worker counted, with their counts
+    (a range of the table's unique index)."""
+    found: dict[dt.datetime, Outcomes] = {}
+    marked = set()
+    rows = (FinishedMinute.objects.using(database)
+            .filter(minute__gte=since, minute__lt=until)
+            .values_list("minute", "queue_name", "task_path", "status", "jobs"))
+    for minute, queue, task, status, n in rows:
+        minute = minute.astimezone(dt.UTC)
+        if status:
+            found.setdefault(minute, Counter())[(queue, task, status)] += n
+        else:
+            marked.add(minute)
+    return {minute: found.get(minute, Counter()) for minute in marked}
+
+
+def _closed_end(now: dt.datetime) -> dt.datetime:
+    """The end of the last closed minute at ``now``."""
+    return _minute_of(now - dt.timedelta(seconds=CLOSED_AFTER))
 
 
 def _minute_of(moment: dt.datetime) -> dt.datetime:

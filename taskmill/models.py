@@ -310,3 +310,26 @@ class FairnessClock(models.Model):
         verbose_name = _("fairness clock")
         constraints = [models.UniqueConstraint(fields=["queue_name", "fairness_key"],
                                                name="taskmill_fairness_key")]
+
+
+class FinishedMinute(models.Model):
+    """Jobs that finished in one minute of the recent past, per queue, task and outcome:
+    the hour the dashboard and ``taskmill status`` show, counted once per minute by a
+    worker (the ``minutes`` maintenance service) instead of by every report.
+
+    A row with a blank ``status`` marks its minute as counted (``jobs``: all of them), so
+    a minute in which nothing finished is known to be empty. See :mod:`taskmill.minutes`.
+    """
+
+    #: The minute's start, UTC.
+    minute = models.DateTimeField()
+    queue_name = models.CharField(max_length=100, blank=True, default="")
+    task_path = models.CharField(max_length=255, blank=True, default="")
+    status = models.CharField(max_length=10, blank=True, default="")
+    jobs = models.PositiveIntegerField()
+
+    class Meta:
+        verbose_name = _("finished minute")
+        constraints = [models.UniqueConstraint(
+            fields=["minute", "queue_name", "task_path", "status"],
+            name="taskmill_finished_minute")]

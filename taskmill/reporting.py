@@ -70,13 +70,22 @@ def database_now(database: str) -> dt.datetime:
 
 def queue_stats(database: str, now: dt.datetime | None = None,
                 window_minutes: int = STATUS_WINDOW_MINUTES) -> list[QueueStats]:
-    """Jobs per queue and state; finished ones only if they finished in the window."""
+    """Jobs per queue and state; finished ones only if they finished in the window (whole
+    minutes, the current one last; minutes a worker counted are read as counted)."""
     now = now or database_now(database)
-    depths = queue_depths(database, now, now - dt.timedelta(minutes=window_minutes))
+    since = window_start(now, window_minutes)
+    finished = outcome_counts(finished_per_minute(database, since, now))
+    depths = queue_depths(database, now, since, finished)
     return [QueueStats(d.queue, counts={
         JobStatus.READY.value: d.waiting + d.scheduled, JobStatus.RUNNING.value: d.running,
         JobStatus.SUCCESSFUL.value: d.succeeded, JobStatus.FAILED.value: d.failed,
     }, oldest_waiting_age=d.oldest_waiting_age, capped=d.capped) for d in depths]
+
+
+def window_start(now: dt.datetime, minutes: int) -> dt.datetime:
+    """The start of a window of whole ``minutes`` whose last is the one of ``now``."""
+    return (now.astimezone(dt.UTC).replace(second=0, microsecond=0)
+            - dt.timedelta(minutes=minutes - 1))
 
 
 def estimated_rows(database: str, table: str) -> int | None:
@@ -346,9 +355,8 @@ def dashboard_snapshot(database: str, lease_seconds: float, now: dt.datetime | N
                        window_minutes: int = 60) -> dict[str, Any]:
     """Everything the dashboard shows, as JSON-ready data (its first paint and each poll)."""
     now = now or database_now(database)
-    # The window is whole minutes, the current one last: the chart's, and the outcomes'.
-    since = (now.astimezone(dt.UTC).replace(second=0, microsecond=0)
-             - dt.timedelta(minutes=window_minutes - 1))
+    # The window is whole minutes: the chart's, and the outcomes'.
+    since = window_start(now, window_minutes)
     per_minute = finished_per_minute(database, since, now)
     finished = outcome_counts(per_minute)
     depths = queue_depths(database, now, since, finished,

@@ -1,8 +1,10 @@
-"""The dashboard's hour: closed minutes read once, then only the minutes since.
+"""The reports' hour: closed minutes read once, then only the minutes since.
 
 A poll grouped every job finished in the hour; with a busy hour (60,000 jobs) that was
-most of the poll. Minutes that ended ``CLOSED_AFTER`` ago are kept once read; what a poll
-reads is found in the statements it ran on the job table.
+most of the poll. Minutes that ended ``CLOSED_AFTER`` ago are kept once read, and a
+worker counts each into ``FinishedMinute`` for every process's first read (and each
+``taskmill status``); what a report reads is found in the statements it ran on the job
+table.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from taskmill import minutes
-from taskmill.models import Job, JobStatus
-from taskmill.reporting import dashboard_snapshot
+from taskmill.models import FinishedMinute, Job, JobStatus
+from taskmill.reporting import dashboard_snapshot, status_report
 from tests.jobrows import job_row, make_jobs
 
 pytestmark = pytest.mark.django_db
@@ -38,10 +40,12 @@ def keeping(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(minutes, "KEEP_ABOVE", 0)
 
 
-def poll() -> tuple[dict, list[dt.datetime]]:
-    """A dashboard poll, and the earliest time each of its window statements read from."""
+def poll(report=lambda: dashboard_snapshot("default", lease_seconds=30)
+         ) -> tuple[dict, list[dt.datetime]]:
+    """A dashboard poll (or ``report``), and the earliest time each of its window
+    statements on the job table read from."""
     with CaptureQueriesContext(connection) as captured:
-        data = dashboard_snapshot("default", lease_seconds=30)
+        data = report()
     starts = []
     for query in captured.captured_queries:
         sql = query["sql"]
@@ -110,3 +114,94 @@ def test_the_outcomes_and_the_chart_count_the_same_window(keeping):
         chart = sum(p["succeeded"] for p in data["throughput"])
         assert data["totals"]["succeeded"] == chart and chart in (5, 7)
         assert data["totals"]["failed"] == 0
+
+
+def count_every_closed_minute(now: dt.datetime | None = None) -> int:
+    """What a worker's ``minutes`` service does over its turns: every minute counted."""
+    total = 0
+    while counted := minutes.count_closed_minutes("default", now or timezone.now()):
+        total += counted
+    return total
+
+
+def counted_jobs() -> dict[str, int]:
+    """Jobs in the counts, per outcome."""
+    found: dict[str, int] = {}
+    for row in FinishedMinute.objects.exclude(status=""):
+        found[row.status] = found.get(row.status, 0) + row.jobs
+    return found
+
+
+def test_each_closed_minute_is_counted_once_and_old_counts_are_dropped():
+    make_jobs(3, JobStatus.SUCCESSFUL, ago=10 * 60)
+    make_jobs(2, JobStatus.FAILED, ago=30 * 60, task_path="app.tasks.broken")
+    make_jobs(4, JobStatus.SUCCESSFUL, ago=20)  # A minute not closed yet.
+    now = timezone.now()
+    FinishedMinute.objects.create(minute=now - dt.timedelta(hours=5), jobs=7)
+
+    assert count_every_closed_minute(now) == minutes.COUNTED_SPAN
+    marks = sorted(FinishedMinute.objects.filter(status="").values_list("minute", flat=True))
+    assert len(marks) == minutes.COUNTED_SPAN  # The old count is gone.
+    assert marks[-1] <= now - dt.timedelta(seconds=minutes.CLOSED_AFTER + 60)
+    assert counted_jobs() == {JobStatus.SUCCESSFUL: 3, JobStatus.FAILED: 2}
+    assert sum(FinishedMinute.objects.filter(status="").values_list("jobs", flat=True)) == 5
+
+    assert minutes.count_closed_minutes("default", now) == 0
+    # Counted again (as by a second worker at the same time): nothing is counted twice.
+    FinishedMinute.objects.filter(minute=marks[-1], status="").delete()
+    assert minutes.count_closed_minutes("default", now) == 1
+    assert counted_jobs() == {JobStatus.SUCCESSFUL: 3, JobStatus.FAILED: 2}
+    # A minute later, one more minute has closed.
+    assert minutes.count_closed_minutes("default", now + dt.timedelta(minutes=1)) == 1
+
+
+@pytest.mark.parametrize("report", ["dashboard", "status"])
+def test_a_first_read_takes_the_minutes_a_worker_counted(report):
+    """A fresh process's dashboard, and ``taskmill status``, read jobs only from the
+    first minute not counted: a late row in a counted minute proves which was read."""
+    make_jobs(3, JobStatus.SUCCESSFUL, ago=10 * 60)
+    make_jobs(2, JobStatus.FAILED, ago=30 * 60, task_path="app.tasks.broken")
+    make_jobs(1, JobStatus.SUCCESSFUL, ago=20)
+    count_every_closed_minute()
+    late_row(10, "app.tasks.imported")
+
+    if report == "dashboard":
+        data, starts = poll()
+        totals = (data["totals"]["succeeded"], data["totals"]["failed"])
+    else:
+        data, starts = poll(lambda: status_report("default"))
+        (queue,) = data["queues"]
+        totals = (queue["counts"]["SUCCESSFUL"], queue["counts"]["FAILED"])
+
+    assert totals == (4, 2)  # The late row is not in the counts, the newest job is.
+    closed_by = timezone.now() - dt.timedelta(seconds=minutes.CLOSED_AFTER + 2 * 60)
+    assert starts and min(starts) >= closed_by.replace(second=0, microsecond=0)
+
+
+def test_without_counts_a_first_read_reads_the_whole_window():
+    make_jobs(3, JobStatus.SUCCESSFUL, ago=10 * 60)
+    data, starts = poll(lambda: status_report("default"))
+    assert data["queues"][0]["counts"]["SUCCESSFUL"] == 3
+    assert min(starts) < timezone.now() - dt.timedelta(minutes=55)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_workers_maintenance_counts_the_minutes_on_its_own_connection():
+    from django.db import connections
+
+    from taskmill.store import close_store
+    from taskmill.worker.config import WorkerConfig
+    from taskmill.worker.process import WorkerProcess
+
+    make_jobs(3, JobStatus.SUCCESSFUL, ago=10 * 60)
+    worker = WorkerProcess(WorkerConfig(database="default", queues=["default"]), "m:1:w")
+    maintenance = worker.maintenance
+    assert maintenance is not None
+    own = connections["default"]
+    try:
+        maintenance._count_minutes()  # Its "minutes" service, as its thread runs it.
+        assert maintenance.store.connection is not own
+    finally:
+        close_store(maintenance.store)
+    assert connections["default"] is own  # This thread's connection is its own again.
+    assert FinishedMinute.objects.filter(status="").count() == minutes.COUNT_AT_MOST

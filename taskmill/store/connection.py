@@ -119,6 +119,20 @@ class StoreConnection:
                     connection.close()
 
     @contextmanager
+    def as_thread_default(self) -> Iterator[None]:
+        """Run this thread's ORM queries on ``alias`` on this store's connection while
+        inside: a worker thread's ORM work (the per-minute counts) on the connection it
+        already holds, not on a second one of Django's that nothing would close and that
+        a pool would lend. Other threads are untouched: Django's connections are per
+        thread."""
+        previous = connections[self.alias]
+        connections[self.alias] = self.connection
+        try:
+            yield
+        finally:
+            connections[self.alias] = previous
+
+    @contextmanager
     def begin_writing(self) -> Iterator[None]:
         """Make the next transaction one that writes from its start (SQLite's ``BEGIN
         IMMEDIATE``, see :mod:`.sqlite`); other databases need nothing."""

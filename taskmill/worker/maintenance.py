@@ -1,5 +1,6 @@
 """The maintenance thread: recovery, pruning, the periodic scheduler, rate keys' parked
-jobs, and a watch on transactions that hold back vacuum.
+jobs, the count of jobs finished per minute, and a watch on transactions that hold back
+vacuum.
 
 Kept off the heartbeat's thread and connection: a prune of a long history or a slow
 schedule entry can take its time here without delaying a lease renewal by a
@@ -19,6 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .. import minutes
 from ..services import scheduler
 from ..services.aging import age_priorities
 from ..services.pruning import prune_finished
@@ -78,6 +80,8 @@ class Maintenance(threading.Thread):
             _Service("recovery", max(1.0, lease / 2), self._recover),
             _Service("pruning", PRUNE_EVERY, self._prune),
             _Service("snapshots", SNAPSHOT_CHECK_EVERY, self._watch_snapshots),
+            # The reports' hour, each closed minute counted once (taskmill.minutes).
+            _Service("minutes", minutes.COUNT_EVERY, self._count_minutes),
         ]
         self.snapshots = SnapshotWatch()
         if config.priority_aging:
@@ -143,6 +147,12 @@ class Maintenance(threading.Thread):
                        self.config.retention)
         # Out of budget means more is left: come back soon rather than in a minute.
         return PRUNE_AGAIN if time.monotonic() - started >= PRUNE_BUDGET else None
+
+    def _count_minutes(self) -> float | None:
+        with self.store.as_thread_default():
+            counted = minutes.count_closed_minutes(self.store.alias, self.store.database_now())
+        # A full turn (a first one, or after a stop) leaves more: go on soon.
+        return PRUNE_AGAIN if counted >= minutes.COUNT_AT_MOST else None
 
     def _age(self) -> float | None:
         assert self.config.priority_aging is not None
