@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import servers
 from tests.processes import abort_for_stacks, in_group
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -114,6 +115,19 @@ def wait_until(predicate: Callable[[], object], timeout: float = 30, interval: f
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+
+
+@pytest.fixture
+def pgbouncer() -> Iterator[servers.PgBouncer]:
+    """PgBouncer in transaction mode in front of the test database's server."""
+    from django.db import connection
+
+    reason = servers.can_run()
+    if reason or not servers.PGBOUNCER.exists():
+        pytest.skip(reason or "pgbouncer is not installed")
+    bouncer = servers.PgBouncer(int(connection.settings_dict["PORT"] or 5432))
+    yield bouncer
+    bouncer.stop()
 
 
 @pytest.fixture

@@ -24,7 +24,6 @@ from django.db import DatabaseError, connection, connections, transaction
 from taskmill import parallel_map
 from taskmill.models import Job, JobStatus
 from tests import parallel_helpers as helpers
-from tests import servers
 from tests.conftest import ROOT, database_env
 from tests.project.models import Execution
 
@@ -307,16 +306,6 @@ def test_a_pool_smaller_than_the_threads_is_refused_at_start_with_the_fix():
     assert "--threads 6 needs up to 6 connections from the pool of DATABASES['default']" \
         in refused.stderr
     assert '"pool": {"max_size": 6}' in refused.stderr
-
-
-@pytest.fixture
-def pgbouncer():
-    reason = servers.can_run()
-    if reason or not servers.PGBOUNCER.exists():
-        pytest.skip(reason or "pgbouncer is not installed")
-    bouncer = servers.PgBouncer(int(connection.settings_dict["PORT"] or 5432))
-    yield bouncer
-    bouncer.stop()
 
 
 @pytest.mark.slow

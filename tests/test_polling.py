@@ -42,5 +42,5 @@ def test_an_unwoken_workers_looks_double_up_to_its_poll_and_start_over_after_tak
     assert looks.wait(0.003) == 0.003  # A job due sooner than the look: its time.
     looks.took_jobs()
     assert looks.wait(None) == QUICK_LOOK
-    looks.woken_by_enqueues = True  # Enqueues wake it: it waits out its poll.
+    looks.woken_by_enqueues.set()  # Enqueues wake it: it waits out its poll.
     assert looks.wait(None) == 1.0 and looks.wait(0.5) == 0.5

@@ -15,7 +15,8 @@ Threads of a worker process and what each holds:
 * signals: acts on SIGTERM and SIGINT, which the signal handler itself must not
   (see :mod:`.signals`).
 * listener (PostgreSQL): LISTEN for new jobs, so an idle worker starts within a
-  millisecond or two of the enqueue's commit.
+  millisecond or two of the enqueue's commit, once it has heard that notifications reach
+  it (behind PgBouncer in transaction mode they never do; see :mod:`.notifier`).
 
 How many jobs a round claims adapts to how long jobs take: short jobs are claimed in
 batches (up to ``MAX_BATCH``, about ``CLAIM_HORIZON`` seconds of work), long ones only
@@ -166,8 +167,8 @@ class WorkerProcess:
         elif self.store.vendor == "sqlite":
             listener = FileWatcher(str(self.store.connection.settings_dict["NAME"]), self.wake)
         if listener is not None:
+            self.looks.woken_by_enqueues = listener.hears  # Until it hears: quick looks.
             listener.start()
-        self.looks.woken_by_enqueues = listener is not None
         logger.info("Worker %s started: queues %s, %d thread(s).", self.worker_id,
                     ",".join(config.queues), config.threads)
         try:
