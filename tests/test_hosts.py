@@ -5,7 +5,8 @@ hosts: each its own address and host name (worker ids say which host ran a job),
 reaching a private PostgreSQL (never the shared one) over a bridge.
 
 One scenario, on the same three hosts, in order, run twice: (d) straight to PostgreSQL,
-and through PgBouncer in transaction mode (the workers poll: LISTEN does not pass it):
+and through PgBouncer in transaction mode (no notification passes it: the workers find
+their LISTEN deaf and look on their own):
 
 (a) jobs enqueued from the root namespace run exactly once, and every host runs some;
 (b) a host cut off while it runs a long job: the job is recovered by another host once
@@ -159,7 +160,7 @@ def test_hosts_share_jobs_recover_a_cut_host_and_tick_once(
     port, extra = server.port, []
     if via == "pgbouncer":
         port = net.start_pgbouncer(server).port
-        extra = ["--poll-interval", "0.2"]  # LISTEN does not work through it: poll.
+        extra = ["--poll-interval", "0.2"]  # No NOTIFY passes it: idle looks, often.
     cluster = start(net, server, port, extra, tmp_path)
     try:
         started = time.time()

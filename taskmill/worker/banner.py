@@ -13,13 +13,16 @@ def banner(config: WorkerConfig, processes: int) -> list[str]:
     """A few lines: queues, processes × threads, database, wake-ups, schedule, lease."""
     vendor = connections[config.database].vendor
     if vendor == "postgresql":
-        wakeups = (f"on (LISTEN/NOTIFY), polling every {config.poll_interval:g}s should a "
-                   "notification be missed")
+        # Each process checks that they arrive (not behind PgBouncer in transaction
+        # mode) and says so in the log if not: see worker/notifier.py.
+        wakeups = (f"on (LISTEN/NOTIFY, checked by each process), polling every "
+                   f"{config.poll_interval:g}s should a notification be missed")
     elif vendor == "sqlite":
         wakeups = (f"on (a watch on the database file), polling every "
                    f"{config.poll_interval:g}s besides")
     else:
-        wakeups = f"off on {vendor}: polling every {config.poll_interval:g}s"
+        wakeups = (f"off on {vendor}: looking again soon after taking jobs, at least "
+                   f"every {config.poll_interval:g}s")
     lines = [
         f"taskmill worker: queues {', '.join(config.queues)}; {processes} process(es) x "
         f"{config.threads} thread(s){'; --burst' if config.burst else ''}",
