@@ -168,9 +168,10 @@ def count_closed_minutes(database: str, now: dt.datetime) -> int:
     closed_end = _closed_end(now)
     earliest = closed_end - COUNTED_SPAN * MINUTE
     counts = FinishedMinute.objects.using(database)
-    counts.filter(minute__lt=earliest).delete()
-    last = counts.filter(status="", minute__gte=earliest).aggregate(last=Max("minute"))["last"]
-    start = earliest if last is None else max(earliest, last.astimezone(dt.UTC) + MINUTE)
+    counts.filter(minute__lt=_number(earliest)).delete()
+    last = (counts.filter(status="", minute__gte=_number(earliest))
+            .aggregate(last=Max("minute"))["last"])
+    start = earliest if last is None else max(earliest, _from_number(last) + MINUTE)
     end = min(closed_end, start + COUNT_AT_MOST * MINUTE)
     if start >= end:
         return 0
@@ -178,12 +179,11 @@ def count_closed_minutes(database: str, now: dt.datetime) -> int:
     rows = []
     for minute in (start + i * MINUTE for i in range((end - start) // MINUTE)):
         outcomes = found.get(minute, Counter())
-        rows += [FinishedMinute(minute=minute, queue_name=queue, task_path=task,
+        rows += [FinishedMinute(minute=_number(minute), queue_name=queue, task_path=task,
                                 status=status, jobs=n)
                  for (queue, task, status), n in outcomes.items()]
-        # The mark that the minute is counted, last: a minute is read as counted only
-        # with all of its rows, and the rows and marks commit together.
-        rows.append(FinishedMinute(minute=minute, jobs=outcomes.total()))
+        # The mark that the minute is counted: it commits with the minute's rows.
+        rows.append(FinishedMinute(minute=_number(minute), jobs=outcomes.total()))
     with transaction.atomic(using=database):
         counts.bulk_create(rows, batch_size=500, ignore_conflicts=True)
     return (end - start) // MINUTE
@@ -193,18 +193,26 @@ def _read_counted(database: str, since: dt.datetime,
                   until: dt.datetime) -> dict[dt.datetime, Outcomes]:
     """The minutes from ``since`` to ``until`` that a worker counted, with their counts
     (a range of the table's unique index)."""
-    found: dict[dt.datetime, Outcomes] = {}
+    found: dict[int, Outcomes] = {}
     marked = set()
     rows = (FinishedMinute.objects.using(database)
-            .filter(minute__gte=since, minute__lt=until)
+            .filter(minute__gte=_number(since), minute__lt=_number(until))
             .values_list("minute", "queue_name", "task_path", "status", "jobs"))
     for minute, queue, task, status, n in rows:
-        minute = minute.astimezone(dt.UTC)
         if status:
             found.setdefault(minute, Counter())[(queue, task, status)] += n
         else:
             marked.add(minute)
-    return {minute: found.get(minute, Counter()) for minute in marked}
+    return {_from_number(minute): found.get(minute, Counter()) for minute in marked}
+
+
+def _number(minute: dt.datetime) -> int:
+    """``FinishedMinute.minute`` of a minute's start."""
+    return int(minute.timestamp()) // 60
+
+
+def _from_number(number: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(number * 60, dt.UTC)
 
 
 def _closed_end(now: dt.datetime) -> dt.datetime:

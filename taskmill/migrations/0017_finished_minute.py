@@ -19,7 +19,7 @@ class Migration(migrations.Migration):
             name="FinishedMinute",
             fields=[
                 ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
-                ("minute", models.DateTimeField()),
+                ("minute", models.IntegerField()),
                 ("queue_name", models.CharField(blank=True, default="", max_length=100)),
                 ("task_path", models.CharField(blank=True, default="", max_length=255)),
                 ("status", models.CharField(blank=True, default="", max_length=10)),
