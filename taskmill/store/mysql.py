@@ -7,15 +7,19 @@ Needs MySQL 8.0.1+ or MariaDB 10.8+ (SKIP LOCKED, DESC indexes): see taskmill.ca
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from django.db import IntegrityError
+from django.db import DatabaseError, IntegrityError
 from django.db.backends.utils import CursorWrapper
 
 from .base import JobStore
 from .connection import Params
+from .rows import HeldSnapshot
+
+logger = logging.getLogger("taskmill.worker")
 
 
 class MySQLJobStore(JobStore):
@@ -51,6 +55,27 @@ class MySQLJobStore(JobStore):
             names.append(row[0])
             row = self.fetchone("next_ready_queue", {"after": row[0]})
         return names
+
+    def oldest_snapshot(self) -> HeldSnapshot | None:
+        """As PostgreSQL's, of the whole server (see ``oldest_snapshot`` in mysql.sql):
+        a read view held anywhere on it holds back the purge of the job tables. None
+        without the PROCESS privilege, which ``information_schema.innodb_trx`` needs."""
+        try:
+            row = self.fetchone("oldest_snapshot")
+        except DatabaseError as exc:
+            if self._said_no_process_privilege:
+                return None
+            self._said_no_process_privilege = True
+            logger.info("Cannot tell which transaction holds back InnoDB's purge (%s): "
+                        "the database user needs the PROCESS privilege.", exc)
+            return None
+        if row is None:
+            return None
+        thread_id, age, application, state = row
+        return HeldSnapshot(pid=int(thread_id), age=float(age), application=application,
+                            state=state)
+
+    _said_no_process_privilege = False
 
     def claim_rows(self, queues: Sequence[str], limit: int, worker_id: str, *,
                    from_front: bool = True) -> list[Sequence[Any]]:

@@ -199,3 +199,19 @@ SELECT MIN(queue_name) FROM taskmill_job WHERE status = 'READY'
 -- The next queue after %(after)s, by name, that has READY jobs (None: none has).
 -- expects: READY
 SELECT MIN(queue_name) FROM taskmill_job WHERE status = 'READY' AND queue_name > %(after)s
+
+-- name: oldest_snapshot
+-- The open transaction with the oldest read view on the server, and how long it has
+-- been open: InnoDB's purge of the row versions (and delete-marked index entries) that
+-- jobs leave behind waits for the oldest read view of the whole server, whatever
+-- database it reads. Needs the PROCESS privilege (MySQLJobStore.oldest_snapshot).
+-- innodb_trx is a copy the server refreshes at most every 0.1 s.
+-- expects: nothing
+SELECT t.trx_mysql_thread_id, TIMESTAMPDIFF(MICROSECOND, t.trx_started, NOW(6)) / 1000000,
+       TRIM(CONCAT(COALESCE(p.USER, ''), '@', COALESCE(p.HOST, ''), ' ', COALESCE(p.DB, ''))),
+       CASE WHEN p.COMMAND = 'Sleep' THEN 'idle in transaction' ELSE 'active' END
+FROM information_schema.innodb_trx t
+LEFT JOIN information_schema.processlist p ON p.ID = t.trx_mysql_thread_id
+WHERE t.trx_mysql_thread_id <> CONNECTION_ID()
+ORDER BY t.trx_started, t.trx_mysql_thread_id
+LIMIT 1
