@@ -19,11 +19,13 @@ from .base import JobStore
 from .connection import Params
 from .rows import HeldSnapshot
 
-logger = logging.getLogger("taskmill.worker")
+logger = logging.getLogger("taskmill.store")
 
 
 class MySQLJobStore(JobStore):
     vendor = "mysql"
+    #: Whether this store said it cannot see InnoDB's transactions (it says so once).
+    _said_no_process_privilege = False
 
     def list_param(self, values: Sequence[Any]) -> Any:
         return tuple(values)  # mysqlclient writes a tuple as ('a', 'b')
@@ -74,8 +76,6 @@ class MySQLJobStore(JobStore):
         thread_id, age, application, state = row
         return HeldSnapshot(pid=int(thread_id), age=float(age), application=application,
                             state=state)
-
-    _said_no_process_privilege = False
 
     def claim_rows(self, queues: Sequence[str], limit: int, worker_id: str, *,
                    from_front: bool = True) -> list[Sequence[Any]]:

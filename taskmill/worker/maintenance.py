@@ -41,6 +41,8 @@ PRUNE_EVERY = 60.0
 PRUNE_AGAIN = 5.0
 #: Seconds one prune may take.
 PRUNE_BUDGET = 1.0
+#: Seconds to the next count of finished minutes when a turn counted all it may.
+COUNT_AGAIN = 5.0
 #: Seconds between looks for a transaction that holds back vacuum.
 SNAPSHOT_CHECK_EVERY = 60.0
 
@@ -152,7 +154,7 @@ class Maintenance(threading.Thread):
         with self.store.as_thread_default():
             counted = minutes.count_closed_minutes(self.store.alias, self.store.database_now())
         # A full turn (a first one, or after a stop) leaves more: go on soon.
-        return PRUNE_AGAIN if counted >= minutes.COUNT_AT_MOST else None
+        return COUNT_AGAIN if counted >= minutes.COUNT_AT_MOST else None
 
     def _age(self) -> float | None:
         assert self.config.priority_aging is not None
