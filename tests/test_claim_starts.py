@@ -11,6 +11,7 @@ here; the snapshot, the dead entries and the pages read are PostgreSQL's own.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import time
 
 import psycopg
@@ -165,7 +166,8 @@ def test_under_a_held_snapshot_a_rounds_completions_find_each_job_by_its_id(wind
 def test_a_queue_a_read_from_the_front_finds_empty_keeps_its_start(window, store, monkeypatch):
     """Another worker took what came in: the front read finds nothing, and the claims
     after it must not go back to stepping over every job claimed since the snapshot."""
-    monkeypatch.setattr(starts, "FRONT_EVERY", 0.0)  # Every claim reads from the front.
+    monkeypatch.setattr(starts, "FRONT_EVERY", 0.0)  # Every claim reads from the front,
+    monkeypatch.setattr(starts, "FRONT_SHARE", math.inf)  # however long the last one took.
     make_spread_jobs(CLAIMED)
     assert len(claim_all(store)) == CLAIMED
     make_jobs(10)
@@ -217,5 +219,7 @@ def test_in_a_window_a_job_due_just_before_the_last_claimed_is_claimed_from_the_
     just_before = make_job(ago=5 + starts.LAG / 2)
     further_back = make_job(ago=5 + starts.LAG * 3)
     assert [job.id for job in store.claim(["default"], 10, WORKER)] == [just_before.id]
+    # The next read from the front is due at once, however long the last one took.
     monkeypatch.setattr(starts, "FRONT_EVERY", 0.0)
+    monkeypatch.setattr(starts, "FRONT_SHARE", math.inf)
     assert [job.id for job in store.claim(["default"], 10, WORKER)] == [further_back.id]
