@@ -161,3 +161,42 @@ def test_mysql_names_the_transaction_whose_read_view_holds_back_purge(store):
         assert after is None or after.pid != held.thread_id()
     finally:
         held.close()
+
+
+@pytest.fixture
+def mysql_user_without_process() -> Iterator[dict[str, str]]:
+    """A MySQL user with every privilege on the job database but PROCESS, as a
+    project's application user usually is: ``information_schema.innodb_trx`` refuses it."""
+    if connection.vendor != "mysql":
+        pytest.skip("MySQL's PROCESS privilege")
+    user, password = "taskmill_no_process", "no-process"
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP USER IF EXISTS '{user}'@'%'")
+        cursor.execute(f"CREATE USER '{user}'@'%' IDENTIFIED BY '{password}'")
+        cursor.execute(f"GRANT ALL ON `{connection.settings_dict['NAME']}`.* TO '{user}'@'%'")
+    yield {"USER": user, "PASSWORD": password}
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP USER IF EXISTS '{user}'@'%'")
+
+
+def test_mysql_without_the_process_privilege_says_so_once_and_reads_from_the_front(
+        mysql_user_without_process, caplog):
+    """Without PROCESS nothing can tell which transaction holds back the purge: the
+    store says why once, and reports none (claims then always read from the front)."""
+    from django.db.backends.mysql.base import DatabaseWrapper
+
+    from taskmill.store.mysql import MySQLJobStore
+
+    caplog.set_level(logging.INFO, logger="taskmill.store")
+    wrapper = DatabaseWrapper({**connection.settings_dict, **mysql_user_without_process},
+                              alias="no_process")
+    try:
+        with wrapper.cursor() as cursor:  # The user reaches the job tables...
+            cursor.execute("SELECT COUNT(*) FROM taskmill_job")
+        store = MySQLJobStore(wrapper)
+        assert store.oldest_snapshot() is None  # ...but not InnoDB's transactions.
+        assert store.oldest_snapshot() is None
+        said = [r.getMessage() for r in caplog.records if "PROCESS privilege" in r.getMessage()]
+        assert len(said) == 1, said
+    finally:
+        wrapper.close()
