@@ -75,28 +75,36 @@ def test_drives_a_browser():
     pass
 
 
+@pytest.mark.slow
+def test_takes_long():
+    pass
+
+
 def test_needs_no_browser():
     pass
 """
 
 
-def test_a_run_outside_the_browser_runs_leaves_the_browser_tests_out(tmp_path: Path):
-    """Only the runs TASKMILL_BROWSER names run the Chromium tests; a run left with
-    nothing to run once they are out passes (pytest's "nothing collected" is no failure
-    of its)."""
+def test_a_run_outside_the_browser_or_slow_runs_leaves_those_tests_out(tmp_path: Path):
+    """Only the runs TASKMILL_BROWSER names run the Chromium tests, and only those
+    TASKMILL_SLOW names the slow ones; a run left with nothing to run once they are out
+    passes (pytest's "nothing collected" is no failure of its)."""
     sample = tmp_path / "test_browser_sample.py"
     sample.write_text(BROWSER_SAMPLE)
 
-    def run(*args: str, browser: str) -> str:
+    def run(*args: str, browser: str, slow: str = "5.2:sqlite") -> str:
         env = {**os.environ, "TASKMILL_MATRIX": "5.2:sqlite", "TASKMILL_BROWSER": browser,
-               "TASKMILL_LINT": "0"}
+               "TASKMILL_SLOW": slow, "TASKMILL_LINT": "0"}
         done = subprocess.run(["bash", "scripts/test", str(sample), *args], cwd=ROOT,
                               env=env, capture_output=True, text=True, timeout=100)
         output = done.stdout + done.stderr
         assert done.returncode == 0, output
         return output
 
-    assert "2 passed" in run(browser="5.2:sqlite")
-    assert "1 passed, 1 deselected" in run(browser="6.1:sqlite")
+    assert "3 passed" in run(browser="5.2:sqlite")
+    assert "2 passed, 1 deselected" in run(browser="6.1:sqlite")
+    assert "2 passed, 1 deselected" in run(browser="5.2:sqlite", slow="6.1:sqlite")
+    assert "1 passed, 2 deselected" in run(browser="6.1:sqlite", slow="6.1:postgresql")
+    assert "3 passed" in run(browser="all", slow="all")
     only_browser = run("-k", "drives_a_browser", browser="6.1:sqlite")
-    assert "Only browser tests were selected; this run leaves them out." in only_browser
+    assert "Only tests this run leaves out (not browser) were selected." in only_browser
