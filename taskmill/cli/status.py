@@ -13,7 +13,7 @@ from typing import Any
 
 from ..flow import paused
 from ..models import describe_pause
-from ..reporting import BACKLOG_COUNT_CAP, status_report
+from ..reporting import status_report
 from ..services.snapshots import WARN_AFTER
 from ..store.rows import HeldSnapshot
 from .common import get_backend
@@ -61,8 +61,8 @@ def handle(command: Any, options: dict[str, Any]) -> None:
         write(f"No jobs waiting or running, and none finished in the last {minutes} minutes.")
     estimate = report["estimated_job_rows"]
     if capped:
-        write(f"READY is counted up to {BACKLOG_COUNT_CAP + 1:,} a queue (+: more wait; "
-              "counting them all would read them all).")
+        write(f"READY is counted up to {report['ready_counted_up_to']:,} a queue (+: more "
+              "wait; counting them all would read them all; the dashboard counts further).")
     write(f"Finished counts cover the last {minutes} minutes"
           + ("." if estimate is None
              else f"; the job table holds about {estimate:,} rows (planner's estimate)."))
