@@ -11,6 +11,7 @@ import logging
 import socket
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import psycopg
 import pytest
@@ -36,6 +37,33 @@ def open_transaction(database: str, application: str) -> psycopg.Connection:
     held.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
     held.execute("SELECT 1")
     return held
+
+
+def open_read_view() -> Any:
+    """Another MySQL session holding a read view, as an analytics query does: InnoDB
+    purges nothing newer while it is open, whatever database it reads."""
+    import MySQLdb
+
+    settings = connection.settings_dict
+    held = MySQLdb.connect(host=settings["HOST"], port=int(settings["PORT"] or 3306),
+                           user=settings["USER"], password=settings["PASSWORD"])
+    held.cursor().execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+    return held
+
+
+@pytest.fixture
+def held_snapshot() -> Iterator[Any]:
+    """A transaction held open beside the job database's (``rollback()`` ends it): a
+    snapshot of the job database on PostgreSQL, a read view on MySQL's server."""
+    if connection.vendor == "postgresql":
+        held = open_transaction(connection.settings_dict["NAME"], "analytics")
+    elif connection.vendor == "mysql":
+        held = open_read_view()
+    else:
+        pytest.skip("SQLite has one writer and no snapshot that holds back its cleanup")
+    time.sleep(0.3)
+    yield held
+    held.close()
 
 
 @pytest.fixture
@@ -140,13 +168,9 @@ def test_mysql_names_the_transaction_whose_read_view_holds_back_purge(store):
     """
     if connection.vendor != "mysql":
         pytest.skip("MySQL's read views")
-    import MySQLdb
-
     settings = connection.settings_dict
-    held = MySQLdb.connect(host=settings["HOST"], port=int(settings["PORT"] or 3306),
-                           user=settings["USER"], password=settings["PASSWORD"])
+    held = open_read_view()
     try:
-        held.cursor().execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
         time.sleep(0.3)
         found = store.oldest_snapshot()
         assert found is not None and found.pid == held.thread_id()

@@ -8,6 +8,7 @@ Needs MySQL 8.0.1+ or MariaDB 10.8+ (SKIP LOCKED, DESC indexes): see taskmill.ca
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -20,6 +21,9 @@ from .connection import Params
 from .rows import HeldSnapshot
 
 logger = logging.getLogger("taskmill.store")
+
+#: The parameters of a range's statements (``in_range``), numbered for each range.
+_RANGE_PARAM = re.compile(r"%\((?P<name>queue|top|bottom|turn|due)\)s")
 
 
 class MySQLJobStore(JobStore):
@@ -37,17 +41,61 @@ class MySQLJobStore(JobStore):
         with self.atomic():
             yield
 
-    def claimable(self, queues: Sequence[str], limit: int) -> tuple[str, Params]:
+    def claimable(self, queues: Sequence[str], limit: int, *,
+                  from_front: bool = True) -> tuple[str, Params]:
         """The SELECT that locks a claim's jobs, and its parameters: one
-        ``claimable_in_queue`` per queue, united, the best ``limit`` of them kept.
+        ``claimable_in_queue`` per queue, united, the best ``limit`` of them kept; or,
+        while claims start past the jobs claimed last, one ``claimable_in_range`` per
+        range (:mod:`.starts`).
 
         Hazard: a queue's jobs that lose to another queue's stay locked until the claim
         commits (at most ``limit`` a queue); other claims pass over them meanwhile.
         """
-        parts, params = self.per_queue("claimable_in_queue", queues)
+        if from_front:
+            parts, params = self.per_queue("claimable_in_queue", queues)
+        else:
+            parts, params = self.per_range("claimable_in_range", queues)
         sql = (" UNION ALL ".join(parts)
                + " ORDER BY priority DESC, fair_rank, run_after, id LIMIT %(limit)s")
         return sql, {**params, "limit": limit}
+
+    def per_range(self, name: str, queues: Sequence[str]) -> tuple[list[str], dict[str, Any]]:
+        """As :meth:`per_queue`, a copy of the statement ``name`` for each range of the
+        claim index the claims read now (:meth:`read_ranges`), with parameters of its own
+        for the range's queue, priorities, turn and due time (``in_range``)."""
+        parts: list[str] = []
+        params: dict[str, Any] = {}
+        for index, claim_range in enumerate(self.read_ranges(queues)):
+            params.update({
+                f"queue_{index}": claim_range.queue, f"top_{index}": claim_range.top,
+                f"bottom_{index}": claim_range.bottom, f"turn_{index}": claim_range.turn,
+                # run_after is naive, in the connection's time zone; EARLIEST (year 1)
+                # is before DATETIME's range, and would not convert west of UTC.
+                f"due_{index}": (None if claim_range.from_front
+                                 else self.dt_param(claim_range.due)),
+            })
+            parts.append(_RANGE_PARAM.sub(rf"%(\g<name>_{index})s", self.sql[name]))
+        return parts, params
+
+    def next_wake_query(self, queues: Sequence[str]) -> tuple[str, dict[str, Any]]:
+        """As the base's; while claims start past the jobs claimed last, the due and
+        deferred jobs read from where they start (``next_wake_in_range``)."""
+        if self.front_read_due():
+            return super().next_wake_query(queues)
+        parts, params = self.per_range("next_wake_in_range", queues)
+        parts.append(self.sql["next_rate_room"])
+        return f"SELECT MIN(due.seconds) FROM ({' UNION ALL '.join(parts)}) due", params
+
+    def horizon_held_for(self) -> float | None:
+        """The age of the oldest read view on the server (:meth:`oldest_snapshot`):
+        InnoDB purges no delete-marked index entry while one older is open, whatever
+        database it reads. None without the PROCESS privilege: claims read from the
+        front, as everywhere outside a window. The hazard: innodb_trx lists a READ
+        COMMITTED transaction between its statements too, when it holds no read view;
+        if open HELD_FOR, claims start past the jobs claimed last for nothing (a job
+        that sorts before a start waits for the next read from the front)."""
+        held = self.oldest_snapshot()
+        return None if held is None else held.age
 
     def ready_queues(self) -> list[str]:
         """As the base's, one index probe a statement (see ``first_ready_queue``)."""
@@ -79,7 +127,7 @@ class MySQLJobStore(JobStore):
 
     def claim_rows(self, queues: Sequence[str], limit: int, worker_id: str, *,
                    from_front: bool = True) -> list[Sequence[Any]]:
-        sql, selecting = self.claimable(queues, limit)
+        sql, selecting = self.claimable(queues, limit, from_front=from_front)
         with self.cursor() as cursor:
             cursor.execute(sql, selecting)
             ids = [row[0] for row in cursor.fetchall()]

@@ -1,12 +1,15 @@
 """Where a claim starts reading: the front of each queue, or past what it just claimed.
 
-A claimed job leaves its READY entry in the claim index (migration 0011) until vacuum
-removes it, and vacuum may not while an open transaction could still see the old row.
-A claim reads its queue from the front of that index, so while one transaction stays
-open for minutes (an analytics query, a request idle in its transaction), every claim,
-and every idle worker's look, steps over the entries of all the jobs claimed since it
-began: at 1,000 jobs/s, pickup p50 went from 1.2 ms to 16 ms in three minutes
-(``bench/pinned.py``), and at 2,000 jobs/s the backlog never drained.
+A claimed job leaves its READY entry in the claim index (migration 0011; on MySQL,
+0013) until vacuum removes it, and vacuum may not while an open transaction could still
+see the old row (on MySQL, InnoDB's purge of the delete-marked entry waits for every
+older read view on the server). A claim reads its queue from the front of that index,
+so while one transaction stays open for minutes (an analytics query, a request idle in
+its transaction), every claim, and every idle worker's look, steps over the entries of
+all the jobs claimed since it began: at 1,000 jobs/s, pickup p50 went from 1.2 ms to
+16 ms in three minutes (``bench/pinned.py``), and at 2,000 jobs/s the backlog never
+drained; on MariaDB at 500 jobs/s, a read view held ten minutes took the worker from
+503 to 209 jobs done a second.
 
 So while a transaction has held back the job tables' cleanup for ``HELD_FOR`` seconds,
 a worker's claims start each queue where its last claim from it ended (``LAG`` earlier
@@ -18,8 +21,10 @@ The hazard, and why this is not how every claim reads: a job that sorts before a
 queue's start (a higher priority than the jobs being claimed, an earlier fairness turn,
 due more than ``LAG`` earlier, put back in line) waits for the next read from the
 front, about a second. Outside such a window every claim reads from the front, and the
-claim order is exact. Only PostgreSQL says when a transaction holds the cleanup back
-(:meth:`horizon_held_for`); elsewhere claims always read from the front.
+claim order is exact. PostgreSQL and MySQL say when a transaction holds the cleanup
+back (:meth:`horizon_held_for`: on MySQL, the oldest read view on the server, which
+needs the PROCESS privilege); on SQLite, and without that privilege, claims always read
+from the front.
 """
 
 from __future__ import annotations
@@ -78,6 +83,24 @@ class Start:
         return -self.priority, self.turn, self.due
 
 
+@dataclass(frozen=True, slots=True)
+class ClaimRange:
+    """A range of a queue's claim index a claim reads: priorities ``top`` down to
+    ``bottom``, from fairness turn ``turn`` and due time ``due`` on (the front of each
+    priority: ``FIRST_TURN`` and ``EARLIEST``)."""
+
+    queue: str
+    top: int
+    bottom: int
+    turn: int
+    due: dt.datetime
+
+    @property
+    def from_front(self) -> bool:
+        """Whether the range starts at the front of its priorities."""
+        return self.turn == FIRST_TURN and self.due == EARLIEST
+
+
 class ClaimStarts(StoreConnection):
     """One connection's starts, per queue (a worker's claims run on one connection)."""
 
@@ -111,10 +134,11 @@ class ClaimStarts(StoreConnection):
             held = self.horizon_held_for()
             was, self._horizon_held = self._horizon_held, held is not None and held >= HELD_FOR
             if self._horizon_held and not was:
-                logger.info("A transaction has held back vacuum on the job tables for %.0f s: "
-                            "claims start past the jobs claimed last.", held)
+                logger.info("A transaction has held back the job tables' cleanup (vacuum, "
+                            "InnoDB's purge) for %.0f s: claims start past the jobs claimed "
+                            "last.", held)
             elif was and not self._horizon_held:
-                logger.info("No transaction holds back vacuum on the job tables any more: "
+                logger.info("No transaction holds back the job tables' cleanup any more: "
                             "claims read from the front again.")
             if not self._horizon_held:
                 self._starts = {}
@@ -129,32 +153,30 @@ class ClaimStarts(StoreConnection):
             return True
         return not self.starts_past_claimed()
 
-    def claim_ranges(self, queues: Sequence[str]) -> dict[str, Any]:
-        """The parameters of ``claim_ranges``: each queue from its start (the rest of the
-        start's priority from there, then the lower ones), or from the front."""
-        names: list[str] = []
-        tops: list[int] = []
-        bottoms: list[int] = []
-        turns: list[int] = []
-        dues: list[dt.datetime] = []
-
-        def add(queue: str, top: int, bottom: int, turn: int, due: dt.datetime) -> None:
-            names.append(queue)
-            tops.append(top)
-            bottoms.append(bottom)
-            turns.append(turn)
-            dues.append(due)
-
+    def read_ranges(self, queues: Sequence[str]) -> list[ClaimRange]:
+        """The ranges of the claim index a claim from the starts reads: each queue from
+        its start (the rest of the start's priority from there, then the lower ones), or
+        from the front."""
+        ranges: list[ClaimRange] = []
         for queue in queues:
             start = self._starts.get(queue)
             if start is None:
-                add(queue, HIGHEST, LOWEST, FIRST_TURN, EARLIEST)
+                ranges.append(ClaimRange(queue, HIGHEST, LOWEST, FIRST_TURN, EARLIEST))
                 continue
-            add(queue, start.priority, start.priority, start.turn, start.due)
+            ranges.append(ClaimRange(queue, start.priority, start.priority, start.turn,
+                                     start.due))
             if start.priority > LOWEST:
-                add(queue, start.priority - 1, LOWEST, FIRST_TURN, EARLIEST)
-        return {"range_queues": names, "top": tops, "bottom": bottoms, "turn": turns,
-                "due": dues}
+                ranges.append(ClaimRange(queue, start.priority - 1, LOWEST, FIRST_TURN,
+                                         EARLIEST))
+        return ranges
+
+    def claim_ranges(self, queues: Sequence[str]) -> dict[str, Any]:
+        """The parameters of PostgreSQL's ``claim_ranges``: :meth:`read_ranges` as
+        parallel arrays."""
+        ranges = self.read_ranges(queues)
+        return {"range_queues": [r.queue for r in ranges], "top": [r.top for r in ranges],
+                "bottom": [r.bottom for r in ranges], "turn": [r.turn for r in ranges],
+                "due": [r.due for r in ranges]}
 
     def claimed_from(self, jobs: Sequence[ClaimedJob], *, from_front: bool,
                      took: float) -> None:

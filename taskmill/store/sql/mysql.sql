@@ -29,6 +29,61 @@ worker_ids = IF(worker_ids = '', %(worker)s, CONCAT(worker_ids, ',', %(worker)s)
  ORDER BY j.priority DESC, j.fair_rank, j.run_after, j.id
  LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
 
+-- name: claimable_in_range
+-- One range's part of a claim while claims start past the jobs claimed last
+-- (taskmill/store/starts.py; MySQLJobStore.claimable unites one per range): as
+-- claimable_in_queue, read from where the range starts (in_range).
+-- expects: READY, due, may start
+(SELECT j.id, j.priority, j.fair_rank, j.run_after FROM taskmill_job j
+ WHERE ${in_range} AND j.run_after <= ${now} AND ${may_start}
+ ORDER BY j.priority DESC, j.fair_rank, j.run_after, j.id
+ LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
+
+-- name: in_range
+-- A job in line in a range of queue %(queue)s's claim index (a fragment): priorities
+-- %(top)s down to %(bottom)s, from fairness turn and due time (%(turn)s, %(due)s) on.
+-- The bounds follow the index's columns (taskmill_job_ready_my, migration 0013: status,
+-- queue, parked, priority DESC, fair_rank, run_after, id), so that the range is entered
+-- at its start, not at the front of the queue, past InnoDB's delete-marked entries of
+-- the jobs claimed since the oldest read view began. The turn and due time are written
+-- out: MySQL's range optimizer enters no index at a row constructor's >=. A range from
+-- the front of its priorities has no due time (NULL): its turn, the first, lets in all.
+-- expects: j is a job
+j.status = 'READY' AND j.queue_name = %(queue)s AND j.parked = FALSE
+  AND j.priority <= %(top)s AND j.priority >= %(bottom)s
+  AND (j.fair_rank > %(turn)s OR (j.fair_rank = %(turn)s AND j.run_after >= %(due)s))
+
+-- name: next_wake_in_range
+-- One range's part of an idle worker's look while claims start past the jobs claimed
+-- last (MySQLJobStore.next_wake_query unites one per range and next_rate_room): as
+-- common.sql's next_wake_in_queue, the due jobs and the deferred ones in line read from
+-- where the range starts (both through the claim index here: see deferred_jobs_in_line);
+-- the jobs parked for their due time as there (read again for each range of a queue).
+-- The hazard: a deferred job that sorts before the start, as a due one does, is seen at
+-- the next read from the front, not at its due time.
+-- expects: READY, may start
+SELECT ${seconds_until:MIN(d.run_after)} AS seconds FROM (
+    SELECT j.run_after FROM taskmill_job j
+    WHERE ${in_range} AND j.run_after <= ${now} AND ${may_start}
+    ORDER BY j.priority DESC, j.fair_rank, j.run_after, j.id
+    LIMIT 1
+) d
+UNION ALL
+SELECT ${seconds_until:MIN(w.run_after)} FROM (
+    SELECT j.run_after FROM ${deferred_jobs_in_line}
+    WHERE ${in_range} AND j.run_after > j.enqueued_at AND j.run_after > ${now}
+      AND ${may_start}
+    ORDER BY j.run_after
+    LIMIT 1
+) w
+UNION ALL
+SELECT ${seconds_until:MIN(t.run_after)} FROM (
+    SELECT j.run_after FROM taskmill_job j
+    WHERE j.parked_for_time = TRUE AND j.queue_name = %(queue)s AND j.status = 'READY'
+    ORDER BY j.run_after
+    LIMIT 1
+) t
+
 -- name: mark_claimed
 -- Lease the locked jobs to %(worker)s.
 -- expects: READY (locked by this transaction's claimable_in_queue)
