@@ -34,7 +34,7 @@ worker_ids = IF(worker_ids = '', %(worker)s, CONCAT(worker_ids, ',', %(worker)s)
 -- (taskmill/store/starts.py; MySQLJobStore.claimable unites one per range): as
 -- claimable_in_queue, read from where the range starts (in_range).
 -- expects: READY, due, may start
-(SELECT j.id, j.priority, j.fair_rank, j.run_after FROM taskmill_job j
+(SELECT j.id, j.priority, j.fair_rank, j.run_after FROM ${jobs_in_range}
  WHERE ${in_range} AND j.run_after <= ${now} AND ${may_start}
  ORDER BY j.priority DESC, j.fair_rank, j.run_after, j.id
  LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
@@ -53,6 +53,15 @@ j.status = 'READY' AND j.queue_name = %(queue)s AND j.parked = FALSE
   AND j.priority <= %(top)s AND j.priority >= %(bottom)s
   AND (j.fair_rank > %(turn)s OR (j.fair_rank = %(turn)s AND j.run_after >= %(due)s))
 
+-- name: jobs_in_range
+-- The jobs a range's statements read (a FROM item, j): through the claim index, named.
+-- Otherwise MariaDB read the queue's whole part of it (a ref on status, queue, parked),
+-- from the front: its cost model put that below the range from the start, whose count
+-- of entries includes the delete-marked ones it is there to pass over (40,170 pages
+-- against 5,414 beside 20,000 claimed jobs). Named, the longer range is taken.
+-- expects: nothing
+taskmill_job j FORCE INDEX (taskmill_job_ready_my)
+
 -- name: next_wake_in_range
 -- One range's part of an idle worker's look while claims start past the jobs claimed
 -- last (MySQLJobStore.next_wake_query unites one per range and next_rate_room): as
@@ -63,7 +72,7 @@ j.status = 'READY' AND j.queue_name = %(queue)s AND j.parked = FALSE
 -- the next read from the front, not at its due time.
 -- expects: READY, may start
 SELECT ${seconds_until:MIN(d.run_after)} AS seconds FROM (
-    SELECT j.run_after FROM taskmill_job j
+    SELECT j.run_after FROM ${jobs_in_range}
     WHERE ${in_range} AND j.run_after <= ${now} AND ${may_start}
     ORDER BY j.priority DESC, j.fair_rank, j.run_after, j.id
     LIMIT 1
