@@ -146,6 +146,22 @@ def test_at_500_jobs_a_second_a_claim_from_the_start_enters_the_index_there(
     assert 3 * start_pages < front_pages, (front_pages, start_pages)
 
 
+@mysql_only
+def test_a_claim_that_finds_fewer_jobs_than_its_limit_stops_at_the_last(
+        window, store, monkeypatch):
+    """InnoDB passes over delete-marked entries before it checks a range's end, so a
+    locking read that ran out of jobs went on over the RUNNING entry of every job run
+    since the read view began (delete-marked once the job ended): 180,000 pages a claim
+    under bench/pinned.py. The claim locks only as many as a consistent read counted."""
+    monkeypatch.setattr(starts, "FRONT_EVERY", 3600.0)
+    make_spread_jobs(CLAIMED)
+    while jobs := store.claim(["default"], 100, WORKER):
+        store.complete([success(job) for job in jobs], WORKER)
+    fresh = {job.id for job in make_jobs(10)}
+    assert pages_read(*store.claimable(["default"], 100, from_front=False)) < FEW_PAGES
+    assert {job.id for job in store.claim(["default"], 100, WORKER)} == fresh
+
+
 def test_a_job_that_sorts_before_the_start_is_claimed_at_the_next_read_from_the_front(
         window, store, monkeypatch):
     monkeypatch.setattr(starts, "FRONT_EVERY", 0.5)

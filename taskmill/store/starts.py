@@ -153,13 +153,14 @@ class ClaimStarts(StoreConnection):
             return True
         return not self.starts_past_claimed()
 
-    def read_ranges(self, queues: Sequence[str]) -> list[ClaimRange]:
+    def read_ranges(self, queues: Sequence[str], *,
+                    from_front: bool = False) -> list[ClaimRange]:
         """The ranges of the claim index a claim from the starts reads: each queue from
         its start (the rest of the start's priority from there, then the lower ones), or
-        from the front."""
+        from the front (each queue, when ``from_front``)."""
         ranges: list[ClaimRange] = []
         for queue in queues:
-            start = self._starts.get(queue)
+            start = None if from_front else self._starts.get(queue)
             if start is None:
                 ranges.append(ClaimRange(queue, HIGHEST, LOWEST, FIRST_TURN, EARLIEST))
                 continue

@@ -39,6 +39,17 @@ worker_ids = IF(worker_ids = '', %(worker)s, CONCAT(worker_ids, ',', %(worker)s)
  ORDER BY j.priority DESC, j.fair_rank, j.run_after, j.id
  LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
 
+-- name: available_in_range
+-- How many jobs claimable_in_range would lock, up to %(limit)s: a consistent read, which
+-- locks nothing and passes cheaply over the delete-marked entries a held read view
+-- keeps (see MySQLJobStore.claimable: the locking read is then limited to this many).
+-- expects: READY, due, may start
+SELECT COUNT(*) FROM (
+    SELECT 1 FROM ${jobs_in_range}
+    WHERE ${in_range} AND j.run_after <= ${now} AND ${may_start}
+    LIMIT %(limit)s
+) available
+
 -- name: in_range
 -- A job in line in a range of queue %(queue)s's claim index (a fragment): priorities
 -- %(top)s down to %(bottom)s, from fairness turn and due time (%(turn)s, %(due)s) on.
