@@ -32,7 +32,8 @@ worker_ids = IF(worker_ids = '', %(worker)s, CONCAT(worker_ids, ',', %(worker)s)
 -- name: claimable_in_range
 -- One range's part of a claim while claims start past the jobs claimed last
 -- (taskmill/store/starts.py; MySQLJobStore.claimable unites one per range): as
--- claimable_in_queue, read from where the range starts (in_range).
+-- claimable_in_queue, read from where the range starts (in_range), and locking no more
+-- than %(limit)s: as many as available_in_range counted there.
 -- expects: READY, due, may start
 (SELECT j.id, j.priority, j.fair_rank, j.run_after FROM ${jobs_in_range}
  WHERE ${in_range} AND j.run_after <= ${now} AND ${may_start}
@@ -106,7 +107,7 @@ SELECT ${seconds_until:MIN(t.run_after)} FROM (
 
 -- name: mark_claimed
 -- Lease the locked jobs to %(worker)s.
--- expects: READY (locked by this transaction's claimable_in_queue)
+-- expects: READY (locked by this transaction's claimable_in_queue or claimable_in_range)
 UPDATE taskmill_job SET ${lease_to_worker}
 WHERE id ${in:ids} AND status = 'READY'
 
