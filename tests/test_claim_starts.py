@@ -293,3 +293,24 @@ def test_in_a_window_a_job_due_just_before_the_last_claimed_is_claimed_from_the_
     monkeypatch.setattr(starts, "FRONT_EVERY", 0.0)
     monkeypatch.setattr(starts, "FRONT_SHARE", math.inf)
     assert [job.id for job in store.claim(["default"], 10, WORKER)] == [further_back.id]
+
+
+def test_whether_a_window_is_open_is_asked_outside_the_claims_transaction(
+        window, store, monkeypatch):
+    """On MySQL the claim's transaction holds its jobs' row locks until it commits: the
+    look at the server's transactions (every LOOK_EVERY seconds) comes before it."""
+    monkeypatch.setattr(starts, "LOOK_EVERY", 5.0)
+    asked_in_a_transaction: list[bool] = []
+    ask = store.horizon_held_for
+
+    def horizon_held_for() -> float | None:
+        connection = store.connection
+        asked_in_a_transaction.append(connection.in_atomic_block
+                                      or not connection.get_autocommit())
+        return ask()
+
+    monkeypatch.setattr(store, "horizon_held_for", horizon_held_for)
+    make_jobs(10, ago=5)
+    assert len(store.claim(["default"], 5, WORKER)) == 5
+    assert len(store.claim(["default"], 5, WORKER)) == 5
+    assert asked_in_a_transaction == [False]

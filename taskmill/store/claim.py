@@ -37,6 +37,9 @@ class Claiming(ConcurrencyLimits, DeferredJobs, FairTurns, Parking, ClaimStarts)
         if not queues:
             return []
         self.unpark_due_if_time(queues)
+        # Whether a window is open is asked here, at most every LOOK_EVERY seconds: not
+        # inside the claim's transaction, whose row locks (MySQL's) it would hold longer.
+        self.starts_past_claimed()
         from_front = self.front_read_due()
         with self.claim_transaction():
             claimed_at = time.monotonic()
