@@ -158,6 +158,13 @@ SELECT ${seconds_until:MIN(w.run_after)} FROM (
     LIMIT 1
 ) w
 UNION ALL
+${next_parked_for_time}
+
+-- name: next_parked_for_time
+-- The last part of a queue's look (next_wake_in_queue, MySQL's next_wake_in_range), a
+-- fragment: the first job of queue %(queue)s parked until shortly before it is due, in
+-- due order through their own index (migration 0016).
+-- expects: READY, parked for its due time
 SELECT ${seconds_until:MIN(t.run_after)} FROM (
     SELECT j.run_after FROM taskmill_job j
     WHERE j.parked_for_time = TRUE AND j.queue_name = %(queue)s AND j.status = 'READY'

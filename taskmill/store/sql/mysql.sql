@@ -98,12 +98,7 @@ SELECT ${seconds_until:MIN(w.run_after)} FROM (
     LIMIT 1
 ) w
 UNION ALL
-SELECT ${seconds_until:MIN(t.run_after)} FROM (
-    SELECT j.run_after FROM taskmill_job j
-    WHERE j.parked_for_time = TRUE AND j.queue_name = %(queue)s AND j.status = 'READY'
-    ORDER BY j.run_after
-    LIMIT 1
-) t
+${next_parked_for_time}
 
 -- name: mark_claimed
 -- Lease the locked jobs to %(worker)s.
