@@ -163,9 +163,8 @@ BACKLOG_COUNT_CAP = 100_000
 #: it again: the cap's count alone is 11–15 ms on PostgreSQL and 37 ms on MariaDB, most
 #: of a poll beside a million waiting jobs, for figures that say "more than 100,000".
 RECOUNT_CAPPED_AFTER = 10.0
-#: ``taskmill status`` counts up to this many a queue: a command keeps nothing from one
-#: run to the next, so each run pays its count (100,001 entries: 122 ms on MariaDB,
-#: 21–34 ms on PostgreSQL; 10,001: about a tenth), for a glance that says "more" anyway.
+#: ``taskmill status`` counts up to this many a queue: a command keeps nothing between
+#: runs, so each pays its count (100,001 entries took 122 ms on MariaDB; 10,001 a tenth).
 STATUS_COUNT_CAP = 10_000
 
 #: (database, queue, cap) -> when a queue was last found over the cap, and its count then.
@@ -183,9 +182,8 @@ class QueueDepth:
     succeeded: int = 0
     failed: int = 0
     oldest_waiting_age: float | None = None
-    #: More than BACKLOG_COUNT_CAP jobs wait: ``waiting`` and ``scheduled`` (which then
-    #: add up to the cap and one) and the oldest age are of the first of them in claim
-    #: order only.
+    #: More wait than the cap: ``waiting`` and ``scheduled`` (adding up to the cap and
+    #: one) and the oldest age are of the first of them in claim order only.
     capped: bool = False
 
 
@@ -196,13 +194,11 @@ def forget_capped_counts() -> None:
 
 def queue_depths(database: str, now: dt.datetime, since: dt.datetime,
                  finished: Sequence[Mapping[str, Any]] | None = None,
-                 recount_capped_after: float = 0.0,
-                 cap: int | None = None) -> list[QueueDepth]:
-    """Active jobs per queue, plus the outcomes of jobs finished since ``since``
-    (``finished``: :func:`finished_counts` already read), READY counted up to ``cap``
-    (default BACKLOG_COUNT_CAP). A queue found over the cap less than
-    ``recount_capped_after`` seconds ago keeps that count (its oldest job's age moves
-    on)."""
+                 recount_capped_after: float = 0.0, cap: int | None = None) -> list[QueueDepth]:
+    """Active jobs per queue (READY up to ``cap``, default BACKLOG_COUNT_CAP), plus the
+    outcomes of jobs finished since ``since`` (``finished``: :func:`finished_counts`
+    already read). A queue found over the cap less than ``recount_capped_after`` seconds
+    ago keeps that count (its oldest job's age moves on)."""
     cap = BACKLOG_COUNT_CAP if cap is None else cap
     jobs = Job.objects.using(database).order_by()
     depths: dict[str, QueueDepth] = {}
