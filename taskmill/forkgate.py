@@ -137,19 +137,32 @@ class _ForkGate:
         self._leave()
 
     def before_fork(self) -> None:
-        self.condition.acquire()
-        self.forking = True
-        # The forking thread's own turns (a fork from inside a transaction) cannot end
-        # while it waits.
-        mine = self.holding[threading.get_ident()] + (getattr(self.depth, "value", 0) > 0)
-        waited = 0.0
+        """Hold new calls back and wait for those in flight, then let go of the lock.
+
+        The flag, not the lock, keeps threads out until the fork is done: the hooks that
+        run after this one (logging's, the import lock) take locks of their own, and a
+        thread holding one of those may need the gate's lock meanwhile (the garbage
+        collector runs :meth:`drop` in whichever thread it interrupts). Held across
+        them, the lock would deadlock both threads and every later call into SQLite.
+        For the same reason, the collecting and the logging here happen outside it.
+        """
+        with self.condition:
+            self.forking = True
         self.collect_abandoned()
-        while self.inside > mine:
-            if not self.condition.wait(timeout=FORK_WAIT_WARN):
-                self.collect_abandoned()
-                waited += FORK_WAIT_WARN
-                logger.warning("A fork has waited %.1f s for SQLite: %s.", waited,
-                               self.describe_inside())
+        waited = 0.0
+        while True:
+            with self.condition:
+                # The forking thread's own turns (a fork from inside a transaction) cannot
+                # end while it waits.
+                mine = self.holding[threading.get_ident()] + (getattr(self.depth, "value", 0) > 0)
+                if self.inside <= mine:
+                    return
+                if self.condition.wait(timeout=FORK_WAIT_WARN):
+                    continue
+                keeping = self.describe_inside()
+            self.collect_abandoned()
+            waited += FORK_WAIT_WARN
+            logger.warning("A fork has waited %.1f s for SQLite: %s.", waited, keeping)
 
     def collect_abandoned(self) -> None:
         """Let go of the transactions of threads that have ended: their connections were
@@ -177,9 +190,9 @@ class _ForkGate:
         return "; ".join(named) or "nothing"
 
     def after_fork_in_parent(self) -> None:
-        self.forking = False
-        self.condition.notify_all()
-        self.condition.release()
+        with self.condition:
+            self.forking = False
+            self.condition.notify_all()
 
     def after_fork_in_child(self) -> None:
         for held in list(self.holds.values()):  # Their connections are not this process's.

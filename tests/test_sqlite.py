@@ -208,6 +208,63 @@ def test_a_transaction_dropped_unclosed_does_not_keep_forks_waiting(sqlite_only,
         assert check.execute("SELECT v FROM t").fetchall() == [("child",)]
 
 
+def test_a_fork_does_not_hold_the_gate_while_the_later_fork_hooks_wait(sqlite_only, tmp_path):
+    """The hooks that run after the gate's at a fork take locks of their own (logging's
+    here). A thread holding one of those may need the gate meanwhile: the garbage
+    collector let go of a dropped connection's transaction, through the gate, in
+    whichever thread it interrupted. With the gate's lock held across those hooks, that
+    thread and the forking one waited for each other for ever, and so did every thread's
+    next call into SQLite (CI's hung run). (In a process of its own, so that a deadlock
+    fails this test, not the run.)"""
+    path = _sqlite_file(tmp_path)
+    script = textwrap.dedent(f"""
+        import gc, logging, os, sqlite3, threading, time
+        from taskmill import forkgate
+
+        gc.disable()  # Collect where the deadlock needs it, not at random.
+        holding_logging, collect = threading.Event(), threading.Event()
+
+        def collect_holding_logging():
+            with logging._lock:  # As while a handler is made or a level is looked up.
+                holding_logging.set()
+                collect.wait()
+                gc.collect()  # Frees the forker's dropped connection: the gate lets go.
+
+        def drop_a_transaction_then_fork():
+            gated = sqlite3.connect({path!r}, factory=forkgate.GatedConnection,
+                                    isolation_level=None)
+            gated.execute("BEGIN IMMEDIATE")
+            gated.execute("INSERT INTO t (v) VALUES ('dropped')")
+            gated.cycle = gated  # Only the collector frees it, in whichever thread.
+            del gated
+            pid = os.fork()
+            if pid == 0:
+                os._exit(0)
+            os.waitpid(pid, 0)
+
+        collector = threading.Thread(target=collect_holding_logging, daemon=True)
+        collector.start()
+        holding_logging.wait()
+        forker = threading.Thread(target=drop_a_transaction_then_fork, daemon=True)
+        forker.start()
+        while not forkgate._gate.forking:
+            time.sleep(0.01)
+        time.sleep(0.2)  # The forker is past the gate, waiting for logging's lock.
+        collect.set()
+        forker.join(10)
+        collector.join(1)
+        os._exit(1 if forker.is_alive() or collector.is_alive() else 0)
+    """)
+    try:
+        done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, timeout=30,
+                              capture_output=True, text=True)
+    except subprocess.TimeoutExpired:  # pragma: no cover - the script exits on its own
+        raise AssertionError("the script hung") from None
+    assert done.returncode == 0, f"the fork and the collector deadlocked\n{done.stderr}"
+    with contextlib.closing(sqlite3.connect(path)) as check:  # Rolled back when freed.
+        assert check.execute("SELECT v FROM t").fetchall() == []
+
+
 def test_a_fork_kept_waiting_says_which_transaction_it_waits_for(
         sqlite_only, tmp_path, caplog, monkeypatch):
     monkeypatch.setattr(forkgate, "FORK_WAIT_WARN", 0.2)
