@@ -276,7 +276,10 @@ SELECT MIN(queue_name) FROM taskmill_job WHERE status = 'READY' AND queue_name >
 -- been open: InnoDB's purge of the row versions (and delete-marked index entries) that
 -- jobs leave behind waits for the oldest read view of the whole server, whatever
 -- database it reads. Needs the PROCESS privilege (MySQLJobStore.oldest_snapshot).
--- innodb_trx is a copy the server refreshes at most every 0.1 s.
+-- innodb_trx is a copy the server refreshes at most every 0.1 s. It lists every open
+-- transaction: one under READ COMMITTED (or READ UNCOMMITTED) reads each statement from
+-- a read view of its own, so idle (no statement running) it holds none and is passed
+-- over; running one, its age is the transaction's, an upper bound of the statement's.
 -- expects: nothing
 SELECT t.trx_mysql_thread_id, TIMESTAMPDIFF(MICROSECOND, t.trx_started, NOW(6)) / 1000000,
        TRIM(CONCAT(COALESCE(p.USER, ''), '@', COALESCE(p.HOST, ''), ' ', COALESCE(p.DB, ''))),
@@ -284,5 +287,7 @@ SELECT t.trx_mysql_thread_id, TIMESTAMPDIFF(MICROSECOND, t.trx_started, NOW(6)) 
 FROM information_schema.innodb_trx t
 LEFT JOIN information_schema.processlist p ON p.ID = t.trx_mysql_thread_id
 WHERE t.trx_mysql_thread_id <> CONNECTION_ID()
+  AND NOT (t.trx_isolation_level IN ('READ COMMITTED', 'READ UNCOMMITTED')
+           AND t.trx_query IS NULL)
 ORDER BY t.trx_started, t.trx_mysql_thread_id
 LIMIT 1
