@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from taskmill.models import Job, JobStatus
 from taskmill.store import Outcome, close_store, private_store, starts
+from tests.conftest import wait_until
 from tests.jobrows import job_row, make_job, make_jobs
 from tests.test_claim_plans import FEW_PAGES, pages_accessed, pages_touched
 from tests.test_held_transactions import held_snapshot  # noqa: F401  (a fixture)
@@ -186,6 +187,48 @@ def test_once_the_snapshot_is_released_claims_read_from_the_front_at_once(
     urgent = make_job(priority=10)
     (first,) = store.claim(["default"], 1, WORKER)
     assert first.id == urgent.id
+
+
+@mysql_only
+def test_innodb_says_how_much_purge_a_read_view_holds_back(window, store):
+    """The history list length: every claim (a transaction that updated jobs) committed
+    after the read view began stays in it until the read view ends, and purge takes it
+    away after. (What was committed before may be purged meanwhile: only the claims are
+    counted on.)"""
+    make_jobs(40, ago=5)
+    for _ in range(40):
+        assert len(store.claim(["default"], 1, WORKER)) == 1
+    held_back = store.cleanup_backlog()
+    assert held_back is not None and held_back >= 40
+    window.rollback()
+    wait_for_no_other_held(store)
+    wait_until(lambda: store.cleanup_backlog() < held_back, timeout=30,
+               message="purge to catch up after the read view")
+
+
+@mysql_only
+def test_after_the_read_view_ends_claims_start_past_the_claimed_until_purge_catches_up(
+        window, store, monkeypatch):
+    """InnoDB purges ten minutes of jobs' entries over a minute or more after the read
+    view ends, and each read from the front walks what is left. The claims keep
+    starting past the claimed until the history list is back to what it was when the
+    window opened. (How far behind purge is, is made up here: with a few jobs it catches
+    up in milliseconds.)"""
+    monkeypatch.setattr(starts, "FRONT_EVERY", 3600.0)  # No read from the front but the first.
+    make_jobs(30, ago=5)
+    assert len(store.claim(["default"], 10, WORKER)) == 10
+    at_open = store._backlog_at_open
+    assert at_open is not None  # Read from the server when the window opened.
+    window.rollback()
+    wait_for_no_other_held(store)
+    behind = at_open + starts.CAUGHT_UP_WITHIN + 5000
+    monkeypatch.setattr(store, "cleanup_backlog", lambda: behind)
+    urgent = make_job(priority=10)
+    (first,) = store.claim(["default"], 1, WORKER)
+    assert first.id != urgent.id  # Still from the start: the urgent job sorts before it.
+    monkeypatch.setattr(store, "cleanup_backlog", lambda: at_open + starts.CAUGHT_UP_WITHIN)
+    (first,) = store.claim(["default"], 1, WORKER)
+    assert first.id == urgent.id  # Caught up: from the front again, in exact order.
 
 
 def test_claims_outside_a_window_keep_the_exact_order(store):

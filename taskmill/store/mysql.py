@@ -110,12 +110,19 @@ class MySQLJobStore(JobStore):
         """The age of the oldest read view on the server (:meth:`oldest_snapshot`):
         InnoDB purges no delete-marked index entry while one older is open, whatever
         database it reads. None without the PROCESS privilege: claims read from the
-        front, as everywhere outside a window. The hazard: innodb_trx lists a READ
-        COMMITTED transaction between its statements too, when it holds no read view;
-        if open HELD_FOR, claims start past the jobs claimed last for nothing (a job
-        that sorts before a start waits for the next read from the front)."""
+        front, as everywhere outside a window."""
         held = self.oldest_snapshot()
         return None if held is None else held.age
+
+    def cleanup_backlog(self) -> int | None:
+        """InnoDB's history list length (``purge_backlog`` in mysql.sql): the committed
+        transactions whose old row versions, and delete-marked index entries, purge has
+        yet to remove. None where it cannot be read (without PROCESS)."""
+        try:
+            row = self.fetchone("purge_backlog")
+        except DatabaseError:
+            return None
+        return None if row is None else int(row[0])
 
     def ready_queues(self) -> list[str]:
         """As the base's, one index probe a statement (see ``first_ready_queue``)."""

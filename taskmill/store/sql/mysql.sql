@@ -291,3 +291,11 @@ WHERE t.trx_mysql_thread_id <> CONNECTION_ID()
            AND t.trx_query IS NULL)
 ORDER BY t.trx_started, t.trx_mysql_thread_id
 LIMIT 1
+
+-- name: purge_backlog
+-- InnoDB's history list length: the committed transactions whose undo purge has yet to
+-- process (each claim and each completion is one). It grows while a read view is held
+-- and shrinks as purge catches up after it (MySQLJobStore.cleanup_backlog). Needs the
+-- PROCESS privilege; the counter is on by default on MySQL 8 and MariaDB.
+-- expects: nothing
+SELECT count FROM information_schema.INNODB_METRICS WHERE name = 'trx_rseg_history_len'
