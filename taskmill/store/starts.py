@@ -149,7 +149,10 @@ class ClaimStarts(StoreConnection):
         held back is larger than when the window opened (:meth:`cleanup_backlog`):
         InnoDB purges the entries of ten minutes of jobs over a minute or more, and
         until it has, each read from the front still walks them (pickup p99 4 s in the
-        minute after a ten-minute hold at 500 jobs/s, bench/RESULTS.md)."""
+        minute after a ten-minute hold at 500 jobs/s, bench/RESULTS.md). The hazard: the
+        backlog is the whole server's, so other databases' work that purge falls behind
+        on keeps the window open too (the claim order is exact only at each read from
+        the front, every second or so)."""
         now = time.monotonic()
         if now - self._horizon_looked_at < LOOK_EVERY:
             return self._horizon_held
