@@ -40,6 +40,7 @@ at the end. ``--against DIR`` runs a worker of the code in DIR in turn with this
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import subprocess
@@ -200,10 +201,19 @@ def run(args: argparse.Namespace, code: Path) -> dict[str, dict[str, float]]:
     if args.pin_in == "other":
         database = f"{database}_app"
         create_database(database)
+    with contextlib.ExitStack() as closing:
+        log = (closing.enter_context(open(f"{args.worker_log}.{code.name}", "a"))
+               if args.worker_log else subprocess.DEVNULL)
+        return run_worker(args, code, database, log)
+
+
+def run_worker(args: argparse.Namespace, code: Path, database: str, log: Any
+               ) -> dict[str, dict[str, float]]:
+    """The three phases, with a worker of the code in ``code`` writing to ``log``."""
     worker = subprocess.Popen(
         [sys.executable, "-m", "django", "taskmill", "worker", "--processes", "2",
          "--threads", "1"], env={**os.environ, "PYTHONPATH": str(code)}, cwd=code,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stdout=log, stderr=log)
     stop, samples = threading.Event(), []
     threads = [threading.Thread(target=producer, args=(args.rate, stop), daemon=True),
                threading.Thread(target=pickups, args=(samples, stop), daemon=True)]
@@ -253,6 +263,10 @@ def main() -> None:
                         help="a checkout of other code (git worktree add DIR COMMIT): its "
                              "worker and this one take turns, --rounds each")
     parser.add_argument("--rounds", type=int, default=1, help="runs of each, interleaved")
+    parser.add_argument("--worker-log", default=None,
+                        help="append each worker's output to this path, with its "
+                             "checkout's folder name after a dot (it says when a window "
+                             "of claims from the starts opens and ends)")
     args = parser.parse_args()
     codes = {"this": ROOT, **({"other": args.against.resolve()} if args.against else {})}
     results: dict[str, list[dict[str, dict[str, float]]]] = {name: [] for name in codes}
