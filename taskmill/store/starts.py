@@ -21,12 +21,12 @@ The hazard, and why this is not how every claim reads: a job that sorts before a
 queue's start (a higher priority than the jobs being claimed, an earlier fairness turn,
 due more than ``LAG`` earlier, put back in line) waits for the next read from the
 front, about a second. Outside such a window every claim reads from the front, and the
-claim order is exact. The window ends when the transaction has, or, where the database
-says how much cleanup it has still to do (MySQL), once that is back to what it was when
-the window opened: InnoDB's purge of minutes of jobs takes a while after the read view. PostgreSQL and MySQL say when a transaction holds the cleanup
+claim order is exact. PostgreSQL and MySQL say when a transaction holds the cleanup
 back (:meth:`horizon_held_for`: on MySQL, the oldest read view on the server, which
 needs the PROCESS privilege); on SQLite, and without that privilege, claims always read
-from the front.
+from the front. The window ends with the transaction, or, where the database says how
+much cleanup it has still to do (MySQL), once that is back to what it was when the
+window opened: InnoDB's purge of minutes of jobs takes a while after the read view.
 """
 
 from __future__ import annotations
