@@ -77,7 +77,7 @@ class _ForkGate:
         # garbage collector may run in any thread, inside any of the sections below.
         self.condition = threading.Condition(threading.RLock())
         self.inside = 0
-        self.forking = False
+        self.forking = 0  # Forks under way, from as many threads.
         self.depth = threading.local()
         self.holds: dict[int, _Hold] = {}  # id(connection) -> its open transaction.
         self.holding: Counter[int] = Counter()  # Thread ident -> transactions it holds.
@@ -102,7 +102,8 @@ class _ForkGate:
     def _leave(self) -> None:
         with self.condition:
             self.inside -= 1
-            if self.inside == 0:
+            # A fork from inside a transaction waits for the count to reach its own.
+            if self.inside == 0 or self.forking:
                 self.condition.notify_all()
 
     @contextmanager
@@ -139,7 +140,8 @@ class _ForkGate:
     def before_fork(self) -> None:
         """Hold new calls back and wait for those in flight, then let go of the lock.
 
-        The flag, not the lock, keeps threads out until the fork is done: the hooks that
+        The count of forks under way, not the lock, keeps threads out until every one is
+        done (two task threads may fork at once): the hooks that
         run after this one (logging's, the import lock) take locks of their own, and a
         thread holding one of those may need the gate's lock meanwhile (the garbage
         collector runs :meth:`drop` in whichever thread it interrupts). Held across
@@ -147,7 +149,7 @@ class _ForkGate:
         For the same reason, the collecting and the logging here happen outside it.
         """
         with self.condition:
-            self.forking = True
+            self.forking += 1
         self.collect_abandoned()
         waited = 0.0
         while True:
@@ -191,8 +193,9 @@ class _ForkGate:
 
     def after_fork_in_parent(self) -> None:
         with self.condition:
-            self.forking = False
-            self.condition.notify_all()
+            self.forking -= 1  # Another thread's fork may still be under way.
+            if not self.forking:
+                self.condition.notify_all()
 
     def after_fork_in_child(self) -> None:
         for held in list(self.holds.values()):  # Their connections are not this process's.

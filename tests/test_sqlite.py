@@ -265,6 +265,29 @@ def test_a_fork_does_not_hold_the_gate_while_the_later_fork_hooks_wait(sqlite_on
         assert check.execute("SELECT v FROM t").fetchall() == []
 
 
+def test_two_forks_at_once_keep_calls_out_until_both_are_done(sqlite_only):
+    """Two task threads may fork at once (each its own parallel_map). The first fork's
+    end let every thread back into SQLite while the second was still forking."""
+    gate = forkgate._ForkGate()  # The gate's hooks, called as two forking threads would.
+    forks = [threading.Thread(target=gate.before_fork) for _ in range(2)]
+    for fork in forks:
+        fork.start()
+        fork.join(5)
+    gate.after_fork_in_parent()  # The first fork is done; the second is under way.
+    entered = threading.Event()
+
+    def call_into_sqlite() -> None:
+        with gate.enter():
+            entered.set()
+
+    caller = threading.Thread(target=call_into_sqlite, daemon=True)
+    caller.start()
+    assert not entered.wait(0.3), "a call went in while a fork was under way"
+    gate.after_fork_in_parent()
+    assert entered.wait(5)
+    caller.join(5)
+
+
 def test_a_fork_kept_waiting_says_which_transaction_it_waits_for(
         sqlite_only, tmp_path, caplog, monkeypatch):
     monkeypatch.setattr(forkgate, "FORK_WAIT_WARN", 0.2)
