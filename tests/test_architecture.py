@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from taskmill.store.sql import annotated
+from taskmill.store.sql import _expand, annotated
 
 PACKAGE = Path(__file__).resolve().parent.parent / "taskmill"
 
@@ -64,3 +64,16 @@ def test_no_module_is_longer_than_one_reader_can_hold():
     lengths = {path.relative_to(PACKAGE).as_posix(): len(path.read_text().splitlines())
                for path in PACKAGE.rglob("*.py") if "migrations" not in path.parts}
     assert {name: n for name, n in lengths.items() if n > 400} == {}
+
+
+def test_a_statement_read_with_other_fragments_is_the_same_shape_over_other_rows():
+    """``${statement|a=b}``: MySQL's look at a range of the claim index is the look at a
+    queue, over the range's rows (one shape, written once); an unknown name is refused."""
+    mysql = annotated("mysql")
+    over_a_queue, over_a_range = mysql["next_wake_in_queue"].sql, mysql["next_wake_in_range"].sql
+    assert "${" not in over_a_range and "j.priority <= %(top)s" in over_a_range
+    assert (over_a_range.replace(mysql["in_range"].sql, mysql["in_queue"].sql)
+            # The due jobs' FROM; the deferred ones' (deferred_jobs_in_line) is the same.
+            .replace(mysql["jobs_in_range"].sql, mysql["ready_jobs"].sql, 1)) == over_a_queue
+    with pytest.raises(ValueError, match="unknown"):
+        _expand("${next_wake_in_queue|in_queue=no_such_fragment}", "mysql", mysql)

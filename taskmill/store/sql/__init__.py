@@ -19,7 +19,9 @@ database's clock (``${now}``, ``${now_plus:delay}``, ``${seconds_until:expr}``),
 parameters (``${in:ids}``: "is one of the list ``ids``"), the row lock of a claim
 (``${skip_locked}``), a column no index may serve (``${unindexed:status}``), the
 columns a claim returns (``${claim_columns}``), or the SQL of another statement (a shared
-fragment such as ``${room_for_key}``).
+fragment such as ``${room_for_key}``). ``${statement|a=b,c=d}`` is that statement with
+the fragments ``a`` and ``c`` it uses read as ``b`` and ``d``: one statement's shape for
+two sets of rows (MySQL's ``next_wake_in_range``).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from ..rows import CLAIM_COLUMNS
 __all__ = ["Statement", "statements"]
 
 _HEADER = re.compile(r"^-- name: (?P<name>\w+)[ \t]*$", re.MULTILINE)
-_TOKEN = re.compile(r"\$\{(?P<token>\w+(?::[^}]+)?)\}")
+_TOKEN = re.compile(r"\$\{(?P<token>\w+(?::[^}]+|\|[\w=,]+)?)\}")
 
 #: How each database says "column is one of the values of list parameter {0}"; the
 #: store passes the list as each expects (an array, a tuple, JSON text).
@@ -122,6 +124,13 @@ def _expand(sql: str, vendor: str, known: dict[str, Statement], depth: int = 0) 
             return _WORDS[vendor][token]
         if token == "claim_columns":
             return ", ".join(CLAIM_COLUMNS)
+        name, _, overrides = token.partition("|")
+        if overrides and depth < 6:
+            read_as = dict(pair.split("=", 1) for pair in overrides.split(","))
+            if name in known and read_as.keys() | read_as.values() <= known.keys():
+                return _expand(known[name].sql, vendor,
+                               {**known, **{a: known[b] for a, b in read_as.items()}},
+                               depth + 1)
         if token in known and depth < 6:
             return _expand(known[token].sql, vendor, known, depth + 1)
         raise ValueError(f"{vendor}: unknown ${{{token}}} in the store's SQL.")

@@ -144,21 +144,26 @@ RETURNING ${claim_columns}
 -- expects: READY, may start
 SELECT ${seconds_until:MIN(d.run_after)} AS seconds FROM (
     SELECT j.run_after FROM ${ready_jobs}
-    WHERE j.status = 'READY' AND j.queue_name = %(queue)s AND j.parked = FALSE
-      AND j.run_after <= ${now} AND ${may_start}
+    WHERE ${in_queue} AND j.run_after <= ${now} AND ${may_start}
     ORDER BY j.priority DESC, j.fair_rank, j.run_after, j.id
     LIMIT 1
 ) d
 UNION ALL
 SELECT ${seconds_until:MIN(w.run_after)} FROM (
     SELECT j.run_after FROM ${deferred_jobs_in_line}
-    WHERE j.status = 'READY' AND j.run_after > j.enqueued_at AND j.queue_name = %(queue)s
-      AND j.parked = FALSE AND j.run_after > ${now} AND ${may_start}
+    WHERE ${in_queue} AND j.run_after > j.enqueued_at AND j.run_after > ${now}
+      AND ${may_start}
     ORDER BY j.run_after
     LIMIT 1
 ) w
 UNION ALL
 ${next_parked_for_time}
+
+-- name: in_queue
+-- A job in line in queue %(queue)s (a fragment): READY and not parked. MySQL's
+-- next_wake_in_range reads next_wake_in_queue with in_range in its place.
+-- expects: j is a job
+j.status = 'READY' AND j.queue_name = %(queue)s AND j.parked = FALSE
 
 -- name: next_parked_for_time
 -- The last part of a queue's look (next_wake_in_queue, MySQL's next_wake_in_range), a

@@ -76,29 +76,14 @@ taskmill_job j FORCE INDEX (taskmill_job_ready_my)
 
 -- name: next_wake_in_range
 -- One range's part of an idle worker's look while claims start past the jobs claimed
--- last (MySQLJobStore.next_wake_query unites one per range and next_rate_room): as
--- common.sql's next_wake_in_queue, the due jobs and the deferred ones in line read from
--- where the range starts (both through the claim index here: see deferred_jobs_in_line);
+-- last (MySQLJobStore.next_wake_query unites one per range and next_rate_room): common.sql's
+-- next_wake_in_queue, its due jobs and the deferred ones in line read from where the
+-- range starts (in_range, both through the claim index here: see deferred_jobs_in_line);
 -- the jobs parked for their due time as there (read again for each range of a queue).
 -- The hazard: a deferred job that sorts before the start, as a due one does, is seen at
 -- the next read from the front, not at its due time.
 -- expects: READY, may start
-SELECT ${seconds_until:MIN(d.run_after)} AS seconds FROM (
-    SELECT j.run_after FROM ${jobs_in_range}
-    WHERE ${in_range} AND j.run_after <= ${now} AND ${may_start}
-    ORDER BY j.priority DESC, j.fair_rank, j.run_after, j.id
-    LIMIT 1
-) d
-UNION ALL
-SELECT ${seconds_until:MIN(w.run_after)} FROM (
-    SELECT j.run_after FROM ${deferred_jobs_in_line}
-    WHERE ${in_range} AND j.run_after > j.enqueued_at AND j.run_after > ${now}
-      AND ${may_start}
-    ORDER BY j.run_after
-    LIMIT 1
-) w
-UNION ALL
-${next_parked_for_time}
+${next_wake_in_queue|ready_jobs=jobs_in_range,in_queue=in_range}
 
 -- name: mark_claimed
 -- Lease the locked jobs to %(worker)s.
