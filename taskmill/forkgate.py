@@ -193,7 +193,9 @@ class _ForkGate:
 
     def after_fork_in_parent(self) -> None:
         with self.condition:
-            self.forking -= 1  # Another thread's fork may still be under way.
+            # Another thread's fork may still be under way. (Not below zero: a signal
+            # can interrupt this fork's before-hook before it counted itself.)
+            self.forking = max(0, self.forking - 1)
             if not self.forking:
                 self.condition.notify_all()
 

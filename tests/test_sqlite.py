@@ -288,6 +288,22 @@ def test_two_forks_at_once_keep_calls_out_until_both_are_done(sqlite_only):
     caller.join(5)
 
 
+def test_a_fork_whose_before_hook_was_interrupted_leaves_the_gate_open(sqlite_only):
+    """A signal can interrupt the before-fork hook before it counted the fork (the main
+    thread's lock waits are interruptible); the after-hook still runs. Counted below
+    zero, the gate held every later call out for ever."""
+    gate = forkgate._ForkGate()
+    gate.after_fork_in_parent()  # No before_fork: it was interrupted.
+    entered = threading.Event()
+
+    def call_into_sqlite() -> None:
+        with gate.enter():
+            entered.set()
+
+    threading.Thread(target=call_into_sqlite, daemon=True).start()
+    assert entered.wait(5), "the gate stayed shut after an interrupted fork"
+
+
 def test_a_fork_kept_waiting_says_which_transaction_it_waits_for(
         sqlite_only, tmp_path, caplog, monkeypatch):
     monkeypatch.setattr(forkgate, "FORK_WAIT_WARN", 0.2)
