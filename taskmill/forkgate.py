@@ -141,12 +141,12 @@ class _ForkGate:
         """Hold new calls back and wait for those in flight, then let go of the lock.
 
         The count of forks under way, not the lock, keeps threads out until every one is
-        done (two task threads may fork at once): the hooks that
-        run after this one (logging's, the import lock) take locks of their own, and a
-        thread holding one of those may need the gate's lock meanwhile (the garbage
-        collector runs :meth:`drop` in whichever thread it interrupts). Held across
-        them, the lock would deadlock both threads and every later call into SQLite.
-        For the same reason, the collecting and the logging here happen outside it.
+        done (two task threads may fork at once): the hooks that run after this one
+        (logging's, the import lock) take locks of their own, and a thread holding one
+        of those may need the gate's lock meanwhile (the garbage collector runs
+        :meth:`drop` in whichever thread it interrupts). Held across them, the lock
+        would deadlock both threads and every later call into SQLite. For the same
+        reason, the collecting and the logging here happen outside it.
         """
         with self.condition:
             self.forking += 1

@@ -124,11 +124,11 @@ def _expand(sql: str, vendor: str, known: dict[str, Statement], depth: int = 0) 
             return _WORDS[vendor][token]
         if token == "claim_columns":
             return ", ".join(CLAIM_COLUMNS)
-        name, _, overrides = token.partition("|")
-        if overrides and depth < 6:
+        statement, _, overrides = token.partition("|")
+        if overrides and depth < 6:  # ${statement|a=b,c=d}
             read_as = dict(pair.split("=", 1) for pair in overrides.split(","))
-            if name in known and read_as.keys() | read_as.values() <= known.keys():
-                return _expand(known[name].sql, vendor,
+            if statement in known and read_as.keys() | read_as.values() <= known.keys():
+                return _expand(known[statement].sql, vendor,
                                {**known, **{a: known[b] for a, b in read_as.items()}},
                                depth + 1)
         if token in known and depth < 6:
