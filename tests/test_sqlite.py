@@ -304,6 +304,39 @@ def test_a_fork_whose_before_hook_was_interrupted_leaves_the_gate_open(sqlite_on
     assert entered.wait(5), "the gate stayed shut after an interrupted fork"
 
 
+def test_a_fork_from_inside_a_transaction_goes_as_soon_as_the_calls_it_waits_for_end(
+        sqlite_only):
+    """A fork from inside its own transaction waits for the count of calls inside to come
+    down to its own turn, not to zero: it was woken only at zero, so it waited out the
+    warning's tick (FORK_WAIT_WARN, 10 s) after the last call had ended."""
+    gate = forkgate._ForkGate()
+    in_flight, release, forked = threading.Event(), threading.Event(), threading.Event()
+
+    def call_in_flight() -> None:
+        with gate.enter():
+            in_flight.set()
+            release.wait(10)
+
+    def fork_from_a_transaction() -> None:
+        own = sqlite3.connect(":memory:", factory=forkgate.GatedConnection)
+        gate.hold(own)  # This thread's transaction: its turn stays counted inside.
+        gate.before_fork()
+        forked.set()
+        gate.after_fork_in_parent()
+        gate.drop(id(own))
+
+    threading.Thread(target=call_in_flight, daemon=True).start()
+    assert in_flight.wait(5)
+    forker = threading.Thread(target=fork_from_a_transaction, daemon=True)
+    forker.start()
+    assert not forked.wait(0.3)  # It waits for the call in flight...
+    started = time.monotonic()
+    release.set()
+    assert forked.wait(forkgate.FORK_WAIT_WARN)
+    assert time.monotonic() - started < 2.0  # ...and goes when it ends.
+    forker.join(5)
+
+
 def test_a_fork_kept_waiting_says_which_transaction_it_waits_for(
         sqlite_only, tmp_path, caplog, monkeypatch):
     monkeypatch.setattr(forkgate, "FORK_WAIT_WARN", 0.2)
