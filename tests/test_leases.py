@@ -45,10 +45,12 @@ def test_maintenance_stuck_on_a_lock_does_not_delay_the_heartbeat(start_worker, 
                 wait_until(lambda: Job.objects.filter(id=result.id, status=JobStatus.SUCCESSFUL)
                            .exists(), timeout=lease * 8, message="the long job to finish")
             finally:
+                # The key let go first: the stuck worker's enqueue goes through, and it
+                # stops at once instead of after its shutdown timeout.
+                blocker.connection.rollback()
                 stuck.signal(15)
                 stuck.wait(timeout=30)
                 stuck.kill()
-            blocker.connection.rollback()
     finally:
         blocker.connection.close()
     job = Job.objects.get(id=result.id)
