@@ -25,9 +25,9 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
 from .backend import taskmill_backend
+from .backlogs import BACKLOG_COUNT_CAP, REPORT_COUNT_CAP
 from .flow import paused
 from .reporting import (
-    BACKLOG_COUNT_CAP,
     database_now,
     finished_counts,
     live_workers,
@@ -49,13 +49,6 @@ DEFAULT_WINDOW = 300.0
 #: Most recent finished jobs read for the duration quantiles.
 DURATION_SAMPLE = 5000
 QUANTILES = (0.5, 0.9, 0.99)
-#: Seconds a scrape reports a queue found over the count's cap as counted, before it
-#: counts it again (the dashboard's is 10 s). Counting 100,001 entries was most of a
-#: scrape beside a million waiting jobs (47 of 57 ms on MariaDB), for figures that say
-#: "more than 100,000": with scrapes every 15 s, one in four pays it. Below the cap,
-#: every scrape counts.
-RECOUNT_CAPPED_AFTER = 60.0
-
 
 class TaskmillCollector:
     """A ``prometheus_client`` collector over one taskmill backend's tables."""
@@ -91,12 +84,12 @@ class TaskmillCollector:
                                    labels=["queue"])
         capped = GaugeMetricFamily(
             "taskmill_queue_jobs_capped",
-            f"1 when a queue's READY jobs were counted up to {BACKLOG_COUNT_CAP + 1:,} only "
-            "(more wait; its waiting and scheduled figures are then lower bounds).",
+            "1 when more of a queue's READY jobs wait than counted (its waiting and scheduled "
+            f"figures are then lower bounds): a scrape counts up to {REPORT_COUNT_CAP + 1:,}, "
+            f"past that a worker's count of the last minute, up to {BACKLOG_COUNT_CAP + 1:,}.",
             labels=["queue"])
         finished = finished_counts(self.database, since)
-        for depth in queue_depths(self.database, now, since, finished,
-                                  recount_capped_after=RECOUNT_CAPPED_AFTER):
+        for depth in queue_depths(self.database, now, since, finished):
             jobs.add_metric([depth.queue, "waiting"], depth.waiting)
             jobs.add_metric([depth.queue, "scheduled"], depth.scheduled)
             jobs.add_metric([depth.queue, "running"], depth.running)

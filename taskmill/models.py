@@ -335,3 +335,23 @@ class FinishedMinute(models.Model):
         constraints = [models.UniqueConstraint(
             fields=["minute", "queue_name", "task_path", "status"],
             name="taskmill_finished_minute")]
+
+
+class QueueBacklog(models.Model):
+    """A queue's READY jobs as a worker last counted them (the ``backlogs`` maintenance
+    service), up to ``taskmill.backlogs.BACKLOG_COUNT_CAP`` and one: the figure reports
+    show for a backlog deeper than they count themselves. See :mod:`taskmill.backlogs`.
+    """
+
+    queue_name = models.CharField(max_length=100, primary_key=True)
+    #: The database's clock when it was counted.
+    counted_at = models.DateTimeField()
+    #: READY jobs counted, and of them those due at ``counted_at``.
+    ready = models.PositiveIntegerField()
+    due = models.PositiveIntegerField()
+
+    class Meta:
+        verbose_name = _("queue backlog")
+
+    def __str__(self) -> str:
+        return self.queue_name

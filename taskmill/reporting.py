@@ -11,7 +11,6 @@ checks them.
 from __future__ import annotations
 
 import datetime as dt
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -23,11 +22,10 @@ from django.db.models import (
     ExpressionWrapper,
     F,
     FloatField,
-    Min,
-    Q,
 )
 from django.db.models.expressions import RawSQL
 
+from . import backlogs
 from .minutes import finished_per_minute, finished_since, outcome_counts, throughput
 from .models import Job, JobStatus, Worker
 from .results import Progress
@@ -46,7 +44,7 @@ class QueueStats:
     counts: dict[str, int] = field(default_factory=lambda: {s.value: 0 for s in JobStatus})
     #: Seconds the oldest due READY job has waited (None: nothing waits).
     oldest_waiting_age: float | None = None
-    #: READY counted up to STATUS_COUNT_CAP and one only: more wait (see QueueDepth).
+    #: More READY jobs wait than ``counts`` says (see QueueDepth).
     capped: bool = False
 
 
@@ -75,7 +73,7 @@ def queue_stats(database: str, now: dt.datetime | None = None,
     now = now or database_now(database)
     since = window_start(now, window_minutes)
     finished = outcome_counts(finished_per_minute(database, since, now))
-    depths = queue_depths(database, now, since, finished, cap=STATUS_COUNT_CAP)
+    depths = queue_depths(database, now, since, finished)
     return [QueueStats(d.queue, counts={
         JobStatus.READY.value: d.waiting + d.scheduled, JobStatus.RUNNING.value: d.running,
         JobStatus.SUCCESSFUL.value: d.succeeded, JobStatus.FAILED.value: d.failed,
@@ -126,8 +124,10 @@ def status_report(database: str) -> dict[str, Any]:
         "queues": [asdict(q) for q in queue_stats(database, now)],
         # SUCCESSFUL and FAILED counts cover this many minutes, not the whole history.
         "finished_window_minutes": STATUS_WINDOW_MINUTES,
-        # READY is counted up to this many and one a queue ("capped": more wait).
-        "ready_counted_up_to": STATUS_COUNT_CAP + 1,
+        # READY is counted up to this many a queue ("capped": more wait), and past that
+        # as far as the second, as a worker counted it in the last minute.
+        "ready_counted_up_to": backlogs.REPORT_COUNT_CAP + 1,
+        "ready_counted_by_a_worker_up_to": backlogs.BACKLOG_COUNT_CAP + 1,
         # Every job row, finished ones included: the planner's estimate, or None.
         "estimated_job_rows": estimated_rows(database, Job._meta.db_table),
         # Until it ends, vacuum cannot clean up after the jobs (None: none, or not told).
@@ -155,21 +155,6 @@ def _as_dict(held: HeldSnapshot | None) -> dict[str, Any] | None:
 DURATION_SAMPLE = 5000
 
 
-#: A queue's READY jobs are counted up to this many. Counting a backlog exactly means
-#: reading all of it (about 0.25 µs a job on PostgreSQL: a million waiting jobs would
-#: cost every dashboard poll and every scrape a quarter of a second).
-BACKLOG_COUNT_CAP = 100_000
-#: Seconds the dashboard shows a queue found over the cap as counted, before it counts
-#: it again: the cap's count alone is 11–15 ms on PostgreSQL and 37 ms on MariaDB, most
-#: of a poll beside a million waiting jobs, for figures that say "more than 100,000".
-RECOUNT_CAPPED_AFTER = 10.0
-#: ``taskmill status`` counts up to this many a queue: a command keeps nothing between
-#: runs, so each pays its count (100,001 entries took 122 ms on MariaDB; 10,001 a tenth).
-STATUS_COUNT_CAP = 10_000
-
-#: (database, queue, cap) -> when a queue was last found over the cap, and its count then.
-_capped_counts: dict[tuple[str, str, int], tuple[float, dict[str, Any]]] = {}
-
 @dataclass
 class QueueDepth:
     queue: str
@@ -182,53 +167,39 @@ class QueueDepth:
     succeeded: int = 0
     failed: int = 0
     oldest_waiting_age: float | None = None
-    #: More wait than the cap: ``waiting`` and ``scheduled`` (adding up to the cap and
-    #: one) and the oldest age are of the first of them in claim order only.
+    #: More wait than ``waiting`` and ``scheduled`` say (they add up to a cap and one:
+    #: see :mod:`taskmill.backlogs`). The oldest age is of the first of them in claim
+    #: order only.
     capped: bool = False
 
 
-def forget_capped_counts() -> None:
-    """Count every queue again at the next report (tests that lower the cap)."""
-    _capped_counts.clear()
-
-
 def queue_depths(database: str, now: dt.datetime, since: dt.datetime,
-                 finished: Sequence[Mapping[str, Any]] | None = None,
-                 recount_capped_after: float = 0.0, cap: int | None = None) -> list[QueueDepth]:
-    """Active jobs per queue (READY up to ``cap``, default BACKLOG_COUNT_CAP), plus the
-    outcomes of jobs finished since ``since`` (``finished``: :func:`finished_counts`
-    already read). A queue found over the cap less than ``recount_capped_after`` seconds
-    ago keeps that count (its oldest job's age moves on)."""
-    cap = BACKLOG_COUNT_CAP if cap is None else cap
+                 finished: Sequence[Mapping[str, Any]] | None = None) -> list[QueueDepth]:
+    """Active jobs per queue, plus the outcomes of jobs finished since ``since``
+    (``finished``: :func:`finished_counts` already read). READY jobs are counted up to
+    ``REPORT_COUNT_CAP``; past it, a worker's recent count (:mod:`taskmill.backlogs`)."""
     jobs = Job.objects.using(database).order_by()
     depths: dict[str, QueueDepth] = {}
+    counted_by_workers: dict[str, backlogs.ReadyCount] | None = None
 
     def entry(queue: str) -> QueueDepth:
         return depths.setdefault(queue, QueueDepth(queue))
 
-    # Each statement names its state as a literal: a partial index serves only a WHERE
-    # that implies its own. READY: per queue, the claim index (which leads with
-    # queue_name and holds run_after: an index-only scan), up to the cap; RUNNING: a
-    # RUNNING-only index.
-    due = Q(run_after__lte=now)
     for name in get_store(database).ready_queues():
-        kept = _capped_counts.get((database, name, cap))
-        if kept is not None and time.monotonic() - kept[0] < recount_capped_after:
-            counted = kept[1]
-        else:
-            first = jobs.filter(status=JobStatus.READY, queue_name=name).values("run_after")
-            counted = first[:cap + 1].aggregate(
-                n=Count("run_after"), due=Count("run_after", filter=due),
-                oldest=Min("run_after", filter=due))
-            if counted["n"] > cap:
-                _capped_counts[(database, name, cap)] = (time.monotonic(), counted)
-            else:
-                _capped_counts.pop((database, name, cap), None)
+        counted = backlogs.count_ready(database, name, now, backlogs.REPORT_COUNT_CAP)
         depth = entry(name)
-        depth.waiting, depth.scheduled = counted["due"], counted["n"] - counted["due"]
-        depth.capped = counted["n"] > cap
-        if counted["oldest"] is not None:
-            depth.oldest_waiting_age = max(0.0, (now - counted["oldest"]).total_seconds())
+        if counted.oldest_due is not None:
+            depth.oldest_waiting_age = max(0.0, (now - counted.oldest_due).total_seconds())
+        depth.capped = counted.ready > backlogs.REPORT_COUNT_CAP
+        if depth.capped:
+            if counted_by_workers is None:
+                counted_by_workers = backlogs.counted_backlogs(database, now)
+            deeper = counted_by_workers.get(name)
+            if deeper is not None and deeper.ready > counted.ready:
+                counted = deeper
+                depth.capped = deeper.ready > backlogs.BACKLOG_COUNT_CAP
+        depth.waiting, depth.scheduled = counted.due, counted.ready - counted.due
+    # RUNNING: a RUNNING-only index (the state a literal, as the partial index's).
     running = (jobs.filter(status=JobStatus.RUNNING).values("queue_name")
                .annotate(n=Count("id")))
     for queue in running:
@@ -364,8 +335,7 @@ def dashboard_snapshot(database: str, lease_seconds: float, now: dt.datetime | N
     since = window_start(now, window_minutes)
     per_minute = finished_per_minute(database, since, now)
     finished = outcome_counts(per_minute)
-    depths = queue_depths(database, now, since, finished,
-                          recount_capped_after=RECOUNT_CAPPED_AFTER)
+    depths = queue_depths(database, now, since, finished)
     succeeded = sum(d.succeeded for d in depths)
     failed = sum(d.failed for d in depths)
     hosts: dict[str, list[dict[str, Any]]] = {}
@@ -382,7 +352,7 @@ def dashboard_snapshot(database: str, lease_seconds: float, now: dt.datetime | N
         "window_minutes": window_minutes,
         "queues": [asdict(d) for d in depths],
         "totals": {
-            # Some queue holds more than BACKLOG_COUNT_CAP waiting jobs: "at least".
+            # More wait in some queue than its figures say: "at least".
             "capped": any(d.capped for d in depths),
             "waiting": sum(d.waiting for d in depths),
             "scheduled": sum(d.scheduled for d in depths),

@@ -11,6 +11,7 @@ rows: ``docs/scaling.md``.
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 from collections.abc import Callable
@@ -177,105 +178,133 @@ def test_the_counts_are_right_on_every_database():
 
 @pytest.fixture
 def low_cap(monkeypatch: pytest.MonkeyPatch):
-    """A cap of 20 (`taskmill status`'s too), and nothing counted over it before."""
-    from taskmill import reporting
+    """Reports count up to 10 (and one) themselves, a worker up to 20."""
+    from taskmill import backlogs
 
-    monkeypatch.setattr(reporting, "BACKLOG_COUNT_CAP", 20)
-    monkeypatch.setattr(reporting, "STATUS_COUNT_CAP", 20)
-    reporting.forget_capped_counts()
-    yield
-    reporting.forget_capped_counts()
+    monkeypatch.setattr(backlogs, "REPORT_COUNT_CAP", 10)
+    monkeypatch.setattr(backlogs, "BACKLOG_COUNT_CAP", 20)
+
+
+def counts_up_to(limit: int, statements: list[str]) -> bool:
+    """Whether ``statements`` count READY jobs of some queue up to ``limit``."""
+    return any(f"LIMIT {limit}" in sql and "READY" in sql for sql in statements)
+
+
+def depths(report: dict[str, Any]) -> dict[str, tuple[int, bool]]:
+    """READY jobs per queue in a dashboard's data, and whether more wait."""
+    return {q["queue"]: (q["waiting"] + q["scheduled"], q["capped"]) for q in report["queues"]}
 
 
 def test_a_backlog_past_the_cap_is_counted_up_to_it_and_said_to_be_more(low_cap):
     """Counting a backlog exactly means reading all of it: a million waiting jobs cost
-    every poll a quarter of a second. Past the cap, each report says "more" instead."""
+    every poll a quarter of a second. Past its cap, a report says "more" instead, and
+    reads no further."""
     make_jobs(30, queue_name="flood", ago=30)
     make_jobs(5, queue_name="trickle", ago=30)
-    dashboard = dashboard_snapshot("default", lease_seconds=30)
-    queues = {q["queue"]: q for q in dashboard["queues"]}
-    assert (queues["flood"]["waiting"], queues["flood"]["capped"]) == (21, True)
-    assert (queues["trickle"]["waiting"], queues["trickle"]["capped"]) == (5, False)
+    dashboard, statements = job_queries(lambda: dashboard_snapshot("default", lease_seconds=30))
+    assert depths(dashboard) == {"flood": (11, True), "trickle": (5, False)}
     assert dashboard["totals"]["capped"] is True
+    assert counts_up_to(11, statements) and not counts_up_to(21, statements)
     metrics = scrape_metrics()
     assert metrics[("taskmill_queue_jobs_capped", (("queue", "flood"),))] == 1
     assert metrics[("taskmill_queue_jobs_capped", (("queue", "trickle"),))] == 0
-    assert metrics[("taskmill_queue_jobs", (("queue", "flood"), ("state", "waiting")))] == 21
-    _, statements = job_queries(lambda: dashboard_snapshot("default", lease_seconds=30))
-    assert any("LIMIT 21" in sql for sql in statements)  # Read no further than the cap.
+    assert metrics[("taskmill_queue_jobs", (("queue", "flood"), ("state", "waiting")))] == 11
     out = io.StringIO()
     call_command("taskmill", "status", stdout=out)
-    assert "21+" in out.getvalue() and "counted up to 21 a queue" in out.getvalue()
+    assert "11+" in out.getvalue() and "counted up to 11 a queue" in out.getvalue()
 
 
-def test_status_counts_less_far_than_the_dashboard(low_cap, monkeypatch):
-    """A command keeps nothing between runs, so each ``taskmill status`` pays its count:
-    it stops at its own, lower cap (100,001 entries took 122 ms on MariaDB)."""
-    from taskmill import reporting
+def test_past_its_own_cap_a_report_shows_what_a_worker_counted(low_cap):
+    """A worker counts every backlog further, every few seconds (the ``backlogs``
+    service): every report shows that count, as deep as it went, and still counts no
+    further itself."""
+    from taskmill.backlogs import count_backlogs
+    from taskmill.reporting import database_now
 
-    monkeypatch.setattr(reporting, "STATUS_COUNT_CAP", 10)
     make_jobs(30, queue_name="flood", ago=30)
+    make_jobs(15, queue_name="stream", ago=30)
     make_jobs(5, queue_name="trickle", ago=30)
+    assert count_backlogs("default", database_now("default")) == 3
+    dashboard, statements = job_queries(lambda: dashboard_snapshot("default", lease_seconds=30))
+    assert depths(dashboard) == {"flood": (21, True), "stream": (15, False),
+                                 "trickle": (5, False)}
+    assert not counts_up_to(21, statements)
+    metrics, statements = job_queries(scrape_metrics)
+    assert metrics[("taskmill_queue_jobs", (("queue", "stream"), ("state", "waiting")))] == 15
+    assert metrics[("taskmill_queue_jobs_capped", (("queue", "stream"),))] == 0
+    assert metrics[("taskmill_queue_jobs_capped", (("queue", "flood"),))] == 1
+    assert not counts_up_to(21, statements)
     out = io.StringIO()
-    _, statements = job_queries(lambda: call_command("taskmill", "status", "--json", stdout=out))
-    assert any("LIMIT 11" in sql for sql in statements)
-    assert not any("LIMIT 21" in sql for sql in statements)
-    report = json.loads(out.getvalue())
-    queues = {q["queue"]: q for q in report["queues"]}
-    assert (queues["flood"]["counts"]["READY"], queues["flood"]["capped"]) == (11, True)
-    assert (queues["trickle"]["counts"]["READY"], queues["trickle"]["capped"]) == (5, False)
-    assert report["ready_counted_up_to"] == 11
-    dashboard = {q["queue"]: q for q in dashboard_snapshot("default", lease_seconds=30)["queues"]}
-    assert (dashboard["flood"]["waiting"], dashboard["flood"]["capped"]) == (21, True)
+    call_command("taskmill", "status", "--json", stdout=out)
+    queues = {q["queue"]: q for q in json.loads(out.getvalue())["queues"]}
+    assert (queues["stream"]["counts"]["READY"], queues["stream"]["capped"]) == (15, False)
+    assert (queues["flood"]["counts"]["READY"], queues["flood"]["capped"]) == (21, True)
 
 
-def counts(queue: str, statements: list[str]) -> bool:
-    """Whether ``statements`` count ``queue``'s READY jobs up to the low cap (20)."""
-    return any("LIMIT 21" in sql and f"'{queue}'" in sql for sql in statements)
+def test_a_workers_count_is_shown_only_while_it_is_recent(low_cap):
+    """A count a minute old (no worker counting any more) is left unread: the report
+    says "more than its own cap" rather than show a backlog long gone."""
+    from taskmill import backlogs
+    from taskmill.models import QueueBacklog
+    from taskmill.reporting import database_now
+
+    make_jobs(15, queue_name="stream", ago=30)
+    backlogs.count_backlogs("default", database_now("default"))
+    assert depths(dashboard_snapshot("default", lease_seconds=30))["stream"] == (15, False)
+    QueueBacklog.objects.update(counted_at=database_now("default") - dt.timedelta(
+        seconds=backlogs.FRESH_FOR + 1))
+    assert depths(dashboard_snapshot("default", lease_seconds=30))["stream"] == (11, True)
 
 
-def test_the_dashboard_counts_a_queue_over_the_cap_again_only_after_a_while(
-        low_cap, monkeypatch):
-    """The cap's count is most of a poll beside a million waiting jobs (37 ms on MariaDB),
-    for figures that say "more than" anyway: the dashboard counts such a queue again
-    once RECOUNT_CAPPED_AFTER has passed. Queues under the cap are counted every poll."""
-    from taskmill import reporting
+def test_a_workers_count_drops_the_queues_that_no_longer_wait():
+    from taskmill.backlogs import count_backlogs
+    from taskmill.models import QueueBacklog
+    from taskmill.reporting import database_now
 
-    def poll() -> tuple[dict[str, dict], list[str]]:
-        data, statements = job_queries(lambda: dashboard_snapshot("default", lease_seconds=30))
-        return {q["queue"]: q for q in data["queues"]}, statements
-
-    make_jobs(30, queue_name="flood", ago=30)
-    make_jobs(5, queue_name="trickle", ago=30)
-    queues, statements = poll()
-    assert counts("flood", statements) and queues["flood"]["capped"]
-    make_jobs(5, queue_name="trickle", ago=30)
-    queues, statements = poll()
-    assert not counts("flood", statements) and counts("trickle", statements)
-    assert (queues["flood"]["waiting"], queues["flood"]["capped"]) == (21, True)
-    assert queues["trickle"]["waiting"] == 10
-    monkeypatch.setattr(reporting, "RECOUNT_CAPPED_AFTER", 0.0)
-    assert counts("flood", poll()[1])
+    make_jobs(3, queue_name="gone", ago=30)
+    make_jobs(2, queue_name="kept", ago=30)
+    count_backlogs("default", database_now("default"))
+    Job.objects.filter(queue_name="gone").update(status=JobStatus.SUCCESSFUL)
+    count_backlogs("default", database_now("default"))
+    assert dict(QueueBacklog.objects.values_list("queue_name", "ready")) == {"kept": 2}
 
 
-def test_a_scrape_counts_a_queue_over_the_cap_again_only_after_a_while(low_cap, monkeypatch):
-    """As the dashboard, over a longer while (metrics.RECOUNT_CAPPED_AFTER): the count
-    was 47 of a scrape's 57 ms on MariaDB beside a million waiting jobs."""
-    from taskmill import metrics
+def test_a_workers_count_writes_nothing_while_nothing_waits():
+    """An idle worker counts every 10 s; on SQLite each write would wake every worker
+    that watches the database file."""
+    from taskmill.backlogs import count_backlogs
+    from taskmill.reporting import database_now
 
-    def waiting(values: dict, queue: str) -> float:
-        return values[("taskmill_queue_jobs", (("queue", queue), ("state", "waiting")))]
+    now = database_now("default")
+    with CaptureQueriesContext(connection) as captured:
+        assert count_backlogs("default", now) == 0
+    writes = [q["sql"] for q in captured.captured_queries
+              if q["sql"].lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE"))]
+    assert writes == []
 
-    make_jobs(30, queue_name="flood", ago=30)
-    make_jobs(5, queue_name="trickle", ago=30)
-    assert counts("flood", job_queries(scrape_metrics)[1])
-    make_jobs(5, queue_name="trickle", ago=30)
-    values, statements = job_queries(scrape_metrics)
-    assert not counts("flood", statements) and counts("trickle", statements)
-    assert (waiting(values, "flood"), waiting(values, "trickle")) == (21, 10)
-    assert values[("taskmill_queue_jobs_capped", (("queue", "flood"),))] == 1
-    monkeypatch.setattr(metrics, "RECOUNT_CAPPED_AFTER", 0.0)
-    assert counts("flood", job_queries(scrape_metrics)[1])
+
+@pytest.mark.django_db(transaction=True)
+def test_a_workers_maintenance_counts_the_backlogs_on_its_own_connection():
+    from django.db import connections
+
+    from taskmill.models import QueueBacklog
+    from taskmill.store import close_store
+    from taskmill.worker.config import WorkerConfig
+    from taskmill.worker.process import WorkerProcess
+
+    make_jobs(4, queue_name="elsewhere", ago=30)
+    worker = WorkerProcess(WorkerConfig(database="default", queues=["default"]), "b:1:w")
+    maintenance = worker.maintenance
+    assert maintenance is not None
+    assert "backlogs" in {service.name for service in maintenance.services}
+    own = connections["default"]
+    try:
+        maintenance._count_backlogs()  # Its "backlogs" service, as its thread runs it.
+        assert maintenance.store.connection is not own
+    finally:
+        close_store(maintenance.store)
+    assert connections["default"] is own
+    assert dict(QueueBacklog.objects.values_list("queue_name", "ready")) == {"elsewhere": 4}
 
 
 def test_the_queues_with_waiting_jobs_are_found_without_reading_the_backlog():

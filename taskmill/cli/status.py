@@ -61,8 +61,10 @@ def handle(command: Any, options: dict[str, Any]) -> None:
         write(f"No jobs waiting or running, and none finished in the last {minutes} minutes.")
     estimate = report["estimated_job_rows"]
     if capped:
-        write(f"READY is counted up to {report['ready_counted_up_to']:,} a queue (+: more "
-              "wait; counting them all would read them all; the dashboard counts further).")
+        write(f"+: more wait. READY is counted up to {report['ready_counted_up_to']:,} a "
+              "queue, and past that as a worker counted it in the last minute, up to "
+              f"{report['ready_counted_by_a_worker_up_to']:,} (counting them all would read "
+              "them all).")
     write(f"Finished counts cover the last {minutes} minutes"
           + ("." if estimate is None
              else f"; the job table holds about {estimate:,} rows (planner's estimate)."))

@@ -1,6 +1,6 @@
 """The maintenance thread: recovery, pruning, the periodic scheduler, rate keys' parked
-jobs, the count of jobs finished per minute, and a watch on transactions that hold back
-vacuum.
+jobs, the counts of jobs finished per minute and of deep backlogs, and a watch on
+transactions that hold back vacuum.
 
 Kept off the heartbeat's thread and connection: a prune of a long history or a slow
 schedule entry can take its time here without delaying a lease renewal by a
@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .. import minutes
+from .. import backlogs, minutes
 from ..services import scheduler
 from ..services.aging import age_priorities
 from ..services.pruning import prune_finished
@@ -84,6 +84,8 @@ class Maintenance(threading.Thread):
             _Service("snapshots", SNAPSHOT_CHECK_EVERY, self._watch_snapshots),
             # The reports' hour, each closed minute counted once (taskmill.minutes).
             _Service("minutes", minutes.COUNT_EVERY, self._count_minutes),
+            # The reports' figure for a deep backlog (taskmill.backlogs).
+            _Service("backlogs", backlogs.COUNT_EVERY, self._count_backlogs),
         ]
         self.snapshots = SnapshotWatch()
         if config.priority_aging:
@@ -155,6 +157,11 @@ class Maintenance(threading.Thread):
             counted = minutes.count_closed_minutes(self.store.alias, self.store.database_now())
         # A full turn (a first one, or after a stop) leaves more: go on soon.
         return COUNT_AGAIN if counted >= minutes.COUNT_AT_MOST else None
+
+    def _count_backlogs(self) -> float | None:
+        with self.store.as_thread_default():
+            backlogs.count_backlogs(self.store.alias, self.store.database_now())
+        return None
 
     def _age(self) -> float | None:
         assert self.config.priority_aging is not None
