@@ -25,6 +25,13 @@ worker (enqueue commit to task start, ``--samples`` jobs 20 ms apart), and the d
 rate of ``--drain`` no-op jobs by ``taskmill worker --processes 2 --threads 1`` (first
 start to last finish). The statements are timed in this process through the store, as
 the worker calls them (its claim prepared); medians of ``--runs``.
+
+    .venv/bin/python bench/hotpath.py --side-by-side 5 --drain 20000
+
+``--side-by-side ROUNDS`` measures two tables in alternate rounds instead of one grown in
+steps, as this machine's speed drifts over the minutes a big table takes to build: an
+empty one (``taskmill_hotpath``) and one holding the history and the other queue's
+backlog (``taskmill_hotpath_big``); medians over the rounds, the ratio big / empty last.
 """
 
 from __future__ import annotations
@@ -238,6 +245,56 @@ def park_as_idle_workers_do() -> float:
     return (time.perf_counter() - started) * 1000
 
 
+def use_database(name: str) -> None:
+    """Point this process's connection, its store, and the workers it starts at ``name``."""
+    global _store
+    from django.db import connection
+
+    from taskmill.store import close_store
+
+    close_store(_store)
+    _store = None
+    connection.close()
+    connection.settings_dict["NAME"] = name
+    os.environ["BENCH_PG_NAME"] = name
+
+
+def side_by_side(args: argparse.Namespace) -> None:
+    import psycopg
+    from django.core.management import call_command
+
+    empty = os.environ["BENCH_PG_NAME"]
+    big = f"{empty}_big"
+    with psycopg.connect("host=127.0.0.1 user=postgres dbname=postgres", autocommit=True) as c:
+        for name in (empty, big):
+            c.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            c.execute(f'CREATE DATABASE "{name}"')
+    import django
+
+    django.setup()
+    for name in (empty, big):
+        use_database(name)
+        call_command("migrate", verbosity=0)
+        analyze()
+    started = time.perf_counter()
+    add_history(args.history)
+    add_waiting(args.elsewhere, "elsewhere", "bench.tasks.noop")
+    analyze()
+    print(f"# {big}: {args.history:,} finished + {args.elsewhere:,} due on another queue, "
+          f"built in {time.perf_counter() - started:.1f} s", flush=True)
+    figures: dict[str, dict[str, list[float]]] = {empty: {}, big: {}}
+    for round_no in range(args.side_by_side):
+        for name in (empty, big) if round_no % 2 == 0 else (big, empty):
+            use_database(name)
+            print(f"# round {round_no + 1}, {name}", flush=True)
+            for key, value in measure(args).items():
+                figures[name].setdefault(key, []).append(value)
+    print(f"# medians of {args.side_by_side} rounds: empty / big (ratio big / empty)")
+    for key in figures[empty]:
+        low, high = (statistics.median(figures[name][key]) for name in (empty, big))
+        print(f"{key}: {low:,.2f} / {high:,.2f} ({high / low:.2f}×)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawTextHelpFormatter)
@@ -253,7 +310,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=21, help="timed runs per statement")
     parser.add_argument("--samples", type=int, default=50, help="pickup samples")
     parser.add_argument("--drain", type=int, default=5_000, help="jobs in each drain")
+    parser.add_argument("--side-by-side", type=int, default=0, metavar="ROUNDS",
+                        help="an empty table and one with the history and the other "
+                             "queue's backlog, measured in alternate rounds")
     args = parser.parse_args()
+    if args.side_by_side:
+        side_by_side(args)
+        return
     setup_database()
     steps: list[tuple[str, Callable[[], None]]] = [
         ("empty", lambda: None),
