@@ -21,6 +21,7 @@ from taskmill import minutes
 from taskmill.models import FinishedMinute, Job, JobStatus
 from taskmill.reporting import dashboard_snapshot, status_report
 from tests.jobrows import job_row, make_jobs
+from tests.maintenance import run_service
 
 pytestmark = pytest.mark.django_db
 
@@ -187,21 +188,6 @@ def test_without_counts_a_first_read_reads_the_whole_window():
 
 @pytest.mark.django_db(transaction=True)
 def test_a_workers_maintenance_counts_the_minutes_on_its_own_connection():
-    from django.db import connections
-
-    from taskmill.store import close_store
-    from taskmill.worker.config import WorkerConfig
-    from taskmill.worker.process import WorkerProcess
-
     make_jobs(3, JobStatus.SUCCESSFUL, ago=10 * 60)
-    worker = WorkerProcess(WorkerConfig(database="default", queues=["default"]), "m:1:w")
-    maintenance = worker.maintenance
-    assert maintenance is not None
-    own = connections["default"]
-    try:
-        maintenance._count_minutes()  # Its "minutes" service, as its thread runs it.
-        assert maintenance.store.connection is not own
-    finally:
-        close_store(maintenance.store)
-    assert connections["default"] is own  # This thread's connection is its own again.
+    run_service("minutes")
     assert FinishedMinute.objects.filter(status="").count() == minutes.COUNT_AT_MOST

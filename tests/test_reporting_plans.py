@@ -26,6 +26,7 @@ from taskmill.metrics import TaskmillCollector
 from taskmill.models import Job, JobStatus
 from taskmill.reporting import dashboard_snapshot, status_report
 from tests.jobrows import make_jobs
+from tests.maintenance import run_service
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -285,25 +286,10 @@ def test_a_workers_count_writes_nothing_while_nothing_waits():
 
 @pytest.mark.django_db(transaction=True)
 def test_a_workers_maintenance_counts_the_backlogs_on_its_own_connection():
-    from django.db import connections
-
     from taskmill.models import QueueBacklog
-    from taskmill.store import close_store
-    from taskmill.worker.config import WorkerConfig
-    from taskmill.worker.process import WorkerProcess
 
     make_jobs(4, queue_name="elsewhere", ago=30)
-    worker = WorkerProcess(WorkerConfig(database="default", queues=["default"]), "b:1:w")
-    maintenance = worker.maintenance
-    assert maintenance is not None
-    assert "backlogs" in {service.name for service in maintenance.services}
-    own = connections["default"]
-    try:
-        maintenance._count_backlogs()  # Its "backlogs" service, as its thread runs it.
-        assert maintenance.store.connection is not own
-    finally:
-        close_store(maintenance.store)
-    assert connections["default"] is own
+    run_service("backlogs")
     assert dict(QueueBacklog.objects.values_list("queue_name", "ready")) == {"elsewhere": 4}
 
 
