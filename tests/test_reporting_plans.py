@@ -270,6 +270,26 @@ def test_a_workers_count_drops_the_queues_that_no_longer_wait():
     assert dict(QueueBacklog.objects.values_list("queue_name", "ready")) == {"kept": 2}
 
 
+def test_a_turn_out_of_time_leaves_the_queues_counted_longest_ago_for_the_next(monkeypatch):
+    """A deep queue is 10–40 ms to count, and the turn holds up the maintenance thread's
+    other services: past ``COUNT_BUDGET`` it stops (one queue at least), and the next
+    turn goes on with the queues never counted, then those counted longest ago."""
+    from taskmill import backlogs
+    from taskmill.models import QueueBacklog
+    from taskmill.reporting import database_now
+
+    monkeypatch.setattr(backlogs, "COUNT_BUDGET", 0.0)
+    for queue in ("alpha", "beta", "gamma"):
+        make_jobs(2, queue_name=queue, ago=30)
+    turns = []
+    for second in range(4):
+        now = database_now("default") + dt.timedelta(seconds=second)
+        assert backlogs.count_backlogs("default", now) == 1
+        turns.append(QueueBacklog.objects.get(counted_at=now).queue_name)
+    assert sorted(turns[:3]) == ["alpha", "beta", "gamma"]
+    assert turns[3] == turns[0]
+
+
 def test_a_workers_count_writes_nothing_while_nothing_waits():
     """An idle worker counts every 10 s; on SQLite each write would wake every worker
     that watches the database file."""
