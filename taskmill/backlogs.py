@@ -80,7 +80,7 @@ def count_backlogs(database: str, now: dt.datetime) -> int:
     if not names and not counted_at:
         return 0  # Nothing to write: an idle SQLite database's watchers are not woken.
     started = time.monotonic()
-    rows = []
+    rows: list[QueueBacklog] = []
     for name in sorted(names, key=lambda name: (name in counted_at, counted_at.get(name, now))):
         if rows and time.monotonic() - started >= COUNT_BUDGET:
             break
