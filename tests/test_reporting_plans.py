@@ -237,7 +237,9 @@ def test_past_its_own_cap_a_report_shows_what_a_worker_counted(low_cap):
     assert not counts_up_to(21, statements)
     out = io.StringIO()
     call_command("taskmill", "status", "--json", stdout=out)
-    queues = {q["queue"]: q for q in json.loads(out.getvalue())["queues"]}
+    report = json.loads(out.getvalue())
+    assert (report["ready_counted_up_to"], report["ready_counted_by_a_worker_up_to"]) == (11, 21)
+    queues = {q["queue"]: q for q in report["queues"]}
     assert (queues["stream"]["counts"]["READY"], queues["stream"]["capped"]) == (15, False)
     assert (queues["flood"]["counts"]["READY"], queues["flood"]["capped"]) == (21, True)
 
