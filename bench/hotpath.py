@@ -54,7 +54,15 @@ os.environ.setdefault("BENCH_PG_NAME", "taskmill_hotpath")
 os.environ["BENCH_DB"] = "postgresql"
 os.environ["BENCH_ADMIN"] = ""  # bench.scale would add the admin, which the worker needs not
 
-from bench.scale import HISTORY, WEEK, analyze, execute, median_ms, setup_database  # noqa: E402
+from bench.scale import (  # noqa: E402
+    HISTORY,
+    WEEK,
+    analyze,
+    execute,
+    median_ms,
+    recreate_postgresql_database,
+    setup_database,
+)
 
 WORKER = "bench:hotpath:claims"
 HOLDER = "bench:hotpath:holder"  # owns the running job that saturates the key
@@ -260,15 +268,12 @@ def use_database(name: str) -> None:
 
 
 def side_by_side(args: argparse.Namespace) -> None:
-    import psycopg
     from django.core.management import call_command
 
     empty = os.environ["BENCH_PG_NAME"]
     big = f"{empty}_big"
-    with psycopg.connect("host=127.0.0.1 user=postgres dbname=postgres", autocommit=True) as c:
-        for name in (empty, big):
-            c.execute(f'DROP DATABASE IF EXISTS "{name}"')
-            c.execute(f'CREATE DATABASE "{name}"')
+    for name in (empty, big):
+        recreate_postgresql_database(name)
     import django
 
     django.setup()

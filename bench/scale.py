@@ -88,17 +88,21 @@ FROM (SELECT n, UTC_TIMESTAMP(6) - INTERVAL n * %(step)s SECOND AS t FROM g) AS 
 }
 
 
+def recreate_postgresql_database(name: str) -> None:
+    """Drop the PostgreSQL database ``name`` if it exists, and create it empty."""
+    import psycopg
+
+    with psycopg.connect("host=127.0.0.1 user=postgres dbname=postgres", autocommit=True) as c:
+        c.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        c.execute(f'CREATE DATABASE "{name}"')
+
+
 def setup_database(migration: str = "") -> None:
     import django
 
     vendor = os.environ.get("BENCH_DB", "postgresql")
     if vendor == "postgresql":
-        import psycopg
-
-        with psycopg.connect("host=127.0.0.1 user=postgres dbname=postgres", autocommit=True) as c:
-            name = os.environ["BENCH_PG_NAME"]
-            c.execute(f'DROP DATABASE IF EXISTS "{name}"')
-            c.execute(f'CREATE DATABASE "{name}"')
+        recreate_postgresql_database(os.environ["BENCH_PG_NAME"])
     elif vendor == "mysql":
         import MySQLdb
 
