@@ -27,8 +27,8 @@ from django.db.models import Count, Min, Q
 from .models import Job, JobStatus, QueueBacklog
 from .store import get_store
 
-__all__ = ["BACKLOG_COUNT_CAP", "COUNT_BUDGET", "COUNT_EVERY", "FRESH_FOR", "REPORT_COUNT_CAP", "ReadyCount",
-           "count_backlogs", "count_ready", "counted_backlogs"]
+__all__ = ["BACKLOG_COUNT_CAP", "COUNT_BUDGET", "COUNT_EVERY", "FRESH_FOR", "REPORT_COUNT_CAP",
+           "ReadyCount", "count_backlogs", "count_ready", "counted_backlogs"]
 
 #: A worker counts a queue's READY jobs up to this many and one.
 BACKLOG_COUNT_CAP = 100_000
@@ -51,7 +51,8 @@ class ReadyCount:
     ready: int
     #: Of them, due now.
     due: int
-    #: The earliest ``run_after`` of the due ones (None when none is).
+    #: The earliest ``run_after`` of the due ones: None when none is, and in a worker's
+    #: count (not stored: a report reads its own, which is fresher).
     oldest_due: dt.datetime | None = None
 
 
